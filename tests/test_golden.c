@@ -439,6 +439,35 @@ static void golden_fixture(const char *name, pu_pool *pool1, pu_pool *pool2) {
         }
     }
 
+    /* 8. hidden states (pu_session_eval_ex): the LM head applied to them
+     * gives the logits of the same call */
+    case_name(cn, sizeof cn, name, "hidden states feed the LM head");
+    if (PT_TEST(cn)) {
+        const pu_weights *w = pu_model_weights(m);
+        int64_t C = pu_model_config(m)->hidden_size;
+        pu_session *s = NULL;
+        PT_OK(st = pu_session_create(m, GOLDEN_N_CTX, pool1, &s));
+        if (st == PU_OK && w->output.dtype != PU_DTYPE_F32) {
+            pt_skip("LM head not F32");
+        } else if (st == PU_OK) {
+            float *hid = pu_malloc((size_t)(n * C) * sizeof(float));
+            float *lg = pu_malloc((size_t)(n * V) * sizeof(float));
+            PT_OK(pu_session_eval_ex(s, f.ids, n, tmp, true, hid));
+            const float *wo = w->output.data;
+            for (int64_t t = 0; t < n; t++)
+                for (int64_t v = 0; v < V; v++) {
+                    double acc = 0;
+                    for (int64_t c = 0; c < C; c++)
+                        acc += (double)hid[t * C + c] * wo[v * C + c];
+                    lg[t * V + v] = (float)acc;
+                }
+            PT_ALLCLOSE("hidden . output^T vs logits", lg, tmp, n * V, 1e-4, 1e-4);
+            pu_free(lg);
+            pu_free(hid);
+        }
+        pu_session_destroy(s);
+    }
+
     pu_free(full);
     pu_free(tmp);
     fx_free(&f);

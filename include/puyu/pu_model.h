@@ -159,6 +159,12 @@ void pu_session_set_kernels(pu_session *s, const pu_kernels *k);
  * ids outside [0, V) or when pos + n > n_ctx. */
 pu_status pu_session_eval(pu_session *s, const int32_t *ids, int64_t n, float *logits,
                           bool all_logits);
+/* pu_session_eval that also writes the final hidden states (after the final
+ * RMSNorm, the LM head's input) of the n new tokens to hidden (n, C) when
+ * hidden is not NULL: embeddings (mean-pooled / last token) and value heads
+ * (reward model) read them. */
+pu_status pu_session_eval_ex(pu_session *s, const int32_t *ids, int64_t n, float *logits,
+                             bool all_logits, float *hidden);
 
 /* ------------------------------------------------------------------------ */
 /* batched forward over a paged KV cache (used by the serving engine)       */

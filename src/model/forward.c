@@ -305,6 +305,11 @@ static void forward_chunk(pu_session *s, const int32_t *ids, int64_t T) {
 
 pu_status pu_session_eval(pu_session *s, const int32_t *ids, int64_t n, float *logits,
                           bool all_logits) {
+    return pu_session_eval_ex(s, ids, n, logits, all_logits, NULL);
+}
+
+pu_status pu_session_eval_ex(pu_session *s, const int32_t *ids, int64_t n, float *logits,
+                             bool all_logits, float *hidden) {
     const pu_config *c = s->c;
     if (n <= 0)
         return pu_err_set(PU_ERR_INVALID, "eval: no tokens given");
@@ -332,6 +337,8 @@ pu_status pu_session_eval(pu_session *s, const int32_t *ids, int64_t n, float *l
         int64_t T = n - done < PU_CHUNK ? n - done : PU_CHUNK;
         forward_chunk(s, ids + done, T);
         s->pos += T;
+        if (hidden)
+            memcpy(hidden + done * C, s->xb, (size_t)(T * C) * sizeof *hidden);
         if (logits && all_logits)
             mm(s->pool, s->k, logits + done * V, s->xb, &w->output, T);
         else if (logits && done + T == n)
