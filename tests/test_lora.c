@@ -463,3 +463,263 @@ PT_SUITE(lora) {
         PT_CHECK(strstr(pu_err_msg(), "adapter_config.json") != NULL);
     }
 }
+
+/* ------------------------------------------------------------------------ */
+/* unmerged adapters in inference vs the PyTorch reference                  */
+/* (tools/gen_lora_infer_ref.py: tests/golden/lora)                         */
+
+#include "puyu/pu_model.h"
+
+#define LG_N 20
+#define LG_V 96
+#define ATOL 1e-4
+#define RTOL 1e-4
+
+static float *read_f32(const char *path, int64_t n) {
+    char *buf = NULL;
+    size_t len = 0;
+    if (pu_file_read_all(path, &buf, &len) != PU_OK || len != (size_t)n * 4) {
+        pt_fail_(__FILE__, __LINE__, "%s: %s", path, pu_err_msg());
+        pu_free(buf);
+        return NULL;
+    }
+    return (float *)buf;
+}
+
+static const int32_t LG_IDS[LG_N] = {22, 26, 63, 79, 43, 44, 60, 10, 89, 4,
+                                     74, 51, 95, 17, 22, 12, 33, 39, 55, 90};
+
+/* all logits of LG_IDS through a session with adapters */
+static bool session_logits(const pu_model *m, const pu_lora *const *l, const float *sc, int n,
+                           bool one_by_one, float *out) {
+    pu_session *s = NULL;
+    if (pu_session_create(m, 64, NULL, &s) != PU_OK)
+        return false;
+    bool ok = pu_session_set_adapters(s, l, sc, n) == PU_OK;
+    if (ok && !one_by_one)
+        ok = pu_session_eval(s, LG_IDS, LG_N, out, true) == PU_OK;
+    for (int i = 0; ok && one_by_one && i < LG_N; i++)
+        ok = pu_session_eval(s, LG_IDS + i, 1, out + i * LG_V, false) == PU_OK;
+    if (!ok)
+        pt_fail_(__FILE__, __LINE__, "session: %s", pu_err_msg());
+    pu_session_destroy(s);
+    return ok;
+}
+
+static double max_abs_diff(const float *a, const float *b, int64_t n) {
+    double m = 0;
+    for (int64_t i = 0; i < n; i++)
+        m = fabs((double)a[i] - b[i]) > m ? fabs((double)a[i] - b[i]) : m;
+    return m;
+}
+
+PT_SUITE(lora_infer) {
+    const char *G = "tests/golden/lora";
+    pu_model *hf = NULL, *gg = NULL, *g16 = NULL;
+    pu_lora *a = NULL, *b = NULL;
+    float *ref_a = read_f32("tests/golden/lora/logits_a.f32", LG_N * LG_V);
+    float *ref_b = read_f32("tests/golden/lora/logits_b.f32", LG_N * LG_V);
+    float *ref_ab = read_f32("tests/golden/lora/logits_ab.f32", LG_N * LG_V);
+    float *ref_ah = read_f32("tests/golden/lora/logits_a_half.f32", LG_N * LG_V);
+    float *ref_a16 = read_f32("tests/golden/lora/logits_a_f16.f32", LG_N * LG_V);
+    float *base = read_f32("tests/golden/gqa2/logits.f32", LG_N * LG_V);
+    float *got = pu_calloc(LG_N * LG_V, sizeof(float));
+    char p[512];
+    if (!ref_a || !ref_b || !ref_ab || !ref_ah || !ref_a16 || !base)
+        goto done;
+    PT_OK(pu_model_load("tests/golden/gqa2", &hf));
+    PT_OK(pu_model_load("tests/golden/gguf/gqa2-internlm2-f32.gguf", &gg));
+    PT_OK(pu_model_load("tests/golden/gguf/gqa2-llama-f16.gguf", &g16));
+    snprintf(p, sizeof p, "%s/a", G);
+    PT_OK(pu_lora_load(p, pu_model_config(hf), &a));
+    snprintf(p, sizeof p, "%s/b", G);
+    PT_OK(pu_lora_load(p, pu_model_config(hf), &b));
+    if (!hf || !gg || !g16 || !a || !b)
+        goto done;
+
+    if (PT_TEST("lora: fixture adapters differ from the base")) {
+        /* the references are far from the base, so a no-op adapter fails */
+        PT_CHECK(max_abs_diff(ref_a, base, LG_N * LG_V) > 1.0);
+        PT_CHECK(max_abs_diff(ref_b, base, LG_N * LG_V) > 1.0);
+        PT_CHECK(max_abs_diff(ref_ab, ref_a, LG_N * LG_V) > 1.0);
+        PT_CHECK(b->use_rslora && b->r == 2 && fabsf(b->scale - 3.0f / sqrtf(2.0f)) < 1e-6f);
+        PT_EQ_I64(b->targets, (1u << PU_LORA_WQKV) | (1u << PU_LORA_W2) | (1u << PU_LORA_OUTPUT));
+        PT_EQ_I64(a->targets, PU_LORA_DEFAULT_TARGETS | (1u << PU_LORA_OUTPUT));
+    }
+
+    if (PT_TEST("lora: unmerged on the HF base = PyTorch W + s B A")) {
+        const pu_lora *la[] = {a}, *lb[] = {b}, *lab[] = {a, b};
+        float half = 0.5f;
+        if (session_logits(hf, la, NULL, 1, false, got))
+            PT_ALLCLOSE("a", got, ref_a, LG_N * LG_V, ATOL, RTOL);
+        if (session_logits(hf, lb, NULL, 1, false, got))
+            PT_ALLCLOSE("b (bf16, rslora, regex)", got, ref_b, LG_N * LG_V, ATOL, RTOL);
+        if (session_logits(hf, lab, NULL, 2, false, got))
+            PT_ALLCLOSE("a+b", got, ref_ab, LG_N * LG_V, ATOL, RTOL);
+        if (session_logits(hf, la, &half, 1, false, got))
+            PT_ALLCLOSE("a x0.5", got, ref_ah, LG_N * LG_V, ATOL, RTOL);
+        /* decode path: one token at a time (T = 1, last-token LM head) */
+        if (session_logits(hf, lab, NULL, 2, true, got))
+            PT_ALLCLOSE("a+b decode", got, ref_ab, LG_N * LG_V, ATOL, RTOL);
+        /* removing the adapters gives the base back */
+        if (session_logits(hf, NULL, NULL, 0, false, got))
+            PT_ALLCLOSE("base", got, base, LG_N * LG_V, ATOL, RTOL);
+    }
+
+    if (PT_TEST("lora: unmerged on GGUF bases (split, permuted Q/K) = reference")) {
+        const pu_lora *la[] = {a}, *lab[] = {a, b};
+        if (session_logits(gg, la, NULL, 1, false, got))
+            PT_ALLCLOSE("gguf f32 + a", got, ref_a, LG_N * LG_V, ATOL, RTOL);
+        if (session_logits(gg, lab, NULL, 2, true, got))
+            PT_ALLCLOSE("gguf f32 + a+b decode", got, ref_ab, LG_N * LG_V, ATOL, RTOL);
+        if (session_logits(g16, la, NULL, 1, false, got))
+            PT_ALLCLOSE("gguf llama f16 + a", got, ref_a16, LG_N * LG_V, 2e-4, 2e-4);
+    }
+
+    if (PT_TEST("lora: batched paged forward, one adapter set per sequence")) {
+        const pu_model *models[2] = {hf, gg};
+        for (int mi = 0; mi < 2; mi++) {
+            const pu_model *m = models[mi];
+            pu_kv_pages kv;
+            pu_batch_ws *ws = NULL;
+            PT_OK(pu_kv_pages_init(&kv, pu_model_config(m), 16, 8));
+            PT_OK(pu_batch_ws_create(m, 64, &ws));
+            if (!ws)
+                continue;
+            const pu_lora *la[] = {a}, *lb[] = {b}, *lab[] = {a, b};
+            float half = 0.5f;
+            int32_t bt[4][4] = {{0, 1, 2}, {3, 4}, {5, 6, 7}, {8, 9, 10}};
+            /* seq k: n tokens of LG_IDS; its logits = reference row n-1 */
+            pu_batch_seq sq[4] = {
+                {.blocks = bt[0],
+                 .ids = LG_IDS,
+                 .n = 20,
+                 .want_logits = true,
+                 .lora = la,
+                 .n_lora = 1},
+                {.blocks = bt[1], .ids = LG_IDS, .n = 12, .want_logits = true},
+                {.blocks = bt[2],
+                 .ids = LG_IDS,
+                 .n = 17,
+                 .want_logits = true,
+                 .lora = lab,
+                 .n_lora = 2},
+                {.blocks = bt[3],
+                 .ids = LG_IDS,
+                 .n = 9,
+                 .want_logits = true,
+                 .lora = la,
+                 .lora_scales = &half,
+                 .n_lora = 1},
+            };
+            float lg[4 * LG_V];
+            PT_OK(pu_model_forward_batch(m, NULL, pu_kernels_get(), &kv, ws, sq, 4, lg));
+            PT_ALLCLOSE("seq a", lg, ref_a + 19 * LG_V, LG_V, ATOL, RTOL);
+            PT_ALLCLOSE("seq base", lg + LG_V, base + 11 * LG_V, LG_V, ATOL, RTOL);
+            PT_ALLCLOSE("seq a+b", lg + 2 * LG_V, ref_ab + 16 * LG_V, LG_V, ATOL, RTOL);
+            PT_ALLCLOSE("seq a x0.5", lg + 3 * LG_V, ref_ah + 8 * LG_V, LG_V, ATOL, RTOL);
+            /* decode one more token for seq 0 with b instead (cache from a): just runs;
+             * and seq 2 continues with its adapters: logits of position 17 */
+            pu_batch_seq d[1] = {{.blocks = bt[2],
+                                  .ids = LG_IDS + 17,
+                                  .pos0 = 17,
+                                  .n = 1,
+                                  .want_logits = true,
+                                  .lora = lab,
+                                  .n_lora = 2}};
+            PT_OK(pu_model_forward_batch(m, NULL, pu_kernels_get(), &kv, ws, d, 1, lg));
+            PT_ALLCLOSE("seq a+b decode", lg, ref_ab + 17 * LG_V, LG_V, ATOL, RTOL);
+            (void)lb;
+            pu_batch_ws_destroy(ws);
+            pu_kv_pages_deinit(&kv);
+        }
+    }
+
+    if (PT_TEST("lora: merged model = unmerged = reference")) {
+        const pu_lora *la[] = {a}, *lab[] = {a, b};
+        char out[512];
+        pt_tmp_path("merged_a", out, sizeof out);
+        PT_OK(pu_lora_merge(hf, la, NULL, 1, PU_DTYPE_F32, out));
+        pu_model *mm = NULL;
+        PT_OK(pu_model_load(out, &mm));
+        if (mm && session_logits(mm, NULL, NULL, 0, false, got))
+            PT_ALLCLOSE("merged a", got, ref_a, LG_N * LG_V, ATOL, RTOL);
+        pu_model_destroy(mm);
+        mm = NULL;
+        /* from the GGUF base: repacked wqkv, Q/K back to rotate-half */
+        pt_tmp_path("merged_gguf_ab", out, sizeof out);
+        PT_OK(pu_lora_merge(gg, lab, NULL, 2, PU_DTYPE_F32, out));
+        PT_OK(pu_model_load(out, &mm));
+        if (mm) {
+            PT_EQ_STR(pu_model_format(mm), "safetensors");
+            PT_CHECK(!pu_model_config(mm)->rope_interleaved);
+            if (session_logits(mm, NULL, NULL, 0, false, got))
+                PT_ALLCLOSE("merged gguf a+b", got, ref_ab, LG_N * LG_V, ATOL, RTOL);
+        }
+        pu_model_destroy(mm);
+        mm = NULL;
+        /* BF16 output: every 2-D weight is the F32 merge rounded to bf16 */
+        char out32[512];
+        pt_tmp_path("merged_a", out32, sizeof out32);
+        pt_tmp_path("merged_bf16", out, sizeof out);
+        PT_OK(pu_lora_merge(hf, la, NULL, 1, PU_DTYPE_BF16, out));
+        pu_model *m32 = NULL;
+        PT_OK(pu_model_load(out, &mm));
+        PT_OK(pu_model_load(out32, &m32));
+        if (mm && m32) {
+            const pu_weights *w16 = pu_model_weights(mm), *w32 = pu_model_weights(m32);
+            const pu_tensor *pairs[][2] = {{&w16->layers[1].wqkv, &w32->layers[1].wqkv},
+                                           {&w16->layers[0].w2, &w32->layers[0].w2},
+                                           {&w16->output, &w32->output},
+                                           {&w16->tok_embeddings, &w32->tok_embeddings}};
+            for (int i = 0; i < 4; i++) {
+                PT_EQ_I64(pairs[i][0]->dtype, PU_DTYPE_BF16);
+                int64_t ne = pu_tensor_numel(pairs[i][1]), bad = 0;
+                const uint16_t *h = pairs[i][0]->data;
+                const float *f = pairs[i][1]->data;
+                for (int64_t j = 0; j < ne; j++)
+                    bad += h[j] != pu_f32_to_bf16(f[j]);
+                PT_EQ_I64(bad, 0);
+            }
+            if (session_logits(mm, NULL, NULL, 0, false, got)) {
+                double d = max_abs_diff(got, ref_a, LG_N * LG_V);
+                PT_CHECK_MSG(d < 1.0 && d > 0, "bf16 merge max |diff| %.4g", d);
+            }
+        }
+        pu_model_destroy(mm);
+        pu_model_destroy(m32);
+        /* an existing non-empty output is refused */
+        PT_CHECK(pu_lora_merge(hf, la, NULL, 1, PU_DTYPE_F32, out) == PU_ERR_IO);
+        PT_CHECK(strstr(pu_err_msg(), "not an empty directory") != NULL);
+    }
+
+    if (PT_TEST("lora: adapter for another base is refused")) {
+        pu_config c4;
+        PT_OK(pu_config_load("tests/golden/gqa4/config.json", &c4));
+        pu_lora *x = NULL;
+        PT_OK(pu_lora_create(&c4, 2, 4, 0, false, PU_LORA_DEFAULT_TARGETS, &x));
+        pu_session *s = NULL;
+        PT_OK(pu_session_create(hf, 32, NULL, &s));
+        const pu_lora *lx[] = {x};
+        if (s && x) {
+            PT_CHECK(pu_session_set_adapters(s, lx, NULL, 1) == PU_ERR_INVALID);
+            PT_CHECK(strstr(pu_err_msg(), "another model") || strstr(pu_err_msg(), "layers"));
+        }
+        pu_session_destroy(s);
+        pu_lora_destroy(x);
+    }
+
+done:
+    pu_lora_destroy(a);
+    pu_lora_destroy(b);
+    pu_model_destroy(hf);
+    pu_model_destroy(gg);
+    pu_model_destroy(g16);
+    pu_free(ref_a);
+    pu_free(ref_b);
+    pu_free(ref_ab);
+    pu_free(ref_ah);
+    pu_free(ref_a16);
+    pu_free(base);
+    pu_free(got);
+}

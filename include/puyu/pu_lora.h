@@ -92,4 +92,13 @@ char *pu_lora_config_json(const pu_lora *l);
 pu_status pu_lora_save(const pu_lora *l, const char *dir);
 void pu_lora_destroy(pu_lora *l);
 
+/* Fold n adapters into base (W + sum scales[i] * l[i]->scale * B A; scales
+ * NULL = 1 each) and write a plain HF model directory out_dir (config.json +
+ * model.safetensors in `dtype` F32 or BF16, 1-D norms F32; the tokenizer
+ * files of an HF base copied). GGUF / llama2.c bases are repacked into the
+ * fused wqkv with rotate-half Q/K rows. Written to a temp directory renamed
+ * to out_dir (which must not exist or be empty). */
+pu_status pu_lora_merge(const pu_model *base, const pu_lora *const *l, const float *scales, int n,
+                        pu_dtype dtype, const char *out_dir);
+
 #endif /* PU_LORA_H */

@@ -137,6 +137,7 @@ void pu_model_describe(const pu_model *m, int64_t n_ctx, pu_str *out);
 /* inference session                                                        */
 
 typedef struct pu_session pu_session;
+typedef struct pu_lora pu_lora; /* pu_lora.h */
 
 /* n_ctx: KV-cache capacity in tokens (<= 0: max_position_embeddings, capped
  * at 4096). pool: borrowed, may be NULL (single thread). */
@@ -152,6 +153,14 @@ int64_t pu_session_n_ctx(const pu_session *s);
 /* Use a specific kernel table (tests compare SIMD levels); default
  * pu_kernels_get(). Borrowed, must outlive the session. */
 void pu_session_set_kernels(pu_session *s, const pu_kernels *k);
+/* Apply n LoRA adapters unmerged (pu_lora.h) from the next eval on: after
+ * each targeted base matmul y += scales[i] * l[i]->scale * (x A^T) B^T.
+ * scales NULL means 1 each; n = 0 removes them. The adapters are borrowed
+ * and must outlive their use; the list and scales are copied. Shapes are
+ * checked against the model (PU_ERR_INVALID). Does not touch the KV cache:
+ * call pu_session_reset when switching adapters mid-conversation. */
+pu_status pu_session_set_adapters(pu_session *s, const pu_lora *const *l, const float *scales,
+                                  int n);
 
 /* Append n tokens at the current position: one prefill pass with
  * matrix-matrix products for n > 1. logits: NULL, or (n, V) if all_logits,
@@ -189,6 +198,13 @@ typedef struct pu_batch_seq {
     const int32_t *ids;    /* (n) new token ids */
     int64_t pos0, n;
     bool want_logits; /* logits of the last new token */
+    /* unmerged LoRA adapters of this sequence (pu_lora.h), borrowed; n_lora
+     * 0 = the base. Effective scale lora_scales[i] * lora[i]->scale
+     * (lora_scales NULL: 1 each). Shapes must have been checked
+     * (pu_session_set_adapters's rules) by the caller. */
+    const pu_lora *const *lora;
+    const float *lora_scales;
+    int n_lora;
 } pu_batch_seq;
 
 typedef struct pu_batch_ws pu_batch_ws; /* scratch sized for max_tokens per call */

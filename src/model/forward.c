@@ -62,6 +62,11 @@ struct pu_session {
     float *cos;  /* (T, D/2) */
     float *sin;  /* (T, D/2) */
     float *inv_freq; /* (D/2) */
+    /* unmerged LoRA adapters (pu_session_set_adapters) + their scratch */
+    pu_lora_use *lora;
+    int n_lora;
+    float *lora_u, *lora_z;
+    int64_t lora_cap_u, lora_cap_z;
 };
 
 /* ---------------------------------------------------------------- RoPE */
@@ -123,6 +128,9 @@ static void session_free_buffers(pu_session *s) {
     pu_free_aligned(s->cos);
     pu_free_aligned(s->sin);
     pu_free_aligned(s->inv_freq);
+    pu_free(s->lora);
+    pu_free(s->lora_u);
+    pu_free(s->lora_z);
 }
 
 static float *try_buf(int64_t n, bool *ok) {
@@ -258,6 +266,14 @@ static void split_qkv(const float *qkv, float *q, float *k, float *v, int64_t T,
     }
 }
 
+/* y (T, out) += the session's adapters of (layer, t) applied to x (T, in) */
+static void s_lora(pu_session *s, int64_t layer, pu_lora_target t, const float *x, int64_t T,
+                   float *y) {
+    if (s->n_lora)
+        pu_lora_add_(s->pool, s->k, s->lora, s->n_lora, layer, t, x, T, y, s->lora_u,
+                     s->lora_cap_u, s->lora_z, s->lora_cap_z);
+}
+
 /* One pass over T <= PU_CHUNK tokens at positions s->pos .. s->pos+T-1.
  * Leaves the final hidden states (after the last norm) in s->xb. */
 static void forward_chunk(pu_session *s, const int32_t *ids, int64_t T) {
@@ -279,25 +295,34 @@ static void forward_chunk(pu_session *s, const int32_t *ids, int64_t T) {
         float *kdst = kc + p0 * s->kvdim, *vdst = vc + p0 * s->kvdim;
         if (lw->wqkv.data) {
             mm(s->pool, s->k, s->qkv, s->xb, &lw->wqkv, T);
+            s_lora(s, l, PU_LORA_WQKV, s->xb, T, s->qkv);
             split_qkv(s->qkv, s->q, kdst, vdst, T, H, Hkv, D);
         } else {
             mm(s->pool, s->k, s->q, s->xb, &lw->wq, T);
             mm(s->pool, s->k, kdst, s->xb, &lw->wk, T);
             mm(s->pool, s->k, vdst, s->xb, &lw->wv, T);
+            if (s->n_lora)
+                pu_lora_add_qkv_split_(s->pool, s->k, s->lora, s->n_lora, l, c, s->xb, T, s->q,
+                                       kdst, vdst, s->lora_u, s->lora_cap_u, s->lora_z,
+                                       s->lora_cap_z);
         }
         pu_op_rope(s->q, T, H, D, s->cos, s->sin, c->rope_interleaved);
         pu_op_rope(kdst, T, Hkv, D, s->cos, s->sin, c->rope_interleaved);
         pu_op_attention(par(s->pool, T * (p0 + T) * H * D), k, s->att, s->q, kc, vc, s->kvdim, T,
                         p0, H, Hkv, D);
         mm(s->pool, s->k, s->xb, s->att, &lw->wo, T);
+        s_lora(s, l, PU_LORA_WO, s->att, T, s->xb);
         k->add(s->x, s->x, s->xb, T * C);
         /* feed-forward block */
         pu_op_rmsnorm(par(s->pool, T * C * 8), k, s->xb, s->x, lw->ffn_norm.data, T, C, eps);
         mm(s->pool, s->k, s->h1, s->xb, &lw->w1, T);
+        s_lora(s, l, PU_LORA_W1, s->xb, T, s->h1);
         mm(s->pool, s->k, s->h3, s->xb, &lw->w3, T);
+        s_lora(s, l, PU_LORA_W3, s->xb, T, s->h3);
         pu_op_swiglu(par(s->pool, T * c->intermediate_size * 8), k, s->h1, s->h1, s->h3,
                      T * c->intermediate_size);
         mm(s->pool, s->k, s->xb, s->h1, &lw->w2, T);
+        s_lora(s, l, PU_LORA_W2, s->h1, T, s->xb);
         k->add(s->x, s->x, s->xb, T * C);
     }
     pu_op_rmsnorm(par(s->pool, T * C * 8), k, s->xb, s->x, w->norm.data, T, C, eps);
@@ -339,12 +364,44 @@ pu_status pu_session_eval_ex(pu_session *s, const int32_t *ids, int64_t n, float
         s->pos += T;
         if (hidden)
             memcpy(hidden + done * C, s->xb, (size_t)(T * C) * sizeof *hidden);
-        if (logits && all_logits)
+        if (logits && all_logits) {
             mm(s->pool, s->k, logits + done * V, s->xb, &w->output, T);
-        else if (logits && done + T == n)
+            s_lora(s, 0, PU_LORA_OUTPUT, s->xb, T, logits + done * V);
+        } else if (logits && done + T == n) {
             mm(s->pool, s->k, logits, s->xb + (T - 1) * C, &w->output, 1);
+            s_lora(s, 0, PU_LORA_OUTPUT, s->xb + (T - 1) * C, 1, logits);
+        }
         done += T;
     }
+    return PU_OK;
+}
+
+pu_status pu_session_set_adapters(pu_session *s, const pu_lora *const *l, const float *scales,
+                                  int n) {
+    if (n < 0 || (n > 0 && !l))
+        return pu_err_set(PU_ERR_INVALID, "session: bad adapter list");
+    for (int i = 0; i < n; i++)
+        PU_TRY(pu_lora_check_base_(l[i], s->c, "session"));
+    pu_free(s->lora);
+    pu_free(s->lora_u);
+    pu_free(s->lora_z);
+    s->lora = NULL;
+    s->lora_u = s->lora_z = NULL;
+    s->n_lora = 0;
+    if (n == 0)
+        return PU_OK;
+    s->lora = pu_calloc((size_t)n, sizeof *s->lora);
+    for (int i = 0; i < n; i++)
+        s->lora[i] = (pu_lora_use){l[i], scales ? scales[i] : 1.0f};
+    pu_lora_scratch_need_(s->c, s->lora, n, PU_CHUNK, &s->lora_cap_u, &s->lora_cap_z);
+    s->lora_u = pu_try_malloc((size_t)s->lora_cap_u * sizeof(float));
+    s->lora_z = pu_try_malloc((size_t)s->lora_cap_z * sizeof(float));
+    if (!s->lora_u || !s->lora_z) {
+        pu_free(s->lora);
+        s->lora = NULL;
+        return pu_err_set(PU_ERR_NOMEM, "session: cannot allocate LoRA scratch");
+    }
+    s->n_lora = n;
     return PU_OK;
 }
 
@@ -392,6 +449,9 @@ struct pu_batch_ws {
     int32_t *ids;                                       /* (cap) */
     float *lrows;                                       /* (cap, C) rows needing logits */
     float *inv_freq;                                    /* (D/2) */
+    float *lora_u, *lora_z; /* LoRA scratch, grown on first use */
+    int64_t lora_cap_u, lora_cap_z;
+    const pu_config *c;
 };
 
 pu_status pu_batch_ws_create(const pu_model *m, int64_t max_tokens, pu_batch_ws **out) {
@@ -400,6 +460,7 @@ pu_status pu_batch_ws_create(const pu_model *m, int64_t max_tokens, pu_batch_ws 
     int64_t D = c->head_dim, F = c->intermediate_size, T = max_tokens;
     pu_batch_ws *w = pu_calloc(1, sizeof *w);
     w->cap = T;
+    w->c = c;
     bool ok = true;
     w->x = try_buf(T * C, &ok);
     w->xb = try_buf(T * C, &ok);
@@ -436,6 +497,8 @@ void pu_batch_ws_destroy(pu_batch_ws *w) {
     pu_free(w->row_seq);
     pu_free(w->row_pos);
     pu_free(w->ids);
+    pu_free(w->lora_u);
+    pu_free(w->lora_z);
     pu_free(w);
 }
 
@@ -498,6 +561,71 @@ static void paged_attn_worker(void *vctx, int ith, int nth) {
     }
 }
 
+/* LoRA scratch for the sequences' adapters (rows of the largest sequence) */
+static pu_status b_lora_prepare(pu_batch_ws *ws, const pu_batch_seq *seqs, int64_t n_seqs,
+                                bool *any) {
+    *any = false;
+    for (int64_t i = 0; i < n_seqs; i++) {
+        for (int j = 0; j < seqs[i].n_lora; j++) {
+            *any = true;
+            pu_lora_use u = {seqs[i].lora[j], 1.0f};
+            int64_t nu, nz;
+            pu_lora_scratch_need_(ws->c, &u, 1, seqs[i].n > 0 ? seqs[i].n : 1, &nu, &nz);
+            if (nu > ws->lora_cap_u) {
+                float *p = pu_try_realloc(ws->lora_u, (size_t)nu * sizeof(float));
+                if (!p)
+                    return pu_err_set(PU_ERR_NOMEM, "batch: cannot allocate LoRA scratch");
+                ws->lora_u = p;
+                ws->lora_cap_u = nu;
+            }
+            if (nz > ws->lora_cap_z) {
+                float *p = pu_try_realloc(ws->lora_z, (size_t)nz * sizeof(float));
+                if (!p)
+                    return pu_err_set(PU_ERR_NOMEM, "batch: cannot allocate LoRA scratch");
+                ws->lora_z = p;
+                ws->lora_cap_z = nz;
+            }
+        }
+    }
+    return PU_OK;
+}
+
+/* each sequence's adapters on its own rows: y (T, N) += ... of x (T, K).
+ * t == PU_LORA_OUTPUT: x/y hold one row per sequence with want_logits. */
+static void b_lora(pu_pool *pool, const pu_kernels *k, pu_batch_ws *ws, const pu_batch_seq *seqs,
+                   int64_t n_seqs, int64_t layer, pu_lora_target t, const float *x, int64_t K,
+                   float *y, int64_t N) {
+    int64_t row = 0;
+    for (int64_t i = 0; i < n_seqs; i++) {
+        int64_t nr = seqs[i].n;
+        if (t == PU_LORA_OUTPUT)
+            nr = seqs[i].want_logits && seqs[i].n > 0 ? 1 : 0;
+        for (int j = 0; j < seqs[i].n_lora && nr > 0; j++) {
+            pu_lora_use u = {seqs[i].lora[j], seqs[i].lora_scales ? seqs[i].lora_scales[j] : 1.0f};
+            pu_lora_add_(pool, k, &u, 1, layer, t, x + row * K, nr, y + row * N, ws->lora_u,
+                         ws->lora_cap_u, ws->lora_z, ws->lora_cap_z);
+        }
+        row += nr;
+    }
+}
+
+/* the same for bases with separate q/k/v (packed-wqkv adapters split) */
+static void b_lora_split(pu_pool *pool, const pu_kernels *k, pu_batch_ws *ws,
+                         const pu_batch_seq *seqs, int64_t n_seqs, int64_t layer) {
+    const pu_config *c = ws->c;
+    int64_t row = 0, C = c->hidden_size, qd = c->num_attention_heads * c->head_dim;
+    int64_t kvd = c->num_key_value_heads * c->head_dim;
+    for (int64_t i = 0; i < n_seqs; i++) {
+        for (int j = 0; j < seqs[i].n_lora; j++) {
+            pu_lora_use u = {seqs[i].lora[j], seqs[i].lora_scales ? seqs[i].lora_scales[j] : 1.0f};
+            pu_lora_add_qkv_split_(pool, k, &u, 1, layer, c, ws->xb + row * C, seqs[i].n,
+                                   ws->q + row * qd, ws->kk + row * kvd, ws->vv + row * kvd,
+                                   ws->lora_u, ws->lora_cap_u, ws->lora_z, ws->lora_cap_z);
+        }
+        row += seqs[i].n;
+    }
+}
+
 pu_status pu_model_forward_batch(const pu_model *m, pu_pool *pool, const pu_kernels *k,
                                  pu_kv_pages *kv, pu_batch_ws *ws, const pu_batch_seq *seqs,
                                  int64_t n_seqs, float *logits) {
@@ -528,6 +656,9 @@ pu_status pu_model_forward_batch(const pu_model *m, pu_pool *pool, const pu_kern
     }
     if (T == 0)
         return PU_OK;
+    bool lo = false; /* any sequence with adapters */
+    PU_TRY(b_lora_prepare(ws, seqs, n_seqs, &lo));
+    int64_t F = c->intermediate_size, QKV = (H + 2 * Hkv) * D;
     embed(m, k, ws->ids, T, ws->x);
 
     for (int64_t l = 0; l < L; l++) {
@@ -535,11 +666,15 @@ pu_status pu_model_forward_batch(const pu_model *m, pu_pool *pool, const pu_kern
         pu_op_rmsnorm(par(pool, T * C * 8), k, ws->xb, ws->x, lw->attn_norm.data, T, C, eps);
         if (lw->wqkv.data) {
             mm(pool, k, ws->qkv, ws->xb, &lw->wqkv, T);
+            if (lo)
+                b_lora(pool, k, ws, seqs, n_seqs, l, PU_LORA_WQKV, ws->xb, C, ws->qkv, QKV);
             split_qkv(ws->qkv, ws->q, ws->kk, ws->vv, T, H, Hkv, D);
         } else {
             mm(pool, k, ws->q, ws->xb, &lw->wq, T);
             mm(pool, k, ws->kk, ws->xb, &lw->wk, T);
             mm(pool, k, ws->vv, ws->xb, &lw->wv, T);
+            if (lo)
+                b_lora_split(pool, k, ws, seqs, n_seqs, l);
         }
         /* RoPE with per-row tables (one row at a time: T rows of tables) */
         for (int64_t t = 0; t < T; t++) {
@@ -564,13 +699,21 @@ pu_status pu_model_forward_batch(const pu_model *m, pu_pool *pool, const pu_kern
             attn_work += (ws->row_pos[t] + 1) * H * D;
         pu_pool_run(par(pool, attn_work), paged_attn_worker, &ac);
         mm(pool, k, ws->xb, ws->att, &lw->wo, T);
+        if (lo)
+            b_lora(pool, k, ws, seqs, n_seqs, l, PU_LORA_WO, ws->att, H * D, ws->xb, C);
         k->add(ws->x, ws->x, ws->xb, T * C);
         pu_op_rmsnorm(par(pool, T * C * 8), k, ws->xb, ws->x, lw->ffn_norm.data, T, C, eps);
         mm(pool, k, ws->h1, ws->xb, &lw->w1, T);
         mm(pool, k, ws->h3, ws->xb, &lw->w3, T);
+        if (lo) {
+            b_lora(pool, k, ws, seqs, n_seqs, l, PU_LORA_W1, ws->xb, C, ws->h1, F);
+            b_lora(pool, k, ws, seqs, n_seqs, l, PU_LORA_W3, ws->xb, C, ws->h3, F);
+        }
         pu_op_swiglu(par(pool, T * c->intermediate_size * 8), k, ws->h1, ws->h1, ws->h3,
                      T * c->intermediate_size);
         mm(pool, k, ws->xb, ws->h1, &lw->w2, T);
+        if (lo)
+            b_lora(pool, k, ws, seqs, n_seqs, l, PU_LORA_W2, ws->h1, F, ws->xb, C);
         k->add(ws->x, ws->x, ws->xb, T * C);
     }
     /* final norm + LM head for the rows that need logits */
@@ -583,6 +726,9 @@ pu_status pu_model_forward_batch(const pu_model *m, pu_pool *pool, const pu_kern
     if (nl > 0 && logits) {
         pu_op_rmsnorm(par(pool, nl * C * 8), k, ws->lrows, ws->lrows, w->norm.data, nl, C, eps);
         mm(pool, k, logits, ws->lrows, &w->output, nl);
+        if (lo)
+            b_lora(pool, k, ws, seqs, n_seqs, 0, PU_LORA_OUTPUT, ws->lrows, C, logits,
+                   c->vocab_size);
     }
     return PU_OK;
 }

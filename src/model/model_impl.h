@@ -6,6 +6,7 @@
 #ifndef PU_MODEL_IMPL_H
 #define PU_MODEL_IMPL_H
 
+#include "puyu/pu_lora.h"
 #include "puyu/pu_model.h"
 
 struct pu_model {
@@ -33,5 +34,31 @@ pu_status pu_model_load_llama2c_(pu_model *m, const char *path);
 /* Check every weight view against the config (shapes, dtypes, non-NULL data);
  * errors name the tensor. Converts 1-D norm weights to owned F32. */
 pu_status pu_model_validate_(pu_model *m, const char *what);
+
+/* ------------------------------------------------------------------------ */
+/* unmerged LoRA in the forward pass (lora_apply.c)                         */
+
+typedef struct pu_lora_use {
+    const pu_lora *l; /* borrowed */
+    float scale;      /* multiplier of l->scale (--lora-scale) */
+} pu_lora_use;
+
+/* l's shapes against base config c (errors name `what`). */
+pu_status pu_lora_check_base_(const pu_lora *l, const pu_config *c, const char *what);
+/* Scratch (floats) the two helpers below need for blocks of `rows` rows. */
+void pu_lora_scratch_need_(const pu_config *c, const pu_lora_use *u, int n, int64_t rows,
+                           int64_t *nu, int64_t *nz);
+/* y (T, out) += sum over adapters of s (x A^T) B^T for target t of layer
+ * (ignored for the LM head); x (T, in). Nothing when no adapter has t. */
+void pu_lora_add_(pu_pool *pool, const pu_kernels *k, const pu_lora_use *u, int n, int64_t layer,
+                  pu_lora_target t, const float *x, int64_t T, float *y, float *su, int64_t cap_u,
+                  float *sz, int64_t cap_z);
+/* The packed-wqkv adapters of layer added to separate q (T, H D), k and v
+ * (T, Hkv D), q/k rows permuted to adjacent-pair order when
+ * c->rope_interleaved. */
+void pu_lora_add_qkv_split_(pu_pool *pool, const pu_kernels *k, const pu_lora_use *u, int n,
+                            int64_t layer, const pu_config *c, const float *x, int64_t T, float *q,
+                            float *kk, float *v, float *su, int64_t cap_u, float *sz,
+                            int64_t cap_z);
 
 #endif
