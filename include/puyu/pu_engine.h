@@ -84,6 +84,13 @@ typedef struct pu_engine_request {
     int top_logprobs; /* 0..20 most likely alternatives per token (implies logprobs) */
     pu_engine_cb cb;
     void *ud;
+    /* unmerged LoRA adapters for this request (pu_lora.h; borrowed, must
+     * outlive the request; shapes checked at submit); n_lora 0 = the base.
+     * Effective scale lora_scales[i] * lora[i]->scale (NULL: 1 each). The
+     * prefix cache only shares blocks between requests with the same set. */
+    const pu_lora *const *lora;
+    const float *lora_scales;
+    int n_lora;
 } pu_engine_request;
 
 /* tok may be NULL (then no text and no stop strings). Model and tokenizer are

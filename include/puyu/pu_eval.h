@@ -187,6 +187,8 @@ typedef struct pu_eval_opts {
     const int64_t *needle_depths; /* percent */
     int n_needle_depths;
     pu_pool *pool; /* borrowed, may be NULL */
+    const char *lora; /* "DIR[,DIR2]" PEFT adapters applied unmerged to the model (NULL: none) */
+    double lora_scale; /* multiplier of every adapter's alpha/r (0 is taken as 1) */
 } pu_eval_opts;
 
 /* Run the tasks, write out_dir/{results.json,results.md,report.html,

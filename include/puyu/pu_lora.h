@@ -80,12 +80,19 @@ pu_lora_mat *pu_lora_get(pu_lora *l, int64_t layer, pu_lora_target t);
 const pu_lora_mat *pu_lora_get_const(const pu_lora *l, int64_t layer, pu_lora_target t);
 
 pu_status pu_lora_load(const char *dir, const pu_config *base, pu_lora **out);
+/* l's matrices against base config c: same layer count and every adapted
+ * linear's (out, in) (PU_ERR_INVALID naming the linear otherwise). */
+pu_status pu_lora_check(const pu_lora *l, const pu_config *c);
 /* The adapter_config.json half of pu_lora_load on a buffer (path names it in
  * errors): an adapter of zero matrices for the modules the config targets
  * (target_modules as short names, full module paths or a regex string,
  * layers_to_transform honoured, PEFT's matching rules). */
 pu_status pu_lora_config_parse(const char *json_text, size_t len, const char *path,
                                const pu_config *base, pu_lora **out);
+/* Load "DIR[,DIR2...]" (comma-separated adapter directories) against base:
+ * an owned array of *n adapters (NULL, 0 for NULL or ""). */
+pu_status pu_lora_load_list(const char *csv, const pu_config *base, pu_lora ***out, int *n);
+void pu_lora_list_destroy(pu_lora **l, int n);
 /* adapter_config.json text for l (owned, pu_free). */
 char *pu_lora_config_json(const pu_lora *l);
 /* Writes both files atomically (temp + fsync + rename) into dir (created). */
@@ -98,6 +105,12 @@ void pu_lora_destroy(pu_lora *l);
  * files of an HF base copied). GGUF / llama2.c bases are repacked into the
  * fused wqkv with rotate-half Q/K rows. Written to a temp directory renamed
  * to out_dir (which must not exist or be empty). */
+/* Write l as a llama.cpp GGUF LoRA adapter for the GGUF form of base (see
+ * lora_gguf.c for the loader rules it follows): general.type "adapter",
+ * adapter.type "lora", adapter.lora.alpha (= scale * r), F32 tensors
+ * blk.N.attn_q.weight.lora_a / .lora_b ..., wqkv's B split into q/k/v with
+ * q/k rows permuted for adjacent-pair RoPE, A shared. Atomic. */
+pu_status pu_lora_export_gguf(const pu_lora *l, const pu_config *base, const char *path);
 pu_status pu_lora_merge(const pu_model *base, const pu_lora *const *l, const float *scales, int n,
                         pu_dtype dtype, const char *out_dir);
 

@@ -37,6 +37,15 @@
 #include "puyu/pu_model.h"
 #include "puyu/pu_tok.h"
 
+/* A LoRA-adapted model served next to the base (LMDeploy's --adapters):
+ * requests choose it by their OpenAI "model" field. */
+typedef struct pu_serve_adapter {
+    const char *name;           /* model id (copied) */
+    const pu_lora *const *lora; /* (n_lora) borrowed, must outlive the server */
+    const float *lora_scales;   /* NULL: 1 each (copied) */
+    int n_lora;
+} pu_serve_adapter;
+
 typedef struct pu_serve_params {
     const char *host;       /* address to bind (default "127.0.0.1") */
     int port;               /* 0 = pick a free port (default 8000) */
@@ -45,6 +54,17 @@ typedef struct pu_serve_params {
     int64_t max_body;       /* request body limit in bytes (default 4 MiB) */
     int max_connections;    /* concurrent connections (default 256) */
     pu_engine_params engine;
+    /* adapters applied to the default model (model_name) itself, e.g.
+     * `--lora DIR,DIR2` (borrowed; scales NULL = 1) */
+    const pu_lora *const *lora;
+    const float *lora_scales;
+    int n_lora;
+    /* named adapters (`--lora name=DIR`): /v1/models lists them after the
+     * default model; when there are any, a request naming an unknown model
+     * gets 404 naming it (without them any "model" value selects the
+     * default, as OpenAI clients always send one) */
+    const pu_serve_adapter *adapters;
+    int n_adapters;
 } pu_serve_params;
 
 pu_serve_params pu_serve_default_params(void);

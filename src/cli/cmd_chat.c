@@ -20,6 +20,7 @@
 #include "opts.h"
 #include "puyu/pu_chat.h"
 #include "puyu/pu_engine.h"
+#include "puyu/pu_lora.h"
 #include "puyu/pu_model.h"
 #include "puyu/pu_tok.h"
 
@@ -118,9 +119,12 @@ static pu_status reply(pu_engine *e, const pu_tok *tok, const char *system, hist
 }
 
 int pu_cmd_chat(int argc, char **argv) {
-    const char *model = NULL, *tok_path = NULL, *system0 = NULL;
+    const char *model = NULL, *tok_path = NULL, *system0 = NULL, *lora_dirs = NULL;
     int64_t max_tokens = 512, top_k = 40, seed = 42, ctx = 0;
-    double temp = 0.8, top_p = 0.95, min_p = 0.0, rep = 1.0;
+    double temp = 0.8, top_p = 0.95, min_p = 0.0, rep = 1.0, lora_scale = 1.0;
+    pu_lora **lora = NULL;
+    float *lora_sc = NULL;
+    int n_lora = 0;
     const pu_opt opts[] = {
         {"model", 'm', PU_OPT_STRING, &model, "MODEL", "model directory, .gguf or llama2.c .bin", 0,
          0},
@@ -135,10 +139,16 @@ int pu_cmd_chat(int argc, char **argv) {
         {"repeat-penalty", 0, PU_OPT_DOUBLE, &rep, "R", "repetition penalty (1 = off)", 1e-6, 100},
         {"seed", 's', PU_OPT_INT, &seed, "S", "RNG seed", 0, 9.2e18},
         {"ctx", 'c', PU_OPT_INT, &ctx, "N", "context limit (default: from the model)", 2, 1e9},
+        {"lora", 0, PU_OPT_STRING, &lora_dirs, "DIR[,DIR2]",
+         "PEFT LoRA adapter directories, applied unmerged", 0, 0},
+        {"lora-scale", 0, PU_OPT_DOUBLE, &lora_scale, "S",
+         "multiplier of every adapter's alpha/r", -1e6, 1e6},
         PU_OPT_END,
     };
     const pu_cmd_spec spec = {
-        "puyu chat", "-m MODEL [-t TOK] [--system TEXT] [--temp T] [--max-tokens N]",
+        "puyu chat",
+        "-m MODEL [-t TOK] [--system TEXT] [--temp T] [--max-tokens N] [--lora DIR[,DIR2]] "
+        "[--lora-scale S]",
         "Chat in the terminal (InternLM2 chat template, history kept). One message per line;\n"
         "commands: /reset (forget the conversation), /system TEXT (set the system prompt),\n"
         "/quit. Replies stream to stdout."};
@@ -176,6 +186,14 @@ int pu_cmd_chat(int argc, char **argv) {
     tmpl.sample.min_p = (float)min_p;
     tmpl.sample.repetition_penalty = (float)rep;
     tmpl.sample.seed = (uint64_t)seed;
+    if (pu_lora_load_list(lora_dirs, pu_model_config(m), &lora, &n_lora) != PU_OK)
+        goto done;
+    lora_sc = pu_calloc((size_t)(n_lora + 1), sizeof *lora_sc);
+    for (int i = 0; i < n_lora; i++)
+        lora_sc[i] = (float)lora_scale;
+    tmpl.lora = (const pu_lora *const *)lora;
+    tmpl.lora_scales = lora_sc;
+    tmpl.n_lora = n_lora;
     if (tty)
         fprintf(stderr, "puyu chat — /reset, /system TEXT, /quit\n");
     for (;;) {
@@ -228,6 +246,8 @@ done:
     pu_free(system);
     if (e)
         pu_engine_destroy(e);
+    pu_lora_list_destroy(lora, n_lora);
+    pu_free(lora_sc);
     pu_tok_destroy(tok);
     pu_model_destroy(m);
     return ret;

@@ -72,6 +72,8 @@ int pu_cmd_eval(int argc, char **argv) {
     const char *model = NULL, *tok = NULL, *tasks_s = NULL, *data = NULL, *out = "eval_out";
     const char *api = NULL, *api_model = NULL, *lens_s = NULL, *depths_s = NULL;
     int64_t limit = 0, shots = -1, ctx = 0, max_tokens = 0, batch = 0;
+    const char *lora_dirs = NULL;
+    double lora_scale = 1.0;
     bool no_resume = false, list = false, quiet = false, chat = false;
     const pu_opt opts[] = {
         {"model", 'm', PU_OPT_STRING, &model, "MODEL", "model directory, .gguf or llama2.c .bin", 0,
@@ -108,6 +110,10 @@ int pu_cmd_eval(int argc, char **argv) {
          0, 0},
         {"list-tasks", 0, PU_OPT_FLAG, &list, NULL, "list the built-in tasks and exit", 0, 0},
         {"quiet", 'q', PU_OPT_FLAG, &quiet, NULL, "no progress bar, no table on stdout", 0, 0},
+        {"lora", 0, PU_OPT_STRING, &lora_dirs, "DIR[,DIR2]",
+         "PEFT LoRA adapter directories, applied unmerged", 0, 0},
+        {"lora-scale", 0, PU_OPT_DOUBLE, &lora_scale, "S",
+         "multiplier of every adapter's alpha/r", -1e6, 1e6},
         PU_OPT_END,
     };
     const pu_cmd_spec spec = {
@@ -192,6 +198,8 @@ int pu_cmd_eval(int argc, char **argv) {
     o.needle_depths = depths;
     o.n_needle_depths = n_depths;
     o.pool = pool;
+    o.lora = lora_dirs;
+    o.lora_scale = lora_scale;
     pu_str md = {0};
     pu_status st = pu_eval_run(&o, (const char *const *)tasks, n_tasks, &md);
     if (md.p && !quiet) {

@@ -12,6 +12,7 @@
 #include "opts.h"
 #include "puyu/pu_core.h"
 #include "puyu/pu_infer.h"
+#include "puyu/pu_lora.h"
 #include "puyu/pu_model.h"
 #include "puyu/pu_tok.h"
 
@@ -25,19 +26,41 @@ static int64_t ctx_limit(const pu_config *c, int64_t ctx_opt) {
     return ctx_opt > 0 ? ctx_opt : pu_config_ctx_limit(c);
 }
 
+/* --lora DIR[,DIR2] --lora-scale S on a session: loads the adapters
+ * (owned in *l / *nl) and applies them unmerged. */
+static pu_status session_lora(pu_session *s, const pu_model *m, const char *dirs, double scale,
+                              pu_lora ***l, int *nl) {
+    PU_TRY(pu_lora_load_list(dirs, pu_model_config(m), l, nl));
+    float sc[64];
+    if (*nl > 64)
+        return pu_err_set(PU_ERR_INVALID, "--lora: at most 64 adapters");
+    for (int i = 0; i < *nl; i++)
+        sc[i] = (float)scale;
+    return pu_session_set_adapters(s, (const pu_lora *const *)*l, sc, *nl);
+}
+
 /* ---------------------------------------------------------------- forward */
 
 int pu_cmd_forward(int argc, char **argv) {
-    const char *model = NULL, *ids_s = NULL, *out = NULL;
+    const char *model = NULL, *ids_s = NULL, *out = NULL, *lora_dirs = NULL;
     int64_t ctx = 0;
+    double lora_scale = 1.0;
+    pu_lora **lora = NULL;
+    int n_lora = 0;
     const pu_opt opts[] = {
         {"model", 'm', PU_OPT_STRING, &model, "MODEL", "model directory, .gguf or llama2.c .bin", 0, 0},
         {"ids", 0, PU_OPT_STRING, &ids_s, "\"1 2 3\"", "token ids (space or comma separated)", 0, 0},
         {"out", 'o', PU_OPT_STRING, &out, "FILE", "output: float32 LE logits [n_ids, vocab]", 0, 0},
         {"ctx", 'c', PU_OPT_INT, &ctx, "N", "context limit (default: from the model)", 1, 1e9},
+        {"lora", 0, PU_OPT_STRING, &lora_dirs, "DIR[,DIR2]",
+         "PEFT LoRA adapter directories, applied unmerged", 0, 0},
+        {"lora-scale", 0, PU_OPT_DOUBLE, &lora_scale, "S",
+         "multiplier of every adapter's alpha/r", -1e6, 1e6},
         PU_OPT_END,
     };
-    const pu_cmd_spec spec = {"puyu forward", "-m MODEL --ids \"1 2 3\" --out FILE",
+    const pu_cmd_spec spec = {"puyu forward",
+                              "-m MODEL --ids \"1 2 3\" --out FILE [--lora DIR[,DIR2]] "
+                              "[--lora-scale S]",
                               "Run the model over the ids in one prefill pass and write the "
                               "logits of every position\nas float32 little-endian, shape "
                               "[number of ids, vocab]."};
@@ -73,6 +96,8 @@ int pu_cmd_forward(int argc, char **argv) {
     pool = pu_pool_create(0);
     if (pu_session_create(m, n, pool, &s) != PU_OK)
         goto done;
+    if (session_lora(s, m, lora_dirs, lora_scale, &lora, &n_lora) != PU_OK)
+        goto done;
     logits = pu_try_malloc((size_t)n * (size_t)c->vocab_size * sizeof(float));
     if (!logits)
         goto done;
@@ -87,6 +112,7 @@ done:
         fail("puyu forward");
     pu_free(logits);
     pu_session_destroy(s);
+    pu_lora_list_destroy(lora, n_lora);
     pu_pool_destroy(pool);
     pu_model_destroy(m);
     pu_free(ids);
@@ -97,8 +123,11 @@ done:
 
 int pu_cmd_generate(int argc, char **argv) {
     const char *model = NULL, *tok_path = NULL, *prompt = NULL, *ids_s = NULL;
+    const char *lora_dirs = NULL;
     int64_t n_gen = 64, top_k = 40, seed = 42, ctx = 0;
-    double temp = 0.8, top_p = 0.95, min_p = 0.0, rep = 1.0;
+    double temp = 0.8, top_p = 0.95, min_p = 0.0, rep = 1.0, lora_scale = 1.0;
+    pu_lora **lora = NULL;
+    int n_lora = 0;
     bool print_ids = false, ignore_eos = false, no_bos = false, raw = false;
     const pu_opt opts[] = {
         {"model", 'm', PU_OPT_STRING, &model, "MODEL", "model directory, .gguf or llama2.c .bin", 0, 0},
@@ -119,11 +148,16 @@ int pu_cmd_generate(int argc, char **argv) {
         {"ignore-eos", 0, PU_OPT_FLAG, &ignore_eos, NULL, "do not stop at end-of-sequence tokens", 0, 0},
         {"no-bos", 0, PU_OPT_FLAG, &no_bos, NULL, "do not prepend BOS to a text prompt", 0, 0},
         {"no-special", 0, PU_OPT_FLAG, &raw, NULL, "do not parse special tokens in the prompt", 0, 0},
+        {"lora", 0, PU_OPT_STRING, &lora_dirs, "DIR[,DIR2]",
+         "PEFT LoRA adapter directories, applied unmerged", 0, 0},
+        {"lora-scale", 0, PU_OPT_DOUBLE, &lora_scale, "S",
+         "multiplier of every adapter's alpha/r", -1e6, 1e6},
         PU_OPT_END,
     };
     const pu_cmd_spec spec = {
         "puyu generate", "-m MODEL (-p TEXT | --ids \"...\") -n N [--temp T] [--top-k K] "
-                         "[--top-p P] [--seed S] [--print-ids]",
+                         "[--top-p P] [--seed S] [--print-ids] [--lora DIR[,DIR2]] "
+                         "[--lora-scale S]",
         "Generate a continuation. Text streams to stdout as it is generated; speed goes to "
         "stderr.\nStops after N tokens or at an end-of-sequence token (EOS, <|im_end|>)."};
     int rc = pu_opts_parse(&spec, opts, argc, argv, NULL, NULL);
@@ -188,6 +222,8 @@ int pu_cmd_generate(int argc, char **argv) {
     }
     pool = pu_pool_create(0);
     if (pu_session_create(m, n_prompt + n_gen, pool, &s) != PU_OK)
+        goto done;
+    if (session_lora(s, m, lora_dirs, lora_scale, &lora, &n_lora) != PU_OK)
         goto done;
     pu_sample_params sp = pu_sample_default_params();
     sp.temperature = (float)temp;
@@ -272,6 +308,7 @@ done:
     if (smp_ok)
         pu_sampler_deinit(&smp);
     pu_session_destroy(s);
+    pu_lora_list_destroy(lora, n_lora);
     pu_pool_destroy(pool);
     pu_tok_destroy(tok);
     pu_model_destroy(m);

@@ -14,6 +14,7 @@
 #include "cmds.h"
 #include "common.h"
 #include "opts.h"
+#include "puyu/pu_lora.h"
 #include "puyu/pu_model.h"
 #include "puyu/pu_serve.h"
 #include "puyu/pu_tok.h"
@@ -32,11 +33,51 @@ static const char *base_name(const char *path, char *buf, size_t cap) {
     return buf;
 }
 
+/* --lora items: "name=DIR[,DIR2]" serves base + adapters as model `name`;
+ * a bare "DIR[,DIR2]" applies to the default model. */
+typedef struct {
+    pu_lora **l; /* per item */
+    int n;
+    float *sc;
+} lora_set;
+
+static pu_status load_lora_opts(const pu_model *m, const pu_opt_list *items, double scale,
+                                lora_set *sets, pu_serve_params *p, pu_serve_adapter *ads,
+                                char **names) {
+    for (int i = 0; i < items->n; i++) {
+        const char *it = items->items[i], *eq = strchr(it, '=');
+        const char *dirs = eq ? eq + 1 : it;
+        if (eq && eq == it)
+            return pu_err_set(PU_ERR_INVALID, "--lora '%s': empty model name before '='", it);
+        PU_TRY(pu_lora_load_list(dirs, pu_model_config(m), &sets[i].l, &sets[i].n));
+        sets[i].sc = pu_calloc((size_t)(sets[i].n + 1), sizeof(float));
+        for (int j = 0; j < sets[i].n; j++)
+            sets[i].sc[j] = (float)scale;
+        if (!eq) {
+            if (p->n_lora)
+                return pu_err_set(PU_ERR_INVALID, "--lora '%s': the default model already has "
+                                                  "adapters (name the others: NAME=DIR)",
+                                  it);
+            p->lora = (const pu_lora *const *)sets[i].l;
+            p->lora_scales = sets[i].sc;
+            p->n_lora = sets[i].n;
+            continue;
+        }
+        names[i] = pu_strndup(it, (size_t)(eq - it));
+        ads[p->n_adapters++] = (pu_serve_adapter){names[i], (const pu_lora *const *)sets[i].l,
+                                                  sets[i].sc, sets[i].n};
+    }
+    p->adapters = ads;
+    return PU_OK;
+}
+
 int pu_cmd_serve(int argc, char **argv) {
     const char *model = NULL, *tok_path = NULL, *host = "127.0.0.1", *api_key = NULL;
     const char *name = NULL;
     int64_t port = 8000, max_batch = 16, ctx = 0, kv_tokens = 0, max_body = 4 << 20;
     int64_t max_conn = 256;
+    pu_opt_list lora_items = {0};
+    double lora_scale = 1.0;
     const pu_opt opts[] = {
         {"model", 'm', PU_OPT_STRING, &model, "MODEL", "model directory, .gguf or llama2.c .bin", 0,
          0},
@@ -56,12 +97,18 @@ int pu_cmd_serve(int argc, char **argv) {
         {"max-body", 0, PU_OPT_INT, &max_body, "BYTES", "request body limit (413 above it)", 1024,
          1e10},
         {"max-connections", 0, PU_OPT_INT, &max_conn, "N", "concurrent connections", 1, 100000},
+        {"lora", 0, PU_OPT_LIST, &lora_items, "[NAME=]DIR[,DIR2]",
+         "PEFT LoRA adapters, unmerged: NAME=DIR is served as model NAME (chosen by the "
+         "request's \"model\"; repeatable), a bare DIR list adapts the default model",
+         0, 0},
+        {"lora-scale", 0, PU_OPT_DOUBLE, &lora_scale, "S",
+         "multiplier of every adapter's alpha/r", -1e6, 1e6},
         PU_OPT_END,
     };
     const pu_cmd_spec spec = {
         "puyu serve",
         "-m MODEL [-t TOKENIZER] [--host 127.0.0.1] [--port 8000] [--api-key KEY] "
-        "[--max-batch N] [--ctx N] [--threads N]",
+        "[--max-batch N] [--ctx N] [--threads N] [--lora NAME=DIR ...] [--lora-scale S]",
         "Serve the model over an OpenAI-compatible HTTP API: GET /health, GET /v1/models,\n"
         "POST /v1/chat/completions (stream, tools), POST /v1/completions, POST /v1/tokenize,\n"
         "and a web chat page at /. Prints 'listening on http://HOST:PORT' to stderr when ready;\n"
@@ -84,12 +131,18 @@ int pu_cmd_serve(int argc, char **argv) {
     pu_tok *tok = NULL;
     pu_server *srv = NULL;
     int ret = 1;
+    int nl = lora_items.n;
+    lora_set *sets = pu_calloc((size_t)(nl + 1), sizeof *sets);
+    pu_serve_adapter *ads = pu_calloc((size_t)(nl + 1), sizeof *ads);
+    char **names = pu_calloc((size_t)(nl + 1), sizeof *names);
+    pu_serve_params p = pu_serve_default_params();
     if (pu_model_load(model, &m) != PU_OK)
         goto done;
     if (pu_cli_load_tokenizer(m, model, tok_path, &tok) != PU_OK)
         goto done;
     char nbuf[256];
-    pu_serve_params p = pu_serve_default_params();
+    if (load_lora_opts(m, &lora_items, lora_scale, sets, &p, ads, names) != PU_OK)
+        goto done;
     p.host = host;
     p.port = (int)port;
     p.api_key = api_key;
@@ -113,6 +166,15 @@ done:
     if (ret)
         fprintf(stderr, "error: %s\n", pu_err_msg());
     pu_server_stop(srv);
+    for (int i = 0; i < nl; i++) {
+        pu_lora_list_destroy(sets[i].l, sets[i].n);
+        pu_free(sets[i].sc);
+        pu_free(names[i]);
+    }
+    pu_free(sets);
+    pu_free(ads);
+    pu_free(names);
+    pu_free(lora_items.items);
     pu_tok_destroy(tok);
     pu_model_destroy(m);
     return ret;

@@ -30,6 +30,7 @@ static const cmd_entry g_cmds[] = {
     {"serve", pu_cmd_serve, "serve a model over an OpenAI-compatible HTTP API (+ web chat)"},
     {"forward", pu_cmd_forward, "write the logits of every position of a token sequence"},
     {"info", pu_cmd_info, "describe a model: config, parameters, dtypes, memory"},
+    {"lora", pu_cmd_lora, "LoRA adapters: merge into the base | export-gguf (llama.cpp)"},
 };
 
 static void usage(FILE *f) {

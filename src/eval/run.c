@@ -30,6 +30,7 @@
 #include "eval_impl.h"
 #include "puyu/pu_chat.h"
 #include "puyu/pu_engine.h"
+#include "puyu/pu_lora.h"
 
 typedef struct ev_runner {
     const pu_eval_opts *o;
@@ -41,6 +42,9 @@ typedef struct ev_runner {
     pu_eval_api api;
     bool use_api;
     pu_engine *engine; /* batched local generation (created on first use) */
+    pu_lora **lora;    /* --lora adapters (owned), on the session and every engine request */
+    float *lora_sc;
+    int n_lora;
 } ev_runner;
 
 typedef struct ev_task_result {
@@ -490,6 +494,9 @@ static pu_status gen_batch(ev_runner *r, const pu_eval_task *t, pu_eval_sample *
             rq.n_stop_strings = gp.n_stops;
             rq.cb = job_cb;
             rq.ud = &jobs[k];
+            rq.lora = (const pu_lora *const *)r->lora;
+            rq.lora_scales = r->lora_sc;
+            rq.n_lora = r->n_lora;
             jobs[k].n_prompt = n;
             pthread_mutex_lock(&w.mu);
             w.pending++;
@@ -1105,6 +1112,15 @@ pu_status pu_eval_run(const pu_eval_opts *o, const char *const *names, int n_tas
             st = pu_session_create(r.model, nc, o->pool, &r.sess);
             if (!st)
                 r.n_ctx = pu_session_n_ctx(r.sess);
+            if (!st)
+                st = pu_lora_load_list(o->lora, c, &r.lora, &r.n_lora);
+            if (!st && r.n_lora) {
+                r.lora_sc = pu_calloc((size_t)r.n_lora, sizeof *r.lora_sc);
+                for (int i = 0; i < r.n_lora; i++)
+                    r.lora_sc[i] = (float)(o->lora_scale != 0 ? o->lora_scale : 1.0);
+                st = pu_session_set_adapters(r.sess, (const pu_lora *const *)r.lora, r.lora_sc,
+                                             r.n_lora);
+            }
         }
     }
     if (!st) {
@@ -1125,6 +1141,8 @@ pu_status pu_eval_run(const pu_eval_opts *o, const char *const *names, int n_tas
     pu_str id = {0};
     pu_str_appendf(&id, "%s|%s|%s|chat=%d", o->model_path ? o->model_path : "",
                    o->api_url ? o->api_url : "", o->api_model ? o->api_model : "", (int)o->chat);
+    if (r.n_lora) /* adapted models are other models for the result cache */
+        pu_str_appendf(&id, "|lora=%s*%.9g", o->lora, o->lora_scale != 0 ? o->lora_scale : 1.0);
     r.model_id = pu_str_steal(&id);
     ev_task_result *res = pu_calloc((size_t)(n_tasks ? n_tasks : 1), sizeof *res);
     int n_failed = 0;
@@ -1159,6 +1177,8 @@ pu_status pu_eval_run(const pu_eval_opts *o, const char *const *names, int n_tas
     pu_free(r.model_id);
     pu_engine_destroy(r.engine);
     pu_session_destroy(r.sess);
+    pu_lora_list_destroy(r.lora, r.n_lora);
+    pu_free(r.lora_sc);
     pu_tok_destroy(r.tok);
     pu_model_destroy(r.model);
     return st;

@@ -34,6 +34,7 @@
 
 #include "puyu/pu_engine.h"
 #include "puyu/pu_kernels.h"
+#include "puyu/pu_lora.h"
 
 typedef enum { RS_WAITING, RS_RUNNING } req_state;
 
@@ -65,6 +66,10 @@ typedef struct req {
     int32_t top_ids[20];
     float top_lps[20];
     int n_top_now; /* alternatives of the token being emitted */
+    const pu_lora **lora; /* (n_lora) this request's adapters (borrowed), owned list */
+    float *lora_scales;   /* (n_lora) owned */
+    int n_lora;
+    uint64_t lora_key; /* seeds the prefix-cache chain hash (0: the base) */
     struct req *next;
 } req;
 
@@ -275,6 +280,8 @@ static void req_free(req *r) {
         pu_free(r->stop_strs[i]);
     pu_free(r->stop_strs);
     pu_str_free(&r->text);
+    pu_free(r->lora);
+    pu_free(r->lora_scales);
     pu_free(r);
 }
 
@@ -355,7 +362,7 @@ static void admit(pu_engine *e, req *r) {
     r->n_computed = 0;
     r->n_cached = 0;
     if (e->p.prefix_sharing && r->n_generated == 0) {
-        uint64_t h = 0;
+        uint64_t h = r->lora_key;
         int64_t max_blocks = (r->n_prompt - 1) / BS; /* keep >= 1 token to compute */
         for (int64_t b = 0; b < max_blocks; b++) {
             const int32_t *toks = r->tokens + b * BS;
@@ -391,7 +398,7 @@ static void register_blocks(pu_engine *e, req *r, int64_t from_tok, int64_t call
         return;
     /* only prompt blocks (generated text rarely repeats and is per-sample) */
     int64_t full = (r->n_computed < r->n_prompt ? r->n_computed : r->n_prompt) / BS;
-    uint64_t h = 0;
+    uint64_t h = r->lora_key;
     for (int64_t b = 0; b < full; b++) {
         h = chain_hash(h, r->tokens + b * BS, BS);
         if ((b + 1) * BS <= from_tok)
@@ -600,6 +607,9 @@ static bool step(pu_engine *e) {
             bs->pos0 = r->n_computed;
             bs->n = n;
             bs->want_logits = r->n_computed + n == r->n_tokens;
+            bs->lora = r->lora;
+            bs->lora_scales = r->lora_scales;
+            bs->n_lora = r->n_lora;
             e->breqs[nb++] = r;
             ntok += n;
             if (!is_decode)
@@ -845,7 +855,23 @@ pu_status pu_engine_submit(pu_engine *e, const pu_engine_request *rq, int64_t *i
         if (rq->prompt[i] < 0 || rq->prompt[i] >= V)
             return pu_err_set(PU_ERR_RANGE, "prompt token %lld: id %d outside [0, %lld)",
                               (long long)i, rq->prompt[i], (long long)V);
+    for (int i = 0; i < rq->n_lora; i++)
+        PU_TRY(pu_lora_check(rq->lora[i], e->c));
     req *r = pu_calloc(1, sizeof *r);
+    if (rq->n_lora > 0) {
+        r->n_lora = rq->n_lora;
+        r->lora = pu_calloc((size_t)rq->n_lora, sizeof *r->lora);
+        r->lora_scales = pu_calloc((size_t)rq->n_lora, sizeof *r->lora_scales);
+        uint64_t key = 0x6c6f7261ull;
+        for (int i = 0; i < rq->n_lora; i++) {
+            r->lora[i] = rq->lora[i];
+            r->lora_scales[i] = rq->lora_scales ? rq->lora_scales[i] : 1.0f;
+            uintptr_t pa = (uintptr_t)rq->lora[i];
+            key = pu_hash64(&key, sizeof key) ^ pu_hash64(&pa, sizeof pa) ^
+                  pu_hash64(&r->lora_scales[i], sizeof(float));
+        }
+        r->lora_key = key ? key : 1;
+    }
     pu_status st = pu_sampler_init(&r->smp, &rq->sample, V);
     if (st != PU_OK) {
         pu_free(r);

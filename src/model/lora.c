@@ -674,3 +674,49 @@ pu_status pu_lora_save(const pu_lora *l, const char *dir) {
     pu_free(js);
     return s;
 }
+
+/* ------------------------------------------------------------------------ */
+/* lists of adapters ("DIR[,DIR2...]")                                      */
+
+pu_status pu_lora_load_list(const char *csv, const pu_config *base, pu_lora ***out, int *n) {
+    *out = NULL;
+    *n = 0;
+    if (!csv || !*csv)
+        return PU_OK;
+    int cap = 1;
+    for (const char *p = csv; *p; p++)
+        cap += *p == ',';
+    pu_lora **l = pu_calloc((size_t)cap, sizeof *l);
+    int k = 0;
+    pu_status s = PU_OK;
+    const char *p = csv;
+    while (s == PU_OK && *p) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == 0) {
+            s = pu_err_set(PU_ERR_INVALID, "--lora '%s': empty adapter directory in the list", csv);
+            break;
+        }
+        char *dir = pu_strndup(p, len);
+        s = pu_lora_load(dir, base, &l[k]);
+        if (s == PU_OK)
+            k++;
+        pu_free(dir);
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    if (s != PU_OK) {
+        pu_lora_list_destroy(l, k);
+        return s;
+    }
+    *out = l;
+    *n = k;
+    return PU_OK;
+}
+
+void pu_lora_list_destroy(pu_lora **l, int n) {
+    for (int i = 0; l && i < n; i++)
+        pu_lora_destroy(l[i]);
+    pu_free(l);
+}

@@ -52,6 +52,10 @@ pu_status pu_lora_check_base_(const pu_lora *l, const pu_config *c, const char *
     return s;
 }
 
+pu_status pu_lora_check(const pu_lora *l, const pu_config *c) {
+    return pu_lora_check_base_(l, c, "LoRA adapter");
+}
+
 void pu_lora_scratch_need_(const pu_config *c, const pu_lora_use *u, int n, int64_t rows,
                            int64_t *nu, int64_t *nz) {
     int64_t rmax = 1, omax = c->hidden_size;

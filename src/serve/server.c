@@ -36,6 +36,7 @@
 #include <microhttpd.h>
 
 #include "puyu/pu_chat.h"
+#include "puyu/pu_lora.h"
 #include "serve_impl.h"
 
 #define ACTION_START "<|action_start|>"
@@ -53,6 +54,8 @@ struct pu_server {
     int32_t action_end_id;
     atomic_bool stopping;
     atomic_llong n_total, n_active, n_disconnects;
+    pu_serve_adapter *models; /* [0] = the default model; owned names/lists */
+    int n_models;
 };
 
 pu_serve_params pu_serve_default_params(void) {
@@ -252,6 +255,7 @@ static bool conn_alive(struct MHD_Connection *c) {
 /* ---------------------------------------------------------------- requests */
 
 typedef struct gen_req {
+    const char *model_id; /* the served model answering (borrowed from the server) */
     bool chat, stream, include_usage, want_lp, tools;
     pu_engine_request er;
     int32_t *prompt;
@@ -397,6 +401,27 @@ static bool completion_prompt(pu_server *s, const json_t *root, gen_req *g, api_
                 "'prompt' must be a string or an array of token ids, found %s", jtype(p));
 }
 
+/* The served model a request names: the default, or a named adapter; its
+ * adapters go into the engine request. */
+static bool select_model(pu_server *s, const char *name, gen_req *g, api_err *e) {
+    int ix = 0;
+    if (name && s->n_models > 1) {
+        ix = -1;
+        for (int i = 0; i < s->n_models && ix < 0; i++)
+            if (!strcmp(name, s->models[i].name))
+                ix = i;
+        if (ix < 0)
+            return fail(e, 404, "model", "model_not_found",
+                        "The model '%s' does not exist (GET /v1/models lists the served ones)",
+                        name);
+    }
+    g->model_id = s->models[ix].name;
+    g->er.lora = s->models[ix].lora;
+    g->er.lora_scales = s->models[ix].lora_scales;
+    g->er.n_lora = s->models[ix].n_lora;
+    return true;
+}
+
 static bool parse_gen(pu_server *s, const json_t *root, bool chat, gen_req *g, api_err *e) {
     memset(g, 0, sizeof *g);
     g->chat = chat;
@@ -405,6 +430,8 @@ static bool parse_gen(pu_server *s, const json_t *root, bool chat, gen_req *g, a
     if (mv && !json_is_string(mv) && !json_is_null(mv))
         return fail(e, 400, "model", "invalid_type", "'model' must be a string, found %s",
                     jtype(mv));
+    if (!select_model(s, json_is_string(mv) ? json_string_value(mv) : NULL, g, e))
+        return false;
     if (chat) {
         pu_str text = {0};
         bool ok = render_chat(s, root, true, &text, &g->tools, e) &&
@@ -663,6 +690,7 @@ static void logprobs_json(pu_server *s, pu_str *o, bool chat, const pu_sq *q, in
 
 typedef struct stream {
     pu_server *s;
+    const char *model_id;
     pu_sq *q;
     struct MHD_Connection *conn;
     bool chat, tools, include_usage, want_lp;
@@ -680,7 +708,7 @@ static void chunk_open(stream *st) {
     pu_str *o = &st->out;
     pu_str_appendf(o, "data: {\"id\":\"%s\",\"object\":\"%s\",\"created\":%lld,\"model\":", st->id,
                    st->chat ? "chat.completion.chunk" : "text_completion", (long long)time(NULL));
-    pu_str_json_string(o, st->s->model_name, strlen(st->s->model_name));
+    pu_str_json_string(o, st->model_id, strlen(st->model_id));
     pu_str_puts(o, ",\"choices\":[{\"index\":0,");
 }
 
@@ -770,7 +798,7 @@ static void stream_finish(stream *st, const pu_sq *q) {
             pu_str_appendf(
                 o, "data: {\"id\":\"%s\",\"object\":\"%s\",\"created\":%lld,\"model\":", st->id,
                 st->chat ? "chat.completion.chunk" : "text_completion", (long long)time(NULL));
-            pu_str_json_string(o, st->s->model_name, strlen(st->s->model_name));
+            pu_str_json_string(o, st->model_id, strlen(st->model_id));
             pu_str_puts(o, ",\"choices\":[],\"usage\":");
             usage_json(o, q->n_prompt, q->n_generated, q->n_cached);
             pu_str_puts(o, "}\n\n");
@@ -905,6 +933,7 @@ static enum MHD_Result handle_generate(pu_server *s, struct MHD_Connection *c, j
     if (g.stream) {
         stream *sm = pu_calloc(1, sizeof *sm);
         sm->s = s;
+        sm->model_id = g.model_id;
         sm->q = q;
         sm->conn = c;
         sm->chat = chat;
@@ -957,7 +986,7 @@ static enum MHD_Result handle_generate(pu_server *s, struct MHD_Connection *c, j
         pu_str o = {0};
         pu_str_appendf(&o, "{\"id\":\"%s\",\"object\":\"%s\",\"created\":%lld,\"model\":", g.id,
                        chat ? "chat.completion" : "text_completion", (long long)time(NULL));
-        pu_str_json_string(&o, s->model_name, strlen(s->model_name));
+        pu_str_json_string(&o, g.model_id, strlen(g.model_id));
         pu_str_puts(&o, ",\"choices\":[{\"index\":0,");
         const char *fin = finish_str(q->fin);
         if (chat) {
@@ -1057,12 +1086,23 @@ static enum MHD_Result handle_health(pu_server *s, struct MHD_Connection *c) {
 
 static enum MHD_Result handle_models(pu_server *s, struct MHD_Connection *c) {
     pu_str o = {0};
-    pu_str_puts(&o, "{\"object\":\"list\",\"data\":[{\"id\":");
-    pu_str_json_string(&o, s->model_name, strlen(s->model_name));
-    pu_str_appendf(&o,
-                   ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"puyu\","
-                   "\"max_model_len\":%lld}]}",
-                   (long long)s->created, (long long)pu_engine_ctx(s->eng));
+    pu_str_puts(&o, "{\"object\":\"list\",\"data\":[");
+    for (int i = 0; i < s->n_models; i++) {
+        pu_str_puts(&o, i ? ",{\"id\":" : "{\"id\":");
+        pu_str_json_string(&o, s->models[i].name, strlen(s->models[i].name));
+        pu_str_appendf(&o,
+                       ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"puyu\","
+                       "\"max_model_len\":%lld",
+                       (long long)s->created, (long long)pu_engine_ctx(s->eng));
+        if (i) { /* LMDeploy / vLLM: adapters name their base as root/parent */
+            pu_str_puts(&o, ",\"root\":");
+            pu_str_json_string(&o, s->model_name, strlen(s->model_name));
+            pu_str_puts(&o, ",\"parent\":");
+            pu_str_json_string(&o, s->model_name, strlen(s->model_name));
+        }
+        pu_str_putc(&o, '}');
+    }
+    pu_str_puts(&o, "]}");
     return send_json(c, 200, &o);
 }
 
@@ -1230,6 +1270,41 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
 
 /* ---------------------------------------------------------------- lifecycle */
 
+static void copy_model(pu_serve_adapter *d, const char *name, const pu_lora *const *l,
+                       const float *sc, int n) {
+    d->name = pu_strdup(name);
+    d->n_lora = n > 0 ? n : 0;
+    if (d->n_lora) {
+        const pu_lora **ll = pu_calloc((size_t)n, sizeof *ll);
+        float *ss = pu_calloc((size_t)n, sizeof *ss);
+        for (int i = 0; i < n; i++) {
+            ll[i] = l[i];
+            ss[i] = sc ? sc[i] : 1.0f;
+        }
+        d->lora = ll;
+        d->lora_scales = ss;
+    }
+}
+
+/* models[0] = the default (+ p->lora), then every named adapter */
+static pu_status add_models(pu_server *s, const pu_serve_params *p) {
+    s->models = pu_calloc((size_t)(1 + (p->n_adapters > 0 ? p->n_adapters : 0)), sizeof *s->models);
+    copy_model(&s->models[s->n_models++], s->model_name, p->lora, p->lora_scales, p->n_lora);
+    for (int i = 0; i < p->n_adapters; i++) {
+        const pu_serve_adapter *a = &p->adapters[i];
+        if (!a->name || !*a->name)
+            return pu_err_set(PU_ERR_INVALID, "adapter %d has no name", i);
+        for (int j = 0; j < s->n_models; j++)
+            if (!strcmp(s->models[j].name, a->name))
+                return pu_err_set(PU_ERR_INVALID, "model id '%s' is used twice", a->name);
+        copy_model(&s->models[s->n_models++], a->name, a->lora, a->lora_scales, a->n_lora);
+    }
+    for (int i = 0; i < s->n_models; i++)
+        for (int j = 0; j < s->models[i].n_lora; j++)
+            PU_TRY(pu_lora_check(s->models[i].lora[j], pu_model_config(s->m)));
+    return PU_OK;
+}
+
 pu_status pu_server_start(const pu_model *m, const pu_tok *tok, const pu_serve_params *pp,
                           pu_server **out) {
     *out = NULL;
@@ -1253,6 +1328,12 @@ pu_status pu_server_start(const pu_model *m, const pu_tok *tok, const pu_serve_p
     s->tok = tok;
     s->api_key = p.api_key && *p.api_key ? pu_strdup(p.api_key) : NULL;
     s->model_name = pu_strdup(p.model_name && *p.model_name ? p.model_name : "puyu");
+    if (add_models(s, &p) != PU_OK) {
+        freeaddrinfo(ai);
+        pu_status ast = pu_err_prefix(PU_ERR_INVALID, "serve: ");
+        pu_server_stop(s);
+        return ast;
+    }
     s->max_body = p.max_body > 0 ? p.max_body : (4 << 20);
     s->created = (int64_t)time(NULL);
     s->action_end_id = pu_tok_special_id(tok, "<|action_end|>");
@@ -1294,5 +1375,11 @@ void pu_server_stop(pu_server *s) {
         pu_engine_destroy(s->eng);
     pu_free(s->api_key);
     pu_free(s->model_name);
+    for (int i = 0; i < s->n_models; i++) {
+        pu_free((char *)s->models[i].name);
+        pu_free((void *)s->models[i].lora);
+        pu_free((void *)s->models[i].lora_scales);
+    }
+    pu_free(s->models);
     pu_free(s);
 }
