@@ -23,7 +23,8 @@
  * Errors are OpenAI's error JSON {"error": {"message", "type", "param",
  * "code"}} with the HTTP status: 400 malformed JSON / wrong field types /
  * prompt longer than the context, 401 missing or wrong bearer token (when an
- * API key is set; /health and / stay open), 404 unknown route, 405 wrong
+ * API key is set; /health and / stay open), 404 unknown route (or unknown
+ * "model" when named LoRA adapters are served), 405 wrong
  * method, 413 body over the limit.
  */
 #ifndef PU_SERVE_H
