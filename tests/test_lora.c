@@ -513,6 +513,64 @@ static double max_abs_diff(const float *a, const float *b, int64_t n) {
     return m;
 }
 
+/* ---- engine: per-request adapters and the prefix cache */
+#include <pthread.h>
+#include <unistd.h>
+
+#include "puyu/pu_engine.h"
+
+typedef struct {
+    pthread_mutex_t mu;
+    int32_t ids[16];
+    int n;
+    bool done;
+    int64_t n_cached;
+} lsink;
+
+static void lsink_cb(const pu_engine_event *ev, void *ud) {
+    lsink *s = ud;
+    pthread_mutex_lock(&s->mu);
+    if (ev->token >= 0 && s->n < 16)
+        s->ids[s->n++] = ev->token;
+    if (ev->finish != PU_FINISH_NONE) {
+        s->done = true;
+        s->n_cached = ev->n_cached;
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* greedy 8 tokens of LG_IDS through the engine with the given adapters */
+static bool engine_greedy(pu_engine *e, const pu_lora *const *l, int n, lsink *s) {
+    memset(s, 0, sizeof *s);
+    pthread_mutex_init(&s->mu, NULL);
+    pu_engine_request r = {0};
+    r.prompt = LG_IDS;
+    r.n_prompt = LG_N;
+    r.max_tokens = 8;
+    r.sample = pu_sample_default_params();
+    r.sample.temperature = 0;
+    r.ignore_eos = true;
+    r.cb = lsink_cb;
+    r.ud = s;
+    r.lora = l;
+    r.n_lora = n;
+    int64_t id = 0;
+    if (pu_engine_submit(e, &r, &id) != PU_OK) {
+        pt_fail_(__FILE__, __LINE__, "submit: %s", pu_err_msg());
+        return false;
+    }
+    for (int i = 0; i < 20000; i++) {
+        pthread_mutex_lock(&s->mu);
+        bool d = s->done;
+        pthread_mutex_unlock(&s->mu);
+        if (d)
+            return true;
+        usleep(1000);
+    }
+    pt_fail_(__FILE__, __LINE__, "engine request did not finish");
+    return false;
+}
+
 PT_SUITE(lora_infer) {
     const char *G = "tests/golden/lora";
     pu_model *hf = NULL, *gg = NULL, *g16 = NULL;
@@ -691,6 +749,53 @@ PT_SUITE(lora_infer) {
         /* an existing non-empty output is refused */
         PT_CHECK(pu_lora_merge(hf, la, NULL, 1, PU_DTYPE_F32, out) == PU_ERR_IO);
         PT_CHECK(strstr(pu_err_msg(), "not an empty directory") != NULL);
+    }
+
+    if (PT_TEST("lora: engine requests with and without adapters, prefix cache per adapter")) {
+        const int32_t base8[8] = {13, 19, 39, 39, 39, 67, 57, 57};
+        const int32_t a8[8] = {70, 21, 4, 91, 77, 53, 49, 81};
+        for (int mi = 0; mi < 2; mi++) {
+            pu_engine_params ep = pu_engine_default_params();
+            ep.ctx = 64;
+            ep.block_size = 8;
+            pu_engine *e = NULL;
+            PT_OK(pu_engine_create(mi ? gg : hf, NULL, &ep, &e));
+            if (!e)
+                continue;
+            const pu_lora *la[] = {a};
+            lsink s1, s2, s3, s4;
+            /* base first: registers the prompt's blocks in the prefix cache */
+            if (engine_greedy(e, NULL, 0, &s1) && engine_greedy(e, la, 1, &s2) &&
+                engine_greedy(e, NULL, 0, &s3) && engine_greedy(e, la, 1, &s4)) {
+                PT_EQ_I64(s1.n, 8);
+                PT_EQ_I64(s2.n, 8);
+                PT_CHECK(memcmp(s1.ids, base8, sizeof base8) == 0);
+                PT_CHECK_MSG(memcmp(s2.ids, a8, sizeof a8) == 0, "adapter a: %d %d %d ...",
+                             s2.ids[0], s2.ids[1], s2.ids[2]);
+                PT_EQ_I64(s2.n_cached, 0); /* no blocks of the base reused */
+                PT_CHECK(s3.n_cached > 0); /* but the base reuses its own */
+                PT_CHECK(s4.n_cached > 0); /* and the adapter its own */
+                PT_CHECK(memcmp(s3.ids, base8, sizeof base8) == 0);
+                PT_CHECK(memcmp(s4.ids, a8, sizeof a8) == 0);
+            }
+            /* an adapter for another base is refused at submit */
+            pu_config c4;
+            PT_OK(pu_config_load("tests/golden/gqa4/config.json", &c4));
+            pu_lora *x = NULL;
+            PT_OK(pu_lora_create(&c4, 2, 4, 0, false, PU_LORA_DEFAULT_TARGETS, &x));
+            const pu_lora *lx[] = {x};
+            pu_engine_request r = {0};
+            r.prompt = LG_IDS;
+            r.n_prompt = 4;
+            r.max_tokens = 1;
+            r.sample = pu_sample_default_params();
+            r.lora = lx;
+            r.n_lora = 1;
+            int64_t id = 0;
+            PT_CHECK(pu_engine_submit(e, &r, &id) == PU_ERR_INVALID && id == 0);
+            pu_lora_destroy(x);
+            pu_engine_destroy(e);
+        }
     }
 
     if (PT_TEST("lora: adapter for another base is refused")) {
