@@ -323,6 +323,13 @@ PT_SUITE(lora) {
         const char *re4 = "{\"peft_type\":\"LORA\",\"r\":4,\"target_modules\":\"(\"}";
         PT_CHECK(pu_lora_config_parse(re4, strlen(re4), "re4.json", &c, &x) == PU_ERR_FORMAT);
         PT_CHECK(strstr(pu_err_msg(), "bad regex") != NULL);
+        /* PEFT's "all-linear": all but the LM head */
+        const char *al = "{\"peft_type\":\"LORA\",\"r\":2,\"target_modules\":\"all-linear\"}";
+        PT_OK(pu_lora_config_parse(al, strlen(al), "al.json", &c, &x));
+        if (x)
+            PT_EQ_I64(x->targets, PU_LORA_DEFAULT_TARGETS);
+        pu_lora_destroy(x);
+        x = NULL;
         /* layers_to_transform */
         const char *lt = "{\"peft_type\":\"LORA\",\"r\":1,\"target_modules\":[\"wo\"],"
                          "\"layers_to_transform\":[1]}";

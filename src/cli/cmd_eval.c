@@ -148,6 +148,11 @@ int pu_cmd_eval(int argc, char **argv) {
         fprintf(stderr, "puyu eval: need -m MODEL (or --api URL) and --tasks (see --help)\n");
         return 2;
     }
+    if (lora_dirs && !model) {
+        fprintf(stderr, "puyu eval: --lora applies to a local -m MODEL (a server chooses its "
+                        "adapter by --api-model)\n");
+        return 2;
+    }
     int64_t *lens = NULL, *depths = NULL;
     int n_lens = 0, n_depths = 0;
     if (lens_s && (rc = parse_int_list(lens_s, "--needle-lengths", &lens, &n_lens)) != 0) {

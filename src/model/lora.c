@@ -12,6 +12,7 @@
  *   - target_modules a list: module name == entry, or ends with "." + entry;
  *   - target_modules a string: a regex that must match the whole module name
  *     (re.fullmatch; here PCRE2 anchored at both ends);
+ *   - "all-linear": every linear but the LM head (PEFT's shorthand);
  *   - layers_to_transform (int or list): only those layer indices.
  * The module names are those of HF's InternLM2ForCausalLM:
  * model.layers.<i>.attention.wqkv / .wo, model.layers.<i>.feed_forward.w1 /
@@ -353,7 +354,12 @@ pu_status pu_lora_config_parse(const char *json_text, size_t len, const char *pa
         s = pu_err_set(PU_ERR_FORMAT, "%s: field 'target_modules': missing", path);
         goto done;
     }
-    if (json_is_string(tm)) {
+    if (json_is_string(tm) && strcmp(json_string_value(tm), "all-linear") == 0) {
+        /* PEFT's shorthand: every linear except the LM head */
+        for (int64_t li = 0; li < L; li++)
+            for (int t = 0; t < PU_LORA_OUTPUT; t++)
+                sel[li * PU_LORA_OUTPUT + t] = !layer_ok || layer_ok[li];
+    } else if (json_is_string(tm)) {
         const char *pat = json_string_value(tm);
         int ec = 0;
         PCRE2_SIZE eo = 0;
