@@ -805,6 +805,55 @@ PT_SUITE(lora_infer) {
         }
     }
 
+    if (PT_TEST("lora: llama2.c base (stories260K): unmerged = merged")) {
+        /* no PyTorch reference for this base: the two independent paths must
+         * agree — runtime split + RoPE permutation of B's wqkv rows vs the
+         * merge's inverse permutation and repacking into the fused wqkv */
+        char sp[512], out[512];
+        const char *path = pt_shared_path("models/stories260K/stories260K.bin", sp, sizeof sp);
+        pu_model *lm = NULL, *mm = NULL;
+        pu_lora *x = NULL;
+        if (path && pu_model_load(path, &lm) == PU_OK) {
+            const pu_config *lc = pu_model_config(lm);
+            PT_CHECK(lc->rope_interleaved && !pu_model_weights(lm)->layers[0].wqkv.data);
+            PT_OK(pu_lora_create(lc, 4, 1.0, 0, false,
+                                 PU_LORA_DEFAULT_TARGETS | (1u << PU_LORA_OUTPUT), &x));
+            fill_random(x, 99);
+            int64_t n = 16, LV = lc->vocab_size;
+            int32_t ids[16];
+            for (int i = 0; i < n; i++)
+                ids[i] = (int32_t)(1 + (i * 37) % (LV - 1));
+            float *l1 = pu_calloc((size_t)(n * LV), sizeof(float));
+            float *l2 = pu_calloc((size_t)(n * LV), sizeof(float));
+            float *l0 = pu_calloc((size_t)(n * LV), sizeof(float));
+            pu_session *s = NULL;
+            const pu_lora *lx[] = {x};
+            PT_OK(pu_session_create(lm, 32, NULL, &s));
+            PT_OK(pu_session_eval(s, ids, n, l0, true));
+            pu_session_reset(s);
+            PT_OK(pu_session_set_adapters(s, lx, NULL, 1));
+            PT_OK(pu_session_eval(s, ids, n, l1, true));
+            pu_session_destroy(s);
+            s = NULL;
+            pt_tmp_path("merged_llama2c", out, sizeof out);
+            PT_OK(pu_lora_merge(lm, lx, NULL, 1, PU_DTYPE_F32, out));
+            PT_OK(pu_model_load(out, &mm));
+            if (mm) {
+                PT_OK(pu_session_create(mm, 32, NULL, &s));
+                PT_OK(pu_session_eval(s, ids, n, l2, true));
+                pu_session_destroy(s);
+                PT_ALLCLOSE("llama2.c unmerged vs merged", l1, l2, n * LV, 1e-4, 1e-4);
+                PT_CHECK(max_abs_diff(l1, l0, n * LV) > 0.1);
+            }
+            pu_free(l0);
+            pu_free(l1);
+            pu_free(l2);
+        }
+        pu_lora_destroy(x);
+        pu_model_destroy(mm);
+        pu_model_destroy(lm);
+    }
+
     if (PT_TEST("lora: adapter for another base is refused")) {
         pu_config c4;
         PT_OK(pu_config_load("tests/golden/gqa4/config.json", &c4));
