@@ -472,8 +472,8 @@ pu_status pu_tmodel_forward(pu_tmodel *m, pu_pool *pool, const pu_tbatch *b, dou
         }
         pu_top_rope_fwd(a->q, pos, N, T, H, D, m->cos, m->sin);
         pu_top_rope_fwd(a->k, pos, N, T, Hkv, D, m->cos, m->sin);
-        pu_top_attn_sel_fwd(m->attn, pool, k, &m->ws, a->att, a->probs, a->q, a->k, a->v, seg, B,
-                            T, H, Hkv, D);
+        pu_top_attn_sel_fwd(m->attn, pool, k, &m->ws, a->att, a->probs, a->q, a->k, a->v, seg, B, T,
+                            H, Hkv, D);
         pu_top_matmul_fwd(pool, k, a->mid, a->att, PW(li->wo), N, C, H * D);
         k->add(a->mid, a->mid, a->xin, N * C);
         pu_top_rmsnorm_fwd(pool, a->xn2, a->r2, a->mid, PW(li->ffn_norm), N, C, eps);
