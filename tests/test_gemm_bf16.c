@@ -40,8 +40,8 @@ static const gshape g_shapes[] = {
 
 /* c (+)= for shape s at level l; compares to the reference. Returns the
  * number of outputs bitwise equal to it; *bad: outputs outside the bound. */
-static int64_t check_shape(pu_bf16_level l, const gshape *s, pu_rng *r, int acc, int64_t *bad,
-                           int64_t *total) {
+static int64_t check_shape(pu_bf16_level l, bool emulate, const gshape *s, pu_rng *r, int acc,
+                           int64_t *bad, int64_t *total) {
     int64_t M = s->M, N = s->N, K = s->K, ldc = N + 3;
     uint16_t *a = rnd_bf16(M * K, r), *b = rnd_bf16(K * N, r);
     int64_t ars = s->ta ? 1 : K, acs = s->ta ? M : 1, brs = s->tb ? 1 : N, bcs = s->tb ? K : 1;
@@ -51,7 +51,10 @@ static int64_t check_shape(pu_bf16_level l, const gshape *s, pu_rng *r, int acc,
     float *cr = pu_malloc((size_t)(M * ldc) * sizeof(float));
     memcpy(cr, c0, (size_t)(M * ldc) * sizeof(float));
     pu_bf16_gemm_ref(cr, ldc, a, ars, acs, b, brs, bcs, M, N, K, acc);
-    pu_bf16_gemm(NULL, l, c1, ldc, a, ars, acs, b, brs, bcs, M, N, K, acc);
+    if (emulate)
+        pu_bf16_gemm_emulated(NULL, l, c1, ldc, a, ars, acs, b, brs, bcs, M, N, K, acc);
+    else
+        pu_bf16_gemm(NULL, l, c1, ldc, a, ars, acs, b, brs, bcs, M, N, K, acc);
     int64_t same = 0;
     for (int64_t i = 0; i < M; i++) {
         for (int64_t j = 0; j < N; j++) {
@@ -117,6 +120,21 @@ PT_SUITE(gemm_bf16) {
         PT_CHECK(memcmp(&acc, &c[0], sizeof acc) == 0);
         pu_free(a), pu_free(b), pu_free(c);
     }
+    if (PT_TEST("avx512bf16 and amx packing + blocking (scalar microkernels) == reference")) {
+        for (int l = PU_BF16_AVX512BF16; l <= PU_BF16_AMX; l++) {
+            pu_rng r;
+            pu_rng_seed(&r, 30 + (uint64_t)l);
+            int64_t bad = 0, total = 0, same = 0;
+            for (size_t si = 0; si < sizeof g_shapes / sizeof *g_shapes; si++)
+                for (int acc = 0; acc < 2; acc++)
+                    same +=
+                        check_shape((pu_bf16_level)l, true, &g_shapes[si], &r, acc, &bad, &total);
+            PT_EQ_I64(bad, 0);
+            PT_CHECK_MSG(same == total, "%s emulated: %lld of %lld outputs differ from ref",
+                         pu_bf16_level_name((pu_bf16_level)l), (long long)(total - same),
+                         (long long)total);
+        }
+    }
     for (int l = 1; l < PU_BF16_NLEVELS; l++) {
         const char *ln = pu_bf16_level_name((pu_bf16_level)l);
         char name[128];
@@ -136,7 +154,7 @@ PT_SUITE(gemm_bf16) {
         int64_t bad = 0, total = 0, same = 0;
         for (size_t si = 0; si < sizeof g_shapes / sizeof *g_shapes; si++)
             for (int acc = 0; acc < 2; acc++)
-                same += check_shape((pu_bf16_level)l, &g_shapes[si], &r, acc, &bad, &total);
+                same += check_shape((pu_bf16_level)l, false, &g_shapes[si], &r, acc, &bad, &total);
         printf("  BF16 level %s checked: %lld/%lld outputs bitwise equal to the reference, %lld "
                "outside the bound\n",
                ln, (long long)same, (long long)total, (long long)bad);

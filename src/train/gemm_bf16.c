@@ -156,8 +156,48 @@ static const level_desc g_desc[PU_BF16_NLEVELS] = {
     [PU_BF16_AMX] = {32, 32, 32, sizeof(uint16_t), pack_a_amx, pack_b_amx},
 };
 
-static void ukernel(pu_bf16_level l, int64_t kcp, const void *ap, const void *bp, float *c,
-                    int64_t ldc, int mr, int nr, bool acc) {
+/* Scalar stand-ins for the avx512bf16 / amx microkernels on the same packed
+ * panels (pu_bf16_gemm_emulated): each pair of a step is added even element
+ * first, one fmaf per product, so they reproduce the reference exactly and
+ * check the packing and blocking of those levels on any CPU. */
+static void emu_pair(int64_t kcp, const uint16_t *ap, const uint16_t *bp, float *c, int64_t ldc,
+                     int mr, int nr, bool acc) {
+    for (int r = 0; r < mr; r++)
+        for (int j = 0; j < nr; j++) {
+            float s = acc ? c[r * ldc + j] : 0.0f;
+            for (int64_t q = 0; q < kcp / 2; q++)
+                for (int e = 0; e < 2; e++)
+                    s = fmaf(pu_bf16_to_f32(ap[q * 24 + r * 2 + e]),
+                             pu_bf16_to_f32(bp[q * 64 + j * 2 + e]), s);
+            c[r * ldc + j] = s;
+        }
+}
+
+static void emu_amx(int64_t kcp, const uint16_t *ap, const uint16_t *bp, float *c, int64_t ldc,
+                    int mr, int nr, bool acc) {
+    for (int r = 0; r < mr; r++)
+        for (int j = 0; j < nr; j++) {
+            float s = acc ? c[r * ldc + j] : 0.0f;
+            for (int64_t q = 0; q < kcp / 32; q++) /* tile (r/16, j/16), K step q */
+                for (int kk = 0; kk < 16; kk++)
+                    for (int e = 0; e < 2; e++) {
+                        uint16_t av = ap[q * 1024 + (r / 16) * 512 + (r % 16) * 32 + kk * 2 + e];
+                        uint16_t bv = bp[q * 1024 + (j / 16) * 512 + kk * 32 + (j % 16) * 2 + e];
+                        s = fmaf(pu_bf16_to_f32(av), pu_bf16_to_f32(bv), s);
+                    }
+            c[r * ldc + j] = s;
+        }
+}
+
+static void ukernel(pu_bf16_level l, bool emulate, int64_t kcp, const void *ap, const void *bp,
+                    float *c, int64_t ldc, int mr, int nr, bool acc) {
+    if (emulate) {
+        if (l == PU_BF16_AMX)
+            emu_amx(kcp, ap, bp, c, ldc, mr, nr, acc);
+        else
+            emu_pair(kcp, ap, bp, c, ldc, mr, nr, acc);
+        return;
+    }
     switch (l) {
     case PU_BF16_AVX2: pu_bf16_ukernel_avx2(kcp, ap, bp, c, ldc, mr, nr, acc); break;
     case PU_BF16_AVX512BF16: pu_bf16_ukernel_avx512bf16(kcp, ap, bp, c, ldc, mr, nr, acc); break;
@@ -173,7 +213,7 @@ typedef struct {
     float *c;
     int64_t ldc, M, N, K;
     mats m;
-    bool accumulate;
+    bool accumulate, emulate;
 } gemm_ctx;
 
 static int64_t rup(int64_t x, int64_t m) {
@@ -191,7 +231,7 @@ static void gemm_worker(void *vc, int ith, int nth) {
     int64_t kcmax = rup(KC, d->kmul);
     char *bp = pu_malloc_aligned((size_t)(NC * kcmax) * d->esz, 64);
     char *ap = pu_malloc_aligned((size_t)(MC * kcmax) * d->esz, 64);
-    if (g->level == PU_BF16_AMX)
+    if (g->level == PU_BF16_AMX && !g->emulate)
         pu_bf16_amx_begin();
     for (int64_t jc = 0; jc < g->N; jc += NC) {
         int64_t nc = g->N - jc < NC ? g->N - jc : NC;
@@ -213,7 +253,7 @@ static void gemm_worker(void *vc, int ith, int nth) {
                     int nr = (int)(nc - jr < d->NR ? nc - jr : d->NR);
                     for (int64_t ir = 0; ir < mc; ir += d->MR) {
                         int mr = (int)(mc - ir < d->MR ? mc - ir : d->MR);
-                        ukernel(g->level, kcp, ap + (size_t)(ir / d->MR) * apanel,
+                        ukernel(g->level, g->emulate, kcp, ap + (size_t)(ir / d->MR) * apanel,
                                 bp + (size_t)(jr / d->NR) * bpanel,
                                 g->c + (ic + ir) * g->ldc + jc + jr, g->ldc, mr, nr, acc);
                     }
@@ -221,7 +261,7 @@ static void gemm_worker(void *vc, int ith, int nth) {
             }
         }
     }
-    if (g->level == PU_BF16_AMX)
+    if (g->level == PU_BF16_AMX && !g->emulate)
         pu_bf16_amx_end();
     pu_free_aligned(ap);
     pu_free_aligned(bp);
@@ -243,7 +283,7 @@ void pu_bf16_gemm(pu_pool *pool, pu_bf16_level level, float *c, int64_t ldc, con
         return;
     if ((unsigned)level >= PU_BF16_NLEVELS || !pu_bf16_level_available(level))
         level = PU_BF16_REF;
-    gemm_ctx g = {level, c, ldc, M, N, K, {a, b, ars, acs, brs, bcs}, accumulate};
+    gemm_ctx g = {level, c, ldc, M, N, K, {a, b, ars, acs, brs, bcs}, accumulate, false};
     if (K <= 0) {
         if (!accumulate)
             for (int64_t i = 0; i < M; i++)
@@ -251,6 +291,22 @@ void pu_bf16_gemm(pu_pool *pool, pu_bf16_level level, float *c, int64_t ldc, con
         return;
     }
     pu_pool_run(pool, level == PU_BF16_REF ? ref_worker : gemm_worker, &g);
+}
+
+void pu_bf16_gemm_emulated(pu_pool *pool, pu_bf16_level level, float *c, int64_t ldc,
+                           const uint16_t *a, int64_t ars, int64_t acs, const uint16_t *b,
+                           int64_t brs, int64_t bcs, int64_t M, int64_t N, int64_t K,
+                           bool accumulate) {
+    if (level != PU_BF16_AVX512BF16 && level != PU_BF16_AMX) {
+        pu_bf16_gemm(pool, level, c, ldc, a, ars, acs, b, brs, bcs, M, N, K, accumulate);
+        return;
+    }
+    if (M <= 0 || N <= 0 || K <= 0) {
+        pu_bf16_gemm(pool, PU_BF16_REF, c, ldc, a, ars, acs, b, brs, bcs, M, N, K, accumulate);
+        return;
+    }
+    gemm_ctx g = {level, c, ldc, M, N, K, {a, b, ars, acs, brs, bcs}, accumulate, true};
+    pu_pool_run(pool, gemm_worker, &g);
 }
 
 /* ---------------------------------------------------------------- helpers */

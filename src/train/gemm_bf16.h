@@ -49,6 +49,15 @@ void pu_bf16_gemm(pu_pool *pool, pu_bf16_level level, float *c, int64_t ldc, con
                   int64_t ars, int64_t acs, const uint16_t *b, int64_t brs, int64_t bcs, int64_t M,
                   int64_t N, int64_t K, bool accumulate);
 
+/* Test aid: the driver and packing of level avx512bf16 or amx with scalar
+ * stand-ins for their microkernels (pairs added even element first, one fmaf
+ * each): equals pu_bf16_gemm_ref bitwise on any CPU, which checks those
+ * levels' panel layouts and blocking where the instructions are absent. */
+void pu_bf16_gemm_emulated(pu_pool *pool, pu_bf16_level level, float *c, int64_t ldc,
+                           const uint16_t *a, int64_t ars, int64_t acs, const uint16_t *b,
+                           int64_t brs, int64_t bcs, int64_t M, int64_t N, int64_t K,
+                           bool accumulate);
+
 /* dst (n) = bf16(src), round to nearest even (threads split the range) */
 void pu_bf16_from_f32(pu_pool *pool, uint16_t *dst, const float *src, int64_t n);
 
