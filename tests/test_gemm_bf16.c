@@ -221,6 +221,55 @@ PT_SUITE(gemm_bf16) {
         pu_free(xf), pu_free(wf), pu_free(dyf), pu_free(x), pu_free(w), pu_free(dy);
         pu_free(y), pu_free(yr), pu_free(dx), pu_free(dxr), pu_free(dw), pu_free(dwr);
     }
+    if (PT_TEST("mixed-precision linear layer: fp32 == pu_top_matmul, bf16 == bf16 products")) {
+        pu_rng r;
+        pu_rng_seed(&r, 8);
+        int64_t N = 29, M = 40, K = 52;
+        float *x = rnd_f32(N * K, &r), *w = rnd_f32(M * K, &r), *dy = rnd_f32(N * M, &r);
+        uint16_t *xb = pu_malloc((size_t)(N * K) * 2), *wb = pu_malloc((size_t)(M * K) * 2);
+        uint16_t *xb2 = pu_malloc((size_t)(N * K) * 2), *dyb = pu_malloc((size_t)(N * M) * 2);
+        pu_bf16_from_f32(NULL, wb, w, M * K);
+        pu_bf16_from_f32(NULL, xb2, x, N * K);
+        pu_bf16_from_f32(NULL, dyb, dy, N * M);
+        const pu_kernels *k = pu_kernels_get();
+        pu_tws ws = {0};
+        float *y[3], *dx[3], *dw[3];
+        for (int i = 0; i < 3; i++) {
+            y[i] = pu_malloc((size_t)(N * M) * 4);
+            dx[i] = pu_calloc((size_t)(N * K), 4);
+            dw[i] = pu_calloc((size_t)(M * K), 4);
+        }
+        pu_top_matmul_fwd(NULL, k, y[0], x, w, N, M, K);
+        pu_top_matmul_bwd(NULL, k, &ws, dx[0], dw[0], dy, x, w, N, M, K);
+        pu_top_matmul_mp_fwd(NULL, k, PU_PREC_FP32, y[1], x, NULL, w, NULL, N, M, K);
+        pu_top_matmul_mp_bwd(NULL, k, PU_PREC_FP32, &ws, dx[1], dw[1], dy, x, NULL, w, NULL, N, M,
+                             K);
+        PT_CHECK(memcmp(y[0], y[1], (size_t)(N * M) * 4) == 0);
+        PT_CHECK(memcmp(dx[0], dx[1], (size_t)(N * K) * 4) == 0);
+        PT_CHECK(memcmp(dw[0], dw[1], (size_t)(M * K) * 4) == 0);
+        pu_top_matmul_mp_fwd(NULL, k, PU_PREC_BF16, y[2], x, xb, w, wb, N, M, K);
+        pu_top_matmul_mp_bwd(NULL, k, PU_PREC_BF16, &ws, dx[2], dw[2], dy, x, xb, w, wb, N, M, K);
+        PT_CHECK(memcmp(xb, xb2, (size_t)(N * K) * 2) == 0); /* x saved as bf16 */
+        pu_bf16_level l = pu_bf16_level_active();
+        float *yr = pu_malloc((size_t)(N * M) * 4), *dxr = pu_calloc((size_t)(N * K), 4);
+        float *dwr = pu_calloc((size_t)(M * K), 4);
+        pu_bf16_matmul_fwd(NULL, l, yr, xb2, wb, N, M, K);
+        pu_bf16_matmul_bwd(NULL, l, dxr, dwr, dyb, xb2, wb, N, M, K);
+        PT_CHECK(memcmp(y[2], yr, (size_t)(N * M) * 4) == 0);
+        PT_CHECK(memcmp(dx[2], dxr, (size_t)(N * K) * 4) == 0);
+        PT_CHECK(memcmp(dw[2], dwr, (size_t)(M * K) * 4) == 0);
+        /* bf16 rounding of the operands: ~2^-8 relative per operand */
+        PT_ALLCLOSE("bf16 vs fp32 y", y[2], y[0], N * M, 0.1, 0.03);
+        PT_ALLCLOSE("bf16 vs fp32 dw", dw[2], dw[0], M * K, 0.1, 0.03);
+        pu_precision pr;
+        PT_CHECK(pu_precision_parse("bf16", &pr) && pr == PU_PREC_BF16);
+        PT_CHECK(pu_precision_parse("fp32", &pr) && pr == PU_PREC_FP32);
+        PT_CHECK(!pu_precision_parse("fp16", &pr));
+        for (int i = 0; i < 3; i++)
+            pu_free(y[i]), pu_free(dx[i]), pu_free(dw[i]);
+        pu_free(yr), pu_free(dxr), pu_free(dwr), pu_tws_free(&ws);
+        pu_free(x), pu_free(w), pu_free(dy), pu_free(xb), pu_free(wb), pu_free(xb2), pu_free(dyb);
+    }
     printf("  BF16 levels checked: ref%s; skipped (CPU lacks):%s\n", checked,
            *skipped ? skipped : " none");
 }

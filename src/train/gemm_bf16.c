@@ -10,6 +10,7 @@
  * FMA chain; the split of rows over threads never changes a result.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -342,4 +343,56 @@ void pu_bf16_matmul_bwd(pu_pool *pool, pu_bf16_level level, float *dx, float *dw
         pu_bf16_gemm(pool, level, dx, K, dy, M, 1, w, K, 1, N, K, M, true);
     if (dw)
         pu_bf16_gemm(pool, level, dw, K, dy, 1, M, x, K, 1, M, K, N, true);
+}
+
+/* ---------------------------------------------------------------- mixed precision */
+
+bool pu_precision_parse(const char *s, pu_precision *out) {
+    if (s && !strcmp(s, "fp32")) {
+        *out = PU_PREC_FP32;
+        return true;
+    }
+    if (s && !strcmp(s, "bf16")) {
+        *out = PU_PREC_BF16;
+        return true;
+    }
+    return false;
+}
+
+const char *pu_precision_name(pu_precision p) {
+    return p == PU_PREC_BF16 ? "bf16" : "fp32";
+}
+
+static pu_bf16_level g_mp_level;
+static pthread_once_t g_mp_once = PTHREAD_ONCE_INIT;
+static void mp_level_init(void) {
+    g_mp_level = pu_bf16_level_active();
+}
+
+static pu_bf16_level mp_level(void) {
+    pthread_once(&g_mp_once, mp_level_init);
+    return g_mp_level;
+}
+
+void pu_top_matmul_mp_fwd(pu_pool *pool, const pu_kernels *k, pu_precision prec, float *y,
+                          const float *x, uint16_t *xb, const float *w, const uint16_t *wb,
+                          int64_t N, int64_t M, int64_t K) {
+    if (prec != PU_PREC_BF16) {
+        pu_top_matmul_fwd(pool, k, y, x, w, N, M, K);
+        return;
+    }
+    pu_bf16_from_f32(pool, xb, x, N * K);
+    pu_bf16_matmul_fwd(pool, mp_level(), y, xb, wb, N, M, K);
+}
+
+void pu_top_matmul_mp_bwd(pu_pool *pool, const pu_kernels *k, pu_precision prec, pu_tws *ws,
+                          float *dx, float *dw, const float *dy, const float *x, const uint16_t *xb,
+                          const float *w, const uint16_t *wb, int64_t N, int64_t M, int64_t K) {
+    if (prec != PU_PREC_BF16) {
+        pu_top_matmul_bwd(pool, k, ws, dx, dw, dy, x, w, N, M, K);
+        return;
+    }
+    uint16_t *dyb = (uint16_t *)pu_tws_get(ws, (size_t)(N * M + 1) / 2);
+    pu_bf16_from_f32(pool, dyb, dy, N * M);
+    pu_bf16_matmul_bwd(pool, mp_level(), dx, dw, dyb, xb, wb, N, M, K);
 }

@@ -70,6 +70,26 @@ void pu_bf16_matmul_bwd(pu_pool *pool, pu_bf16_level level, float *dx, float *dw
                         const uint16_t *dy, const uint16_t *x, const uint16_t *w, int64_t N,
                         int64_t M, int64_t K);
 
+/* ---- mixed-precision linear layers: what the training model calls ----
+ * --precision fp32: exactly pu_top_matmul_fwd/bwd (xb, wb unused, may be NULL).
+ * --precision bf16: products on bf16 operands with fp32 accumulation at
+ * pu_bf16_level_active() (read once): the forward rounds x into xb (N*K,
+ * kept for the backward in place of x: half the bytes) and uses wb, the
+ * bf16 copy of the fp32 master w (refresh with pu_bf16_from_f32 after every
+ * optimizer step); the backward rounds dy into scratch from ws and
+ * accumulates dx, dw in fp32. */
+typedef enum { PU_PREC_FP32 = 0, PU_PREC_BF16 = 1 } pu_precision;
+bool pu_precision_parse(const char *s, pu_precision *out); /* "fp32" | "bf16" */
+const char *pu_precision_name(pu_precision p);
+/* y (N, M) = x (N, K) · w^T (overwrites) */
+void pu_top_matmul_mp_fwd(pu_pool *pool, const pu_kernels *k, pu_precision prec, float *y,
+                          const float *x, uint16_t *xb, const float *w, const uint16_t *wb,
+                          int64_t N, int64_t M, int64_t K);
+/* dx (N, K) += dy · w (if dx) ; dw (M, K) += dy^T · x (if dw) */
+void pu_top_matmul_mp_bwd(pu_pool *pool, const pu_kernels *k, pu_precision prec, pu_tws *ws,
+                          float *dx, float *dw, const float *dy, const float *x, const uint16_t *xb,
+                          const float *w, const uint16_t *wb, int64_t N, int64_t M, int64_t K);
+
 /* ---- per-level microkernels (gemm_bf16_avx2.c, _avx512.c, _amx.c) ----
  * c (mr x nr valid of an MR x NR block, row stride ldc) (+)= Ap · Bp over kc
  * (padded) steps; acc: continue from c, else start at 0. */
