@@ -48,6 +48,39 @@ void pu_bf16_amx_end(void) {
 AMX_TARGET
 void pu_bf16_ukernel_amx(int64_t kc, const uint16_t *ap, const uint16_t *bp, float *c, int64_t ldc,
                          int mr, int nr, bool acc) {
+    if (mr == 32 && nr == 32) { /* full block: tiles straight from/to C */
+        int64_t ld = ldc * (int64_t)sizeof(float);
+        MEM_BARRIER();
+        if (acc) {
+            _tile_loadd(0, c, ld);
+            _tile_loadd(1, c + 16, ld);
+            _tile_loadd(2, c + 16 * ldc, ld);
+            _tile_loadd(3, c + 16 * ldc + 16, ld);
+        } else {
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+        }
+        for (int64_t q = 0; q < kc / 32; q++) {
+            const uint16_t *a = ap + q * 1024, *b = bp + q * 1024;
+            _tile_loadd(4, a, 64);
+            _tile_loadd(5, a + 512, 64);
+            _tile_loadd(6, b, 64);
+            _tile_loadd(7, b + 512, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+        _tile_stored(0, c, ld);
+        _tile_stored(1, c + 16, ld);
+        _tile_stored(2, c + 16 * ldc, ld);
+        _tile_stored(3, c + 16 * ldc + 16, ld);
+        MEM_BARRIER();
+        return;
+    }
+    /* edge block: through a zero-padded 32 x 32 buffer */
     float cb[32 * 32] __attribute__((aligned(64)));
     for (int r = 0; r < 32; r++)
         for (int j = 0; j < 32; j++)
