@@ -7,7 +7,7 @@
  *   xn1   (N, C), r1 (N)  attention_norm output and its rstd
  *   q (N, H*D), k, v (N, Hkv*D)   split of xn1 · wqkv^T (grouped layout,
  *                                  spec A.4), q and k after RoPE
- *   probs (B, H, T, T)    attention probabilities
+ *   probs (B, H, T, T)    attention probabilities (PUYU_ATTN=flash: lse (B, H, T))
  *   att   (N, H*D)        attention output (input of wo)
  *   mid   (N, C)          xin + att · wo^T
  *   xn2   (N, C), r2 (N)  ffn_norm output and its rstd
