@@ -298,6 +298,11 @@ pu_simd pu_cpu_simd_best(void);
 pu_simd pu_cpu_simd_active(void);
 const char *pu_simd_name(pu_simd s);
 bool pu_cpu_has(const char *feature); /* "avx2", "fma", "f16c", "avx512f", "avx512bw", ... */
+/* also "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8": CPUID
+ * and the OS-enabled state in XCR0 (AMX: XTILECFG + XTILEDATA) */
+/* Linux: ask once for this process's AMX tile-data permission
+ * (arch_prctl ARCH_REQ_XCOMP_PERM); true when AMX tiles may be used. */
+bool pu_cpu_amx_enable(void);
 
 /* xoshiro256** — fast, seeded, reproducible across platforms. */
 typedef struct pu_rng {

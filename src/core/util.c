@@ -4,6 +4,8 @@
  */
 #include "puyu/pu_core.h"
 
+#include "core/cpu_x86.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -19,6 +21,9 @@ double pu_time_now(void) {
 /* ---------------------------------------------------------------- CPU */
 
 bool pu_cpu_has(const char *f) {
+    int x86 = pu_cpu_x86_feature(f); /* CPUID + XCR0: avx512_bf16, amx_*, avx512_vnni */
+    if (x86 >= 0)
+        return x86 == 1;
 #if defined(__x86_64__) && defined(__GNUC__)
     __builtin_cpu_init();
     if (!strcmp(f, "avx2"))

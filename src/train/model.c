@@ -7,7 +7,7 @@
  *   xn1   (N, C), r1 (N)  attention_norm output and its rstd
  *   q (N, H*D), k, v (N, Hkv*D)   split of xn1 · wqkv^T (grouped layout,
  *                                  spec A.4), q and k after RoPE
- *   probs (B, H, T, T)    attention probabilities
+ *   probs (B, H, T, T)    attention probabilities (PUYU_ATTN=flash: lse (B, H, T))
  *   att   (N, H*D)        attention output (input of wo)
  *   mid   (N, C)          xin + att · wo^T
  *   xn2   (N, C), r2 (N)  ffn_norm output and its rstd
@@ -21,6 +21,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "train/attn_flash.h" /* attention switch (PUYU_ATTN=naive|flash) */
 #include "train/train_impl.h"
 
 typedef struct {
@@ -52,6 +53,7 @@ struct pu_tmodel {
     float *dx, *dxn, *dqkv, *dq, *dk, *dv, *datt, *dh1, *dh3, *dhs;
     float *bwd;
     pu_tws ws;
+    pu_attn_kind attn; /* naive (probs saved) or flash (lse saved) */
     /* gradient-ready hook (data parallel) */
     pu_grad_hook_fn hook;
     void *hook_ctx;
@@ -132,7 +134,9 @@ pu_status pu_tmodel_create(const pu_config *c, int64_t B, int64_t Tmax, pu_tmode
     m->grads = pu_try_malloc_aligned((size_t)m->numel * sizeof(float), 64);
     /* activations */
     int64_t N = B * Tmax, QKV = (H + 2 * Hkv) * D;
-    int64_t per_layer = N * (C * 4 + 2 + H * D * 2 + Hkv * D * 2 + F * 3) + B * H * Tmax * Tmax;
+    m->attn = pu_top_attn_kind_default();
+    int64_t per_layer = N * (C * 4 + 2 + H * D * 2 + Hkv * D * 2 + F * 3) +
+                        pu_top_attn_saved_floats(m->attn, B, H, Tmax);
     int64_t fin = N * (2 * C + V + 3);
     int64_t P = Tmax > c->max_position_embeddings ? Tmax : c->max_position_embeddings;
     m->rope_P = Tmax; /* positions used by training are < Tmax (pos arrays are checked) */
@@ -169,7 +173,7 @@ pu_status pu_tmodel_create(const pu_config *c, int64_t B, int64_t Tmax, pu_tmode
         a->q = TAKE(N * H * D);
         a->k = TAKE(N * Hkv * D);
         a->v = TAKE(N * Hkv * D);
-        a->probs = TAKE(B * H * Tmax * Tmax);
+        a->probs = TAKE(pu_top_attn_saved_floats(m->attn, B, H, Tmax));
         a->att = TAKE(N * H * D);
         a->mid = TAKE(N * C);
         a->xn2 = TAKE(N * C);
@@ -468,7 +472,8 @@ pu_status pu_tmodel_forward(pu_tmodel *m, pu_pool *pool, const pu_tbatch *b, dou
         }
         pu_top_rope_fwd(a->q, pos, N, T, H, D, m->cos, m->sin);
         pu_top_rope_fwd(a->k, pos, N, T, Hkv, D, m->cos, m->sin);
-        pu_top_attn_fwd(pool, k, a->att, a->probs, a->q, a->k, a->v, seg, B, T, H, Hkv, D);
+        pu_top_attn_sel_fwd(m->attn, pool, k, &m->ws, a->att, a->probs, a->q, a->k, a->v, seg, B, T,
+                            H, Hkv, D);
         pu_top_matmul_fwd(pool, k, a->mid, a->att, PW(li->wo), N, C, H * D);
         k->add(a->mid, a->mid, a->xin, N * C);
         pu_top_rmsnorm_fwd(pool, a->xn2, a->r2, a->mid, PW(li->ffn_norm), N, C, eps);
@@ -531,8 +536,8 @@ void pu_tmodel_backward(pu_tmodel *m, pu_pool *pool, float grad_scale) {
         memset(m->dq, 0, (size_t)(N * H * D) * sizeof(float));
         memset(m->dk, 0, (size_t)(N * Hkv * D) * sizeof(float));
         memset(m->dv, 0, (size_t)(N * Hkv * D) * sizeof(float));
-        pu_top_attn_bwd(pool, k, m->dq, m->dk, m->dv, m->datt, a->probs, a->q, a->k, a->v, B, T, H,
-                        Hkv, D);
+        pu_top_attn_sel_bwd(m->attn, pool, k, ws, m->dq, m->dk, m->dv, m->datt, a->att, a->probs,
+                            a->q, a->k, a->v, m->have_seg ? m->seg : NULL, B, T, H, Hkv, D);
         pu_top_rope_bwd(m->dq, pos, N, T, H, D, m->cos, m->sin);
         pu_top_rope_bwd(m->dk, pos, N, T, Hkv, D, m->cos, m->sin);
         for (int64_t n = 0; n < N; n++) {
