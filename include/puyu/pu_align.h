@@ -1,0 +1,171 @@
+/*
+ * pu_align.h — alignment (InternLM2's COOL RLHF): the loss math of the reward
+ * model, DPO (+ SimPO, ORPO) and PPO as pure functions with forward and
+ * backward, and preference data (prompt + chosen / rejected responses).
+ *
+ * The losses take what a training model produces (rewards, summed or
+ * per-token response log-probabilities, values, logits) and return the loss,
+ * its metrics and the gradient of the loss with respect to those inputs; the
+ * training loops (`puyu rm train`, `puyu dpo`, `puyu ppo`) push the gradient
+ * through the model. Inputs and gradients are float; every reduction runs in
+ * double. Each function is written to equal the PyTorch formula cited beside
+ * it, autograd semantics included (torch.clamp passes the gradient only
+ * inside [lo, hi], torch.minimum/maximum split it in half on ties); the
+ * reference is tools/gen_align_ref.py and tests/test_align.c compares.
+ *
+ * Gradient pointers may be NULL (forward only). Gradients are written, not
+ * accumulated. The loss functions do not allocate and are thread-safe on
+ * distinct buffers.
+ */
+#ifndef PU_ALIGN_H
+#define PU_ALIGN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "puyu/pu_core.h"
+#include "puyu/pu_sft.h"
+
+/* ------------------------------------------------------------------------ */
+/* reward model (XTuner xtuner/model/reward.py, InternLM2 report §4.2)       */
+
+typedef enum { PU_RM_LOSS_FOCAL = 0, PU_RM_LOSS_RANKING = 1 } pu_rm_loss_kind;
+typedef enum {
+    PU_RM_PENALTY_LOG_BARRIER = 0,
+    PU_RM_PENALTY_L2 = 1,
+    PU_RM_PENALTY_NONE = 2,
+} pu_rm_penalty_kind;
+
+typedef struct pu_rm_loss_opts {
+    pu_rm_loss_kind loss;       /* default focal */
+    pu_rm_penalty_kind penalty; /* default log_barrier */
+    double penalty_weight;      /* W, default 0.01 */
+} pu_rm_loss_opts;
+pu_rm_loss_opts pu_rm_loss_default_opts(void);
+
+typedef struct pu_rm_metrics {
+    double loss;     /* rank + W * penalty */
+    double rank;     /* focal or ranking term */
+    double penalty;  /* penalty term (before W) */
+    double accuracy; /* fraction of pairs with r_chosen > r_rejected */
+    double chosen;   /* mean chosen reward */
+    double rejected; /* mean rejected reward */
+} pu_rm_metrics;
+
+/* N pairs: chosen[i], rejected[i] (the rewards at the reward token).
+ * d = r_c - r_r;
+ *   ranking = sum(-logsigmoid(d)) / N
+ *   focal   = sum((1 - 2 relu(sigmoid(d) - 1/2))^2 * -logsigmoid(d)) / N
+ *             (the weight is differentiated, not detached, as XTuner)
+ * penalty over all 2N rewards r:
+ *   log_barrier: c = clamp(r, -5 + 1e-3, 5 - 1e-3), sum(-log(5 - c) - log(c + 5)) / N
+ *   l2:          sum(r^2) / N
+ * loss = rank + W * penalty. d_chosen / d_rejected (N): d loss / d reward.
+ * PU_ERR_INVALID for N < 1 or a non-finite reward (named by index). */
+pu_status pu_rm_loss(const float *chosen, const float *rejected, int64_t N,
+                     const pu_rm_loss_opts *o, pu_rm_metrics *m, float *d_chosen,
+                     float *d_rejected);
+
+/* ------------------------------------------------------------------------ */
+/* DPO (Rafailov et al.; XTuner xtuner/model/dpo.py, loss_type "sigmoid")   */
+
+typedef struct pu_pref_metrics {
+    double loss;
+    double accuracy; /* fraction of pairs with reward_chosen > reward_rejected */
+    double margin;   /* mean(reward_chosen - reward_rejected) */
+    double chosen;   /* mean reward_chosen */
+    double rejected; /* mean reward_rejected */
+} pu_pref_metrics;
+
+typedef struct pu_dpo_opts {
+    double beta;            /* default 0.1 */
+    double label_smoothing; /* conservative DPO (cDPO) epsilon, default 0 */
+} pu_dpo_opts;
+pu_dpo_opts pu_dpo_default_opts(void);
+
+/* N pairs of summed response log-probabilities (policy pc, pr; reference
+ * rc, rr). z = beta * ((pc - pr) - (rc - rr));
+ *   loss = mean(-(1 - ls) logsigmoid(z) - ls logsigmoid(-z))
+ * rewards: chosen = beta (pc - rc), rejected = beta (pr - rr).
+ * d_pc, d_pr (N): d loss / d policy logps (the reference is frozen). */
+pu_status pu_dpo_loss(const float *pc, const float *pr, const float *rc, const float *rr, int64_t N,
+                      const pu_dpo_opts *o, pu_pref_metrics *m, float *d_pc, float *d_pr);
+
+/* SimPO (Meng et al. 2024), reference-free: with average log-probabilities
+ * a = logp / n_tokens, z = beta (a_c - a_r) - gamma;
+ *   loss = mean(-logsigmoid(z))   rewards: beta * a.
+ * nc, nr: response token counts (> 0). Gradients wrt the summed logps. */
+pu_status pu_simpo_loss(const float *pc, const float *pr, const int64_t *nc, const int64_t *nr,
+                        int64_t N, double beta, double gamma, pu_pref_metrics *m, float *d_pc,
+                        float *d_pr);
+
+/* ORPO (Hong et al. 2024), reference-free, the odds-ratio term only (the SFT
+ * NLL of the chosen response is the trainer's ordinary loss, added by it):
+ * a = logp / n_tokens (< 0), log_odds = (a_c - a_r) - (log1p(-exp a_c) -
+ * log1p(-exp a_r)); loss = mean(-lambda logsigmoid(log_odds)).
+ * rewards: lambda * a (as TRL, whose beta is lambda). Gradients wrt the
+ * summed logps. PU_ERR_INVALID when some a >= 0 (odds undefined). */
+pu_status pu_orpo_loss(const float *pc, const float *pr, const int64_t *nc, const int64_t *nr,
+                       int64_t N, double lambda, pu_pref_metrics *m, float *d_pc, float *d_pr);
+
+/* ------------------------------------------------------------------------ */
+/* PPO (Schulman et al.; the OpenRLHF / TRL formulation)                     */
+/*
+ * Per-token arrays are (B, T) over the response tokens, row-major, with a
+ * mask (B, T) of 1 for response tokens and 0 for padding; padding is on the
+ * right (a row is 1...1 0...0; an all-zero row is an empty response).
+ * "Masked mean" = sum(x * mask) / sum(mask) over the whole batch (TRL).
+ */
+
+/* rewards[b,t] = -kl_coef (logp - ref_logp)[b,t] * mask[b,t], plus score[b]
+ * at the last response token of row b (none for an all-masked row).
+ * kl (B): per-row sum of (logp - ref_logp) over the response (the KL
+ * estimate k1), may be NULL. */
+void pu_ppo_kl_rewards(const float *logp, const float *ref_logp, const float *mask,
+                       const float *score, int64_t B, int64_t T, double kl_coef, float *rewards,
+                       float *kl);
+
+/* GAE (OpenRLHF get_advantages_and_returns): values and rewards are
+ * multiplied by mask, then for t = T-1 .. 0:
+ *   delta_t = r_t + gamma V_{t+1} - V_t   (V_T = 0)
+ *   A_t = delta_t + gamma lambda A_{t+1}  returns_t = A_t + V_t
+ * With right padding both are 0 on padding. */
+void pu_ppo_gae(const float *values, const float *rewards, const float *mask, int64_t B, int64_t T,
+                double gamma, double lambda, float *advantages, float *returns);
+
+/* In place: x = (x - masked_mean) / sqrt(masked_var + 1e-8) with the
+ * unbiased (Bessel-corrected) masked variance (TRL whiten, shift_mean);
+ * masked positions become 0. Fewer than 2 valid tokens: only centred. */
+void pu_ppo_whiten(float *x, const float *mask, int64_t n);
+
+typedef struct pu_ppo_metrics {
+    double loss;
+    double clipfrac;  /* fraction of valid tokens where the clipped branch is taken */
+    double approx_kl; /* masked mean of 0.5 (logp - old_logp)^2 */
+    double ratio;     /* masked mean of exp(logp - old_logp) */
+} pu_ppo_metrics;
+
+/* Clipped policy loss: ratio = exp(logp - old_logp),
+ *   loss = masked_mean(-min(ratio A, clamp(ratio, 1-eps, 1+eps) A))
+ * d_logp (B*T): d loss / d logp (0 on padding). n = B*T. PU_ERR_INVALID
+ * when no token is valid. */
+pu_status pu_ppo_policy_loss(const float *logp, const float *old_logp, const float *adv,
+                             const float *mask, int64_t n, double clip_eps, pu_ppo_metrics *m,
+                             float *d_logp);
+
+/* Clipped value loss (TRL): vc = old_v + clamp(v - old_v, -clip, clip),
+ *   loss = 0.5 masked_mean(max((v - R)^2, (vc - R)^2))
+ * clip <= 0: unclipped 0.5 masked_mean((v - R)^2). d_values (n).
+ * clipfrac in *clipfrac (NULL ok): fraction where the clipped term is larger. */
+pu_status pu_ppo_value_loss(const float *values, const float *old_values, const float *returns,
+                            const float *mask, int64_t n, double clip, double *loss,
+                            double *clipfrac, float *d_values);
+
+/* Entropy of softmax(logits) per row (N rows of V): H = lse - sum p z.
+ * entropy (N). */
+void pu_entropy_fwd(const float *logits, int64_t N, int64_t V, float *entropy);
+/* d_logits[r, j] = d_entropy[r] * -p_j (z_j - sum_k p_k z_k) (written). */
+void pu_entropy_bwd(const float *logits, const float *d_entropy, int64_t N, int64_t V,
+                    float *d_logits);
+
+#endif /* PU_ALIGN_H */

@@ -1,0 +1,293 @@
+/*
+ * test_align.c — alignment loss math against PyTorch autograd.
+ *
+ * tests/golden/align/ref.safetensors (tools/gen_align_ref.py) holds float32
+ * inputs and the float64 autograd results of XTuner's reward-model loss
+ * (focal / ranking x log_barrier / l2 / none), DPO (with and without label
+ * smoothing), SimPO, ORPO, and PPO's KL rewards, GAE, whitening, clipped
+ * policy and value losses and entropy. The C code computes in double from
+ * the same float inputs and stores floats, so values and gradients must
+ * agree to float rounding: |got - want| <= 1e-6 + 1e-5 |want| (metrics in
+ * double: 1e-9 + 1e-6 relative). Edge cases in the inputs: d = 0, |d| of
+ * 40..90, rewards just outside the barrier's clamp, an all-masked PPO row,
+ * a one-token row, a uniform and a near-one-hot logits row.
+ * Also: bad input (N = 0, NaN rewards, empty responses) gives errors.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "pt.h"
+#include "puyu/pu_align.h"
+#include "train/train_impl.h"
+
+#define ATOL 1e-6
+#define RTOL 1e-5
+
+static pu_st_in g_ref;
+static bool g_have;
+
+static bool open_ref(void) {
+    if (g_have)
+        return true;
+    const char *dirs[] = {"tests/golden/align/ref.safetensors",
+                          "../tests/golden/align/ref.safetensors"};
+    for (int i = 0; i < 2; i++)
+        if (pu_file_exists(dirs[i]) && pu_train_st_open(&g_ref, dirs[i]) == PU_OK) {
+            g_have = true;
+            return true;
+        }
+    pt_fail_(__FILE__, __LINE__, "tests/golden/align/ref.safetensors not readable: %s",
+             pu_err_msg());
+    return false;
+}
+
+/* tensor `name` (owned), its element count in *n */
+static float *get(const char *name, int64_t *n) {
+    json_t *e = json_object_get(g_ref.hdr, name);
+    json_t *sh = e ? json_object_get(e, "shape") : NULL;
+    if (!sh || json_array_size(sh) != 1) {
+        pt_fail_(__FILE__, __LINE__, "fixture tensor %s missing", name);
+        *n = 0;
+        return pu_calloc(1, sizeof(float));
+    }
+    *n = (int64_t)json_integer_value(json_array_get(sh, 0));
+    float *x = pu_calloc((size_t)(*n ? *n : 1), sizeof(float));
+    PT_OK(pu_train_st_get(&g_ref, name, x, *n));
+    return x;
+}
+
+static double meta(const char *key) {
+    const char *s = pu_train_st_meta(&g_ref, key);
+    PT_CHECK_MSG(s != NULL, "fixture metadata %s missing", key);
+    return s ? atof(s) : NAN;
+}
+
+static void check_metrics(const char *tag, const double *got, int n) {
+    char name[96];
+    snprintf(name, sizeof name, "%s.metrics", tag);
+    int64_t nw;
+    float *want = get(name, &nw);
+    PT_EQ_I64(nw, n);
+    for (int i = 0; i < n && i < nw; i++)
+        PT_CHECK_MSG(fabs(got[i] - want[i]) <= 1e-6 + 1e-6 * fabs(want[i]),
+                     "%s metric %d: %.9g vs %.9g", tag, i, got[i], (double)want[i]);
+    pu_free(want);
+}
+
+static void check_vec(const char *tag, const char *field, const float *got, int64_t n) {
+    char name[96];
+    snprintf(name, sizeof name, "%s.%s", tag, field);
+    int64_t nw;
+    float *want = get(name, &nw);
+    PT_EQ_I64(nw, n);
+    if (nw == n)
+        PT_ALLCLOSE(name, got, want, n, ATOL, RTOL);
+    pu_free(want);
+}
+
+/* ---------------------------------------------------------------- RM */
+
+static void test_rm(void) {
+    if (PT_TEST("reward loss (focal/ranking x log_barrier/l2/none) = XTuner, autograd")) {
+        int64_t N, n2;
+        float *c = get("rm.chosen", &N), *r = get("rm.rejected", &n2);
+        float *dc = pu_malloc((size_t)N * sizeof(float)),
+              *dr = pu_malloc((size_t)N * sizeof(float));
+        const char *ln[] = {"focal", "ranking"}, *pn[] = {"log_barrier", "l2", "none"};
+        for (int li = 0; li < 2; li++)
+            for (int pi = 0; pi < 3; pi++) {
+                char tag[64], key[80];
+                snprintf(tag, sizeof tag, "rm.%s.%s", ln[li], pn[pi]);
+                snprintf(key, sizeof key, "%s.W", tag);
+                pu_rm_loss_opts o = {(pu_rm_loss_kind)li, (pu_rm_penalty_kind)pi, meta(key)};
+                pu_rm_metrics m;
+                PT_OK(pu_rm_loss(c, r, N, &o, &m, dc, dr));
+                double got[6] = {m.loss, m.rank, m.penalty, m.accuracy, m.chosen, m.rejected};
+                check_metrics(tag, got, 6);
+                check_vec(tag, "d_chosen", dc, N);
+                check_vec(tag, "d_rejected", dr, N);
+            }
+        /* clamp: rewards beyond +-(5 - 1e-3) get no penalty gradient */
+        pu_rm_loss_opts o = {PU_RM_LOSS_RANKING, PU_RM_PENALTY_LOG_BARRIER, 1.0};
+        pu_rm_loss_opts o0 = {PU_RM_LOSS_RANKING, PU_RM_PENALTY_NONE, 1.0};
+        float dc0[64], dr0[64];
+        PT_OK(pu_rm_loss(c, r, N, &o, NULL, dc, dr));
+        PT_OK(pu_rm_loss(c, r, N, &o0, NULL, dc0, dr0));
+        PT_CHECK(dc[1] == dc0[1] && dr[1] == dr0[1]); /* 40, -35 */
+        PT_CHECK(dc[3] == dc0[3] && dr[3] == dr0[3]); /* +-4.9995 */
+        PT_CHECK(dc[4] != dc0[4]);                    /* 4.5 inside */
+        pu_free(c), pu_free(r), pu_free(dc), pu_free(dr);
+    }
+    if (PT_TEST("reward loss: one pair; defaults are focal + log_barrier 0.01")) {
+        int64_t n;
+        float *c = get("rm1.chosen", &n), *r = get("rm1.rejected", &n), dc, dr;
+        pu_rm_metrics m;
+        PT_OK(pu_rm_loss(c, r, 1, NULL, &m, &dc, &dr));
+        double got[6] = {m.loss, m.rank, m.penalty, m.accuracy, m.chosen, m.rejected};
+        check_metrics("rm1", got, 6);
+        check_vec("rm1", "d_chosen", &dc, 1);
+        check_vec("rm1", "d_rejected", &dr, 1);
+        pu_free(c), pu_free(r);
+    }
+    if (PT_TEST("reward loss: bad input")) {
+        float c[2] = {1, NAN}, r[2] = {0, 0};
+        PT_CHECK(pu_rm_loss(c, r, 0, NULL, NULL, NULL, NULL) == PU_ERR_INVALID);
+        PT_CHECK(pu_rm_loss(c, r, 2, NULL, NULL, NULL, NULL) == PU_ERR_INVALID);
+        PT_CHECK(strstr(pu_err_msg(), "chosen reward[1]") != NULL);
+    }
+}
+
+/* ---------------------------------------------------------------- DPO */
+
+static void test_pref(void) {
+    if (PT_TEST("DPO loss (sigmoid, label smoothing) = autograd")) {
+        int64_t N, n;
+        float *pc = get("dpo.pc", &N), *pr = get("dpo.pr", &n), *rc = get("dpo.rc", &n),
+              *rr = get("dpo.rr", &n);
+        float *dpc = pu_malloc((size_t)N * 4), *dpr = pu_malloc((size_t)N * 4);
+        const char *tags[] = {"dpo.a", "dpo.b"};
+        for (int k = 0; k < 2; k++) {
+            char kb[64], kl[64];
+            snprintf(kb, sizeof kb, "%s.beta", tags[k]);
+            snprintf(kl, sizeof kl, "%s.ls", tags[k]);
+            pu_dpo_opts o = {meta(kb), meta(kl)};
+            pu_pref_metrics m;
+            PT_OK(pu_dpo_loss(pc, pr, rc, rr, N, &o, &m, dpc, dpr));
+            double got[5] = {m.loss, m.accuracy, m.margin, m.chosen, m.rejected};
+            check_metrics(tags[k], got, 5);
+            check_vec(tags[k], "d_pc", dpc, N);
+            check_vec(tags[k], "d_pr", dpr, N);
+        }
+        /* z = 0: loss log 2, gradient -beta/2/N */
+        pu_dpo_opts o = pu_dpo_default_opts();
+        pu_pref_metrics m;
+        float g1, g2;
+        PT_OK(pu_dpo_loss(pc, pr, rc, rr, 1, &o, &m, &g1, &g2));
+        PT_NEAR(m.loss, log(2.0), 1e-12, 0);
+        PT_NEAR(g1, -0.05, 1e-9, 0);
+        PT_NEAR(g2, 0.05, 1e-9, 0);
+        pu_free(pc), pu_free(pr), pu_free(rc), pu_free(rr), pu_free(dpc), pu_free(dpr);
+    }
+    if (PT_TEST("SimPO and ORPO losses = autograd")) {
+        int64_t N, n;
+        float *pc = get("dpo.pc", &N), *pr = get("dpo.pr", &n);
+        float *fnc = get("len.nc", &n), *fnr = get("len.nr", &n);
+        float *opc = get("orpo.pc", &n), *opr = get("orpo.pr", &n);
+        int64_t nc[64], nr[64];
+        for (int64_t i = 0; i < N; i++)
+            nc[i] = (int64_t)fnc[i], nr[i] = (int64_t)fnr[i];
+        float *dpc = pu_malloc((size_t)N * 4), *dpr = pu_malloc((size_t)N * 4);
+        pu_pref_metrics m;
+        PT_OK(pu_simpo_loss(pc, pr, nc, nr, N, meta("simpo.beta"), meta("simpo.gamma"), &m, dpc,
+                            dpr));
+        double got[5] = {m.loss, m.accuracy, m.margin, m.chosen, m.rejected};
+        check_metrics("simpo", got, 5);
+        check_vec("simpo", "d_pc", dpc, N);
+        check_vec("simpo", "d_pr", dpr, N);
+        PT_OK(pu_orpo_loss(opc, opr, nc, nr, N, meta("orpo.lambda"), &m, dpc, dpr));
+        double got2[5] = {m.loss, m.accuracy, m.margin, m.chosen, m.rejected};
+        check_metrics("orpo", got2, 5);
+        check_vec("orpo", "d_pc", dpc, N);
+        check_vec("orpo", "d_pr", dpr, N);
+        /* bad input: an empty response, a mean logp >= 0 */
+        nc[3] = 0;
+        PT_CHECK(pu_simpo_loss(pc, pr, nc, nr, N, 2, 0.5, NULL, NULL, NULL) == PU_ERR_INVALID);
+        PT_CHECK(strstr(pu_err_msg(), "pair 3") != NULL);
+        nc[3] = 1;
+        float z = 0.0f;
+        PT_CHECK(pu_orpo_loss(&z, opr, nc, nr, 1, 0.1, NULL, NULL, NULL) == PU_ERR_INVALID);
+        pu_free(pc), pu_free(pr), pu_free(fnc), pu_free(fnr), pu_free(opc), pu_free(opr);
+        pu_free(dpc), pu_free(dpr);
+    }
+}
+
+/* ---------------------------------------------------------------- PPO */
+
+static void test_ppo(void) {
+    if (PT_TEST("PPO: KL rewards, GAE, whitening, clipped losses, entropy = reference")) {
+        int64_t n, B;
+        float *mask = get("ppo.mask", &n), *logp = get("ppo.logp", &n), *ref = get("ppo.ref", &n),
+              *old = get("ppo.old", &n), *vals = get("ppo.values", &n),
+              *oldv = get("ppo.old_values", &n), *score = get("ppo.score", &B);
+        int64_t T = n / B;
+        float *rew = pu_malloc((size_t)n * 4), kl[16];
+        pu_ppo_kl_rewards(logp, ref, mask, score, B, T, meta("ppo.kl_coef"), rew, kl);
+        check_vec("ppo", "rewards", rew, n);
+        check_vec("ppo", "kl", kl, B);
+        /* all-masked row 2: no reward, no KL */
+        for (int64_t t = 0; t < T; t++)
+            PT_CHECK(rew[2 * T + t] == 0.0f);
+        int64_t nr;
+        float *frew = get("ppo.rewards", &nr);
+        float *adv = pu_malloc((size_t)n * 4), *ret = pu_malloc((size_t)n * 4);
+        const char *tags[] = {"gae.a", "gae.b"};
+        for (int k = 0; k < 2; k++) {
+            char kg[32], kl2[32];
+            snprintf(kg, sizeof kg, "%s.gamma", tags[k]);
+            snprintf(kl2, sizeof kl2, "%s.lambda", tags[k]);
+            pu_ppo_gae(vals, frew, mask, B, T, meta(kg), meta(kl2), adv, ret);
+            check_vec(tags[k], "adv", adv, n);
+            check_vec(tags[k], "ret", ret, n);
+            for (int64_t i = 0; i < n; i++)
+                if (mask[i] == 0)
+                    PT_CHECK(adv[i] == 0.0f && ret[i] == 0.0f);
+            int64_t na;
+            float *fadv = get(k ? "gae.b.adv" : "gae.a.adv", &na);
+            pu_ppo_whiten(fadv, mask, n);
+            check_vec(tags[k], "white", fadv, n);
+            pu_free(fadv);
+        }
+        /* clipped policy loss on the whitened gae.a advantages */
+        float *wadv = get("gae.a.white", &n), *d = pu_malloc((size_t)n * 4);
+        pu_ppo_metrics pm;
+        PT_OK(pu_ppo_policy_loss(logp, old, wadv, mask, n, meta("ppo.clip_eps"), &pm, d));
+        double got[4] = {pm.loss, pm.clipfrac, pm.approx_kl, pm.ratio};
+        check_metrics("policy", got, 4);
+        check_vec("policy", "d_logp", d, n);
+        PT_CHECK(pm.clipfrac > 0 && pm.clipfrac < 1); /* both branches exercised */
+        /* clipped and unclipped value losses on the gae.a returns */
+        float *R = get("gae.a.ret", &n);
+        const char *vt[] = {"value.clip", "value.noclip"};
+        for (int k = 0; k < 2; k++) {
+            double vl, cf;
+            PT_OK(pu_ppo_value_loss(vals, oldv, R, mask, n, meta(vt[k]), &vl, &cf, d));
+            double g2[2] = {vl, cf};
+            check_metrics(vt[k], g2, 2);
+            check_vec(vt[k], "d_values", d, n);
+            if (k == 0)
+                PT_CHECK(cf > 0 && cf < 1);
+        }
+        /* no valid token */
+        float zero[4] = {0};
+        PT_CHECK(pu_ppo_policy_loss(logp, old, wadv, zero, 4, 0.2, NULL, NULL) == PU_ERR_INVALID);
+        PT_CHECK(pu_ppo_value_loss(vals, oldv, R, zero, 4, 0.2, NULL, NULL, NULL) ==
+                 PU_ERR_INVALID);
+        /* entropy */
+        int64_t nz, N;
+        float *z = get("ent.logits", &nz), *dH = get("ent.dH", &N);
+        int64_t V = nz / N;
+        float H[16], *dz = pu_malloc((size_t)nz * 4);
+        pu_entropy_fwd(z, N, V, H);
+        pu_entropy_bwd(z, dH, N, V, dz);
+        check_vec("ent", "H", H, N);
+        check_vec("ent", "d_logits", dz, nz);
+        PT_NEAR(H[1], log((double)V), 1e-6, 0);
+        pu_free(z), pu_free(dH), pu_free(dz), pu_free(R), pu_free(wadv), pu_free(d);
+        pu_free(frew), pu_free(adv), pu_free(ret), pu_free(rew);
+        pu_free(mask), pu_free(logp), pu_free(ref), pu_free(old), pu_free(vals), pu_free(oldv);
+        pu_free(score);
+    }
+}
+
+PT_SUITE(align_loss) {
+    if (!open_ref())
+        return;
+    test_rm();
+    test_pref();
+    test_ppo();
+    pu_train_st_close(&g_ref);
+    g_have = false;
+}
