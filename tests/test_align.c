@@ -291,3 +291,257 @@ PT_SUITE(align_loss) {
     pu_train_st_close(&g_ref);
     g_have = false;
 }
+
+/* ---------------------------------------------------------------- preference data */
+
+static void rec_free_conv(pu_sft_record *s) {
+    pu_chat_free(&s->msgs);
+    pu_free(s->loss);
+}
+
+static pu_status parse_str(const char *js, const pu_pref_parse_opts *o, pu_pref_record *r) {
+    return pu_pref_record_parse(js, strlen(js), "t.jsonl:7", o, r);
+}
+
+static void expect_bad(const char *js, const pu_pref_parse_opts *o, const char *needle) {
+    pu_pref_record r;
+    pu_status st = parse_str(js, o, &r);
+    PT_CHECK_MSG(st == PU_ERR_FORMAT, "expected a format error for %s", js);
+    if (st == PU_OK)
+        pu_pref_record_free(&r);
+    PT_CHECK_MSG(strstr(pu_err_msg(), "t.jsonl:7") && strstr(pu_err_msg(), needle),
+                 "error \"%s\" should name t.jsonl:7 and \"%s\"", pu_err_msg(), needle);
+}
+
+static void expect_turn(const pu_pref_record *r, int i, const char *role, const char *content) {
+    PT_CHECK_MSG(i < r->prompt.msgs.n, "turn %d missing (%d turns)", i, r->prompt.msgs.n);
+    if (i >= r->prompt.msgs.n)
+        return;
+    PT_EQ_STR(r->prompt.msgs.msgs[i].role, role);
+    PT_EQ_STR(r->prompt.msgs.msgs[i].content, content);
+    PT_EQ_I64(r->prompt.loss[i], 0);
+}
+
+static void write_file(const char *path, const char *text) {
+    PT_OK(pu_file_write_atomic(path, text, strlen(text)));
+}
+
+static void test_pref_records(void) {
+    pu_pref_conditions *cond = NULL;
+    PT_OK(pu_pref_conditions_default(&cond));
+    pu_pref_parse_opts po = {cond, NULL};
+    if (PT_TEST("XTuner records: message arrays, plain strings, conditions")) {
+        pu_pref_record r;
+        PT_OK(
+            parse_str("{\"prompt\":[{\"role\":\"system\",\"content\":\"S\"},{\"role\":\"user\","
+                      "\"content\":\"Q\"}],\"chosen\":[{\"role\":\"assistant\",\"content\":\"A\"}],"
+                      "\"rejected\":[{\"role\":\"assistant\",\"content\":\"B\"}]}",
+                      &po, &r));
+        PT_EQ_I64(r.prompt.msgs.n, 2);
+        expect_turn(&r, 0, "system", "S");
+        expect_turn(&r, 1, "user", "Q");
+        PT_EQ_STR(r.chosen, "A");
+        PT_EQ_STR(r.rejected, "B");
+        pu_sft_record c;
+        PT_OK(pu_pref_conversation(&r, 1, &c));
+        PT_EQ_I64(c.msgs.n, 3);
+        PT_EQ_STR(c.msgs.msgs[2].role, "assistant");
+        PT_EQ_STR(c.msgs.msgs[2].content, "B");
+        PT_CHECK(c.loss[0] == 0 && c.loss[1] == 0 && c.loss[2] == 1);
+        rec_free_conv(&c);
+        pu_pref_record_free(&r);
+
+        PT_OK(parse_str("{\"condition\":\"harmless\",\"prompt\":\"Q\",\"chosen\":\"A\","
+                        "\"rejected\":\"B\"}",
+                        &po, &r));
+        PT_EQ_I64(r.prompt.msgs.n, 2);
+        expect_turn(&r, 0, "system", pu_pref_condition_lookup(cond, "harmless"));
+        expect_turn(&r, 1, "user", "Q");
+        pu_pref_record_free(&r);
+
+        PT_OK(parse_str("{\"condition\":\"Judge the poem.\",\"prompt\":[{\"role\":\"user\","
+                        "\"content\":\"Q\"}],\"chosen\":\"A\",\"rejected\":\"B\"}",
+                        &po, &r));
+        expect_turn(&r, 0, "system", "Judge the poem.");
+        pu_pref_record_free(&r);
+
+        pu_pref_parse_opts pd = {cond, "math"};
+        PT_OK(parse_str("{\"prompt\":\"1+1?\",\"chosen\":\"2\",\"rejected\":\"3\"}", &pd, &r));
+        expect_turn(&r, 0, "system", pu_pref_condition_lookup(cond, "math"));
+        pu_pref_record_free(&r);
+    }
+    if (PT_TEST("ShareGPT, alpaca-ranked and hh-rlhf records")) {
+        pu_pref_record r;
+        PT_OK(
+            parse_str("{\"conversations\":[{\"from\":\"system\",\"value\":\"S\"},{\"from\":"
+                      "\"human\",\"value\":\"h1\"},{\"from\":\"gpt\",\"value\":\"g1\"},{\"from\":"
+                      "\"human\",\"value\":\"h2\"}],\"chosen\":{\"from\":\"gpt\",\"value\":\"C\"},"
+                      "\"rejected\":{\"from\":\"gpt\",\"value\":\"R\"}}",
+                      &po, &r));
+        PT_EQ_I64(r.prompt.msgs.n, 4);
+        expect_turn(&r, 0, "system", "S");
+        expect_turn(&r, 1, "user", "h1");
+        expect_turn(&r, 2, "assistant", "g1");
+        expect_turn(&r, 3, "user", "h2");
+        PT_EQ_STR(r.chosen, "C");
+        PT_EQ_STR(r.rejected, "R");
+        pu_pref_record_free(&r);
+
+        PT_OK(parse_str("{\"instruction\":\"I\",\"input\":\"X\",\"output\":[\"good\",\"bad\","
+                        "\"worse\"],\"history\":[[\"q0\",\"a0\"]]}",
+                        &po, &r));
+        PT_EQ_I64(r.prompt.msgs.n, 3);
+        expect_turn(&r, 0, "user", "q0");
+        expect_turn(&r, 1, "assistant", "a0");
+        expect_turn(&r, 2, "user", "I\nX");
+        PT_EQ_STR(r.chosen, "good");
+        PT_EQ_STR(r.rejected, "bad");
+        pu_pref_record_free(&r);
+
+        PT_OK(parse_str("{\"chosen\":\"\\n\\nHuman: hi there\\n\\nAssistant: hello\\n\\nHuman: "
+                        "joke?\\n\\nAssistant:  a good one \",\"rejected\":\"\\n\\nHuman: hi "
+                        "there\\n\\nAssistant: hello\\n\\nHuman: joke?\\n\\nAssistant: no\"}",
+                        &po, &r));
+        PT_EQ_I64(r.prompt.msgs.n, 3);
+        expect_turn(&r, 0, "user", "hi there");
+        expect_turn(&r, 1, "assistant", "hello");
+        expect_turn(&r, 2, "user", "joke?");
+        PT_EQ_STR(r.chosen, "a good one");
+        PT_EQ_STR(r.rejected, "no");
+        pu_pref_record_free(&r);
+    }
+    if (PT_TEST("bad preference records name file:line and field")) {
+        expect_bad("{\"prompt\":\"Q\",\"chosen\":\"A\",\"rejected\":\"A\"}", &po,
+                   "chosen: equal to rejected");
+        expect_bad("{\"prompt\":\"Q\",\"chosen\":\"  \",\"rejected\":\"A\"}", &po,
+                   "chosen: empty response");
+        expect_bad("{\"prompt\":\"Q\",\"chosen\":\"A\"}", &po, "rejected");
+        expect_bad("{\"prompt\":\"Q\",\"chosen\":\"A\",", &po, "malformed JSON");
+        expect_bad("{\"prompt\":[{\"role\":\"bot\",\"content\":\"x\"}],\"chosen\":\"A\","
+                   "\"rejected\":\"B\"}",
+                   &po, "prompt[0].role: unknown role \"bot\"");
+        expect_bad("{\"condition\":\"helpfull\",\"prompt\":\"Q\",\"chosen\":\"A\",\"rejected\":"
+                   "\"B\"}",
+                   &po, "condition: unknown condition name \"helpfull\"");
+        expect_bad("{\"prompt\":\"Q\",\"chosen\":[{\"role\":\"user\",\"content\":\"A\"}],"
+                   "\"rejected\":\"B\"}",
+                   &po, "chosen: the response must be an assistant turn");
+        expect_bad("{\"chosen\":\"\\n\\nHuman: a\\n\\nAssistant: b\",\"rejected\":\"\\n\\nHuman: "
+                   "c\\n\\nAssistant: d\"}",
+                   &po, "differ from chosen's");
+        expect_bad("{\"chosen\":\"\\n\\nHuman: a\\n\\nAssistant: \",\"rejected\":\"\\n\\nHuman: "
+                   "a\\n\\nAssistant: d\"}",
+                   &po, "chosen: empty response");
+        expect_bad("{\"instruction\":\"I\",\"output\":[\"x\"]}", &po, "output: expected");
+        expect_bad("{\"conversations\":[{\"from\":\"human\",\"value\":\"h\"},{\"from\":\"gpt\","
+                   "\"value\":\"g\"}],\"chosen\":{\"from\":\"gpt\",\"value\":\"C\"},\"rejected\":"
+                   "{\"from\":\"gpt\",\"value\":\"R\"}}",
+                   &po, "prompt: ends with an assistant turn");
+        expect_bad("[1,2]", &po, "expected a JSON object");
+    }
+    if (PT_TEST("JSONL and JSON-array files: line numbers, skip_bad counts")) {
+        char p1[512], p2[512];
+        pt_tmp_path("p.jsonl", p1, sizeof p1);
+        pt_tmp_path("p.json", p2, sizeof p2);
+        write_file(p1, "{\"prompt\":\"Q1\",\"chosen\":\"A\",\"rejected\":\"B\"}\n\n"
+                       "{\"prompt\":\"Q2\",\"chosen\":\"A\",\"rejected\":\"A\"}\n"
+                       "{\"prompt\":\"Q3\",\"chosen\":\"C\",\"rejected\":\"D\"}\n");
+        write_file(p2, "[\n  {\"prompt\": \"Q4\",\n   \"chosen\": \"a\", \"rejected\": \"b\"},\n"
+                       "  {\"prompt\": \"Q5\", \"chosen\": \"\",\n \"rejected\": \"b\"}\n]\n");
+        const char *paths[] = {p1, p2};
+        pu_pref_load_opts lo = {po, false};
+        pu_pref_data *d = NULL;
+        PT_CHECK(pu_pref_data_load(paths, 1, &lo, &d) == PU_ERR_FORMAT);
+        PT_CHECK_MSG(strstr(pu_err_msg(), "p.jsonl:3: chosen: equal to rejected"), "got: %s",
+                     pu_err_msg());
+        PT_CHECK(pu_pref_data_load(paths + 1, 1, &lo, &d) == PU_ERR_FORMAT);
+        PT_CHECK_MSG(strstr(pu_err_msg(), "p.json:4: chosen: empty response"), "got: %s",
+                     pu_err_msg());
+        lo.skip_bad = true;
+        PT_OK(pu_pref_data_load(paths, 2, &lo, &d));
+        if (d) {
+            PT_EQ_I64(pu_pref_data_n(d), 3);
+            PT_EQ_I64(pu_pref_data_n_skipped(d), 2);
+            const char *want[] = {"Q1", "Q3", "Q4"};
+            for (int i = 0; i < 3 && i < pu_pref_data_n(d); i++)
+                expect_turn(pu_pref_data_get(d, i), 0, "user", want[i]);
+            PT_CHECK(strstr(pu_pref_data_where(d, 1), "p.jsonl:4") != NULL);
+            PT_CHECK(strstr(pu_pref_data_where(d, 2), "p.json:2") != NULL);
+        }
+        pu_pref_data_destroy(d);
+        const char *missing[] = {"/nonexistent/x.jsonl"};
+        PT_CHECK(pu_pref_data_load(missing, 1, &lo, &d) == PU_ERR_IO);
+    }
+    if (PT_TEST("data/rm_conditions.json equals the built-in conditions")) {
+        const char *cands[] = {"data/rm_conditions.json", "../data/rm_conditions.json"};
+        const char *path = NULL;
+        for (int i = 0; i < 2; i++)
+            if (pu_file_exists(cands[i]))
+                path = cands[i];
+        PT_CHECK_MSG(path != NULL, "data/rm_conditions.json not found");
+        pu_pref_conditions *f = NULL;
+        if (path) {
+            PT_OK(pu_pref_conditions_load(path, &f));
+            PT_EQ_I64(pu_pref_conditions_n(f), pu_pref_conditions_n(cond));
+            for (int i = 0; f && i < pu_pref_conditions_n(cond); i++) {
+                PT_EQ_STR(pu_pref_conditions_name(f, i), pu_pref_conditions_name(cond, i));
+                PT_EQ_STR(pu_pref_conditions_text(f, i), pu_pref_conditions_text(cond, i));
+            }
+            const char *need[] = {"helpful", "harmless", "code", "math", "format"};
+            for (int i = 0; i < 5; i++)
+                PT_CHECK(pu_pref_condition_lookup(f, need[i]) != NULL);
+        }
+        pu_pref_conditions_destroy(f);
+    }
+    pu_pref_conditions_destroy(cond);
+}
+
+static void test_pref_shared(void) {
+    /* ../shared/data/preference: records kept / skipped (bad pairs counted) */
+    static const struct {
+        const char *file;
+        int64_t kept, skipped;
+        const char *first_bad; /* error without skip_bad, NULL if none */
+    } files[] = {
+        {"preference/dpo_en_demo.json", 300, 0, NULL},
+        {"preference/dpo_zh_demo.json", 300, 0, NULL},
+        {"preference/oaast_rm_zh.json", 772, 3, "chosen: equal to rejected"},
+        {"preference/hh-rlhf-harmless-base-test.jsonl.gz", 2303, 9, ":87: chosen: empty"},
+    };
+    for (size_t k = 0; k < sizeof files / sizeof files[0]; k++) {
+        char name[160], buf[1024];
+        snprintf(name, sizeof name, "shared %s", files[k].file);
+        if (!PT_TEST(name))
+            continue;
+        const char *p = pt_shared_path(files[k].file, buf, sizeof buf);
+        if (!p)
+            continue;
+        pu_pref_load_opts lo = {{NULL, NULL}, false};
+        pu_pref_data *d = NULL;
+        pu_status st = pu_pref_data_load(&p, 1, &lo, &d);
+        if (files[k].first_bad) {
+            PT_CHECK(st == PU_ERR_FORMAT);
+            PT_CHECK_MSG(strstr(pu_err_msg(), files[k].first_bad), "got: %s", pu_err_msg());
+            lo.skip_bad = true;
+            st = pu_pref_data_load(&p, 1, &lo, &d);
+        }
+        PT_OK(st);
+        if (!d)
+            continue;
+        PT_EQ_I64(pu_pref_data_n(d), files[k].kept);
+        PT_EQ_I64(pu_pref_data_n_skipped(d), files[k].skipped);
+        for (int64_t i = 0; i < pu_pref_data_n(d); i++) {
+            const pu_pref_record *r = pu_pref_data_get(d, i);
+            const char *last = r->prompt.msgs.msgs[r->prompt.msgs.n - 1].role;
+            PT_CHECK_MSG(strcmp(last, "assistant") != 0 && *r->chosen && *r->rejected &&
+                             strcmp(r->chosen, r->rejected) != 0,
+                         "%s: bad pair kept", pu_pref_data_where(d, i));
+        }
+        pu_pref_data_destroy(d);
+    }
+}
+
+PT_SUITE(align_pref) {
+    test_pref_records();
+    test_pref_shared();
+}

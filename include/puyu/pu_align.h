@@ -168,4 +168,95 @@ void pu_entropy_fwd(const float *logits, int64_t N, int64_t V, float *entropy);
 void pu_entropy_bwd(const float *logits, const float *d_entropy, int64_t N, int64_t V,
                     float *d_logits);
 
+/* ------------------------------------------------------------------------ */
+/* preference data                                                          */
+/*
+ * One preference record = a prompt (turns) + a chosen and a rejected
+ * assistant response. Record kinds read (one JSON object each):
+ *   XTuner       {"prompt": [messages] | "text", "chosen": [messages] | "text",
+ *                 "rejected": [messages] | "text"}; messages are
+ *                {"role", "content"}; a response array holds exactly one
+ *                assistant message.
+ *   ShareGPT     {"conversations": [{"from", "value"}], "chosen": {"from":
+ *                "gpt", "value"}, "rejected": {...}, ["system": "text"]}
+ *                (from: human/user, gpt/assistant, system,
+ *                observation/tool/function -> environment name=<|plugin|>)
+ *   alpaca RM    {"instruction", "input", "output": [chosen, rejected, ...],
+ *                ["history": [[query, answer], ...]], ["system"]} (output[0]
+ *                is preferred over output[1], as LLaMA-Factory reads ranked
+ *                lists); also "chosen"/"rejected" strings instead of output.
+ *                The user turn is instruction + "\n" + input (input if any).
+ *   hh-rlhf      {"chosen": "\n\nHuman: ... \n\nAssistant: ...", "rejected":
+ *                "..."}: full transcripts split at "\n\nHuman:" and
+ *                "\n\nAssistant:" into turns (content trimmed of surrounding
+ *                whitespace); the final turn of each must be an assistant
+ *                turn, and the turns before it (the prompt) must be equal.
+ * Optional "condition" (any kind): a name of the conditions table (see
+ * pu_pref_conditions) or a system prompt text; it becomes the first turn
+ * (role system), before the record's own system turns (COOL's conditional
+ * reward). A single lower-case word that is not a known name is an error
+ * (a typo must not become a system prompt).
+ * Bad records (PU_ERR_FORMAT, naming `where` and the field): malformed
+ * JSON, missing/mistyped fields, unknown roles, an empty response, chosen
+ * equal to rejected, a prompt without turns or ending with an assistant turn.
+ */
+
+/* Condition name -> system prompt text. Thread-safe to read. */
+typedef struct pu_pref_conditions pu_pref_conditions;
+/* The built-in table, the same as data/rm_conditions.json (helpful, harmless,
+ * code, math, format, honest, creative). Owned by the caller. */
+pu_status pu_pref_conditions_default(pu_pref_conditions **out);
+/* A file {"conditions": {"name": "text", ...}} (other keys ignored). */
+pu_status pu_pref_conditions_load(const char *path, pu_pref_conditions **out);
+void pu_pref_conditions_destroy(pu_pref_conditions *c);
+int pu_pref_conditions_n(const pu_pref_conditions *c);
+/* i-th name / text (file order), borrowed */
+const char *pu_pref_conditions_name(const pu_pref_conditions *c, int i);
+const char *pu_pref_conditions_text(const pu_pref_conditions *c, int i);
+/* text of a name, NULL if absent */
+const char *pu_pref_condition_lookup(const pu_pref_conditions *c, const char *name);
+
+typedef struct pu_pref_record {
+    pu_sft_record prompt; /* the prompt turns (condition first); none scored */
+    char *chosen;         /* content of the preferred assistant response (owned) */
+    char *rejected;       /* content of the other one (owned) */
+} pu_pref_record;
+
+void pu_pref_record_free(pu_pref_record *r);
+
+typedef struct pu_pref_parse_opts {
+    const pu_pref_conditions *conditions; /* NULL: no names, "condition" is text */
+    const char *default_condition;        /* name or text for records without one; NULL */
+} pu_pref_parse_opts;
+
+/* Parse one record (any kind above). where: "file.jsonl:12" for errors. */
+pu_status pu_pref_record_parse(const char *json_text, size_t len, const char *where,
+                               const pu_pref_parse_opts *o, pu_pref_record *r);
+
+/* The full conversation of one side: the prompt turns + the response as the
+ * final assistant turn, the only scored one (which: 0 chosen, 1 rejected).
+ * *out is owned (free with pu_sft_record_free). */
+pu_status pu_pref_conversation(const pu_pref_record *r, int which, pu_sft_record *out);
+
+typedef struct pu_pref_load_opts {
+    pu_pref_parse_opts parse;
+    bool skip_bad; /* count and skip bad records instead of failing */
+} pu_pref_load_opts;
+
+/* A preference data set: every record of every file, in file order. */
+typedef struct pu_pref_data pu_pref_data;
+
+/* Each path is JSONL (one record a line, blank lines allowed) or one JSON
+ * array of records, optionally gzip-compressed (detected by content).
+ * Errors read "FILE:LINE: field: message" (LINE: the line where the record
+ * starts, arrays included). With skip_bad, bad records are counted (and
+ * the first few logged as warnings); an I/O error still fails. */
+pu_status pu_pref_data_load(const char *const *paths, int n_paths, const pu_pref_load_opts *o,
+                            pu_pref_data **out);
+void pu_pref_data_destroy(pu_pref_data *d);
+int64_t pu_pref_data_n(const pu_pref_data *d);         /* records kept */
+int64_t pu_pref_data_n_skipped(const pu_pref_data *d); /* bad records skipped */
+const pu_pref_record *pu_pref_data_get(const pu_pref_data *d, int64_t i);
+const char *pu_pref_data_where(const pu_pref_data *d, int64_t i); /* "FILE:LINE" */
+
 #endif /* PU_ALIGN_H */

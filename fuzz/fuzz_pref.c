@@ -1,0 +1,34 @@
+/*
+ * fuzz_pref.c — libFuzzer harness: the input is one preference record (any
+ * kind pu_pref_record_parse reads). A record that parses must have a prompt
+ * with a user turn not ending in an assistant turn, two non-empty, different
+ * responses, and a conversation whose last turn alone is scored; nothing may
+ * crash or leak.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "puyu/pu_align.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    static pu_pref_conditions *cond;
+    if (!cond && pu_pref_conditions_default(&cond) != PU_OK)
+        __builtin_trap();
+    pu_pref_parse_opts o = {cond, NULL};
+    pu_pref_record r;
+    if (pu_pref_record_parse((const char *)data, size, "fuzz.jsonl:1", &o, &r) != PU_OK)
+        return 0;
+    if (r.prompt.msgs.n < 1 || !r.chosen[0] || !r.rejected[0] || !strcmp(r.chosen, r.rejected) ||
+        !strcmp(r.prompt.msgs.msgs[r.prompt.msgs.n - 1].role, "assistant"))
+        __builtin_trap();
+    pu_sft_record c;
+    if (pu_pref_conversation(&r, 1, &c) != PU_OK || c.msgs.n != r.prompt.msgs.n + 1 ||
+        c.loss[c.msgs.n - 1] != 1 || (c.msgs.n > 1 && c.loss[0] != 0))
+        __builtin_trap();
+    pu_chat_free(&c.msgs);
+    pu_free(c.loss);
+    pu_pref_record_free(&r);
+    return 0;
+}
