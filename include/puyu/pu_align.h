@@ -259,4 +259,25 @@ int64_t pu_pref_data_n_skipped(const pu_pref_data *d); /* bad records skipped */
 const pu_pref_record *pu_pref_data_get(const pu_pref_data *d, int64_t i);
 const char *pu_pref_data_where(const pu_pref_data *d, int64_t i); /* "FILE:LINE" */
 
+/* ------------------------------------------------------------------------ */
+/* reward-model input (src/train/rm.c)                                       */
+
+/* Token ids a reward model scores, built as HF InternLM2ForRewardModel's
+ * get_score() and XTuner's reward dataset build them: the conversation
+ * rendered by the InternLM2 chat template (pu_chat_render, no generation
+ * prompt: "<|im_start|>role\ncontent<|im_end|>\n" per turn), encoded as one
+ * text with BOS (special tokens parsed), then reward_token appended. (This
+ * is one whole-text encoding, unlike pu_sft_tokenize's per-segment one; the
+ * reward models are trained and scored on this form.) *ids owned. */
+pu_status pu_rm_tokenize(const pu_tok *t, const pu_chat *conv, int32_t reward_token, int32_t **ids,
+                         int64_t *n);
+
+/* One input line of `puyu rm score`: a conversation {"messages": [...],
+ * ["condition"]} (OpenAI messages; the condition becomes the first system
+ * turn as in pu_pref_record_parse) -> *n_conv = 1, or any preference record
+ * -> *n_conv = 2 (conv[0] = prompt + chosen, conv[1] = prompt + rejected).
+ * conv[] are initialised here and owned by the caller (pu_chat_free). */
+pu_status pu_rm_parse_input(const char *json_text, size_t len, const char *where,
+                            const pu_pref_parse_opts *o, pu_chat conv[2], int *n_conv);
+
 #endif /* PU_ALIGN_H */
