@@ -62,6 +62,12 @@ typedef struct pu_sft_tokens {
 
 void pu_sft_tokens_free(pu_sft_tokens *s);
 
+/* The id of a chat special token by its text ("<|im_end|>"): a registered
+ * special (pu_tok_special_id), else a USER_DEFINED or CONTROL piece with
+ * exactly that text (a SentencePiece model trained with the specials as
+ * user_defined_symbols); -1 if absent. */
+int32_t pu_sft_special_id(const pu_tok *t, const char *text);
+
 /* Render + tokenize a record as described above (never truncates).
  * PU_ERR_FORMAT when the tokenizer lacks <|im_start|> / <|im_end|>. */
 pu_status pu_sft_tokenize(const pu_tok *t, const pu_sft_record *r, pu_sft_tokens *out);
