@@ -990,14 +990,38 @@ static int64_t row_at(const pu_sft_batcher *b, int64_t i, int64_t *perm, int64_t
     return perm[r];
 }
 
+int64_t pu_sft_batcher_max_len(const pu_sft_batcher *b) {
+    int64_t m = 0;
+    for (int64_t i = 0; i < b->n_rows; i++)
+        m = b->rows[i].len > m ? b->rows[i].len : m;
+    return m;
+}
+
+int64_t pu_sft_batch_len(const pu_sft_batcher *b, int64_t k, int64_t B) {
+    int64_t *perm = b->shuffle ? pu_malloc((size_t)b->n_rows * sizeof(int64_t)) : NULL;
+    int64_t perm_epoch = -1, TT = 1;
+    for (int64_t j = 0; j < B; j++) {
+        int64_t w = row_at(b, k * B + j, perm, &perm_epoch);
+        TT = b->rows[w].len > TT ? b->rows[w].len : TT;
+    }
+    pu_free(perm);
+    return TT;
+}
+
 void pu_sft_batch(const pu_sft_batcher *b, int64_t k, int64_t B, int32_t *ids, int32_t *targets,
                   int32_t *pos, int32_t *seg, int64_t *T, int64_t *n_targets) {
+    pu_sft_batch_at(b, k * B, B, ids, targets, pos, seg, T, n_targets);
+}
+
+void pu_sft_batch_at(const pu_sft_batcher *b, int64_t first, int64_t B, int32_t *ids,
+                     int32_t *targets, int32_t *pos, int32_t *seg, int64_t *T,
+                     int64_t *n_targets) {
     int64_t *perm = b->shuffle ? pu_malloc((size_t)b->n_rows * sizeof(int64_t)) : NULL;
     int64_t perm_epoch = -1;
     int64_t *which = pu_malloc((size_t)B * sizeof(int64_t));
     int64_t TT = 1;
     for (int64_t j = 0; j < B; j++) {
-        which[j] = row_at(b, k * B + j, perm, &perm_epoch);
+        which[j] = row_at(b, first + j, perm, &perm_epoch);
         if (b->rows[which[j]].len > TT)
             TT = b->rows[which[j]].len;
     }
