@@ -590,6 +590,97 @@ pu_status pu_sft_record_parse(const char *json_text, size_t len, const char *whe
     return st;
 }
 
+/* rec with the reply `which` ("chosen" / "rejected") appended as the last
+ * assistant turn; only that turn scored */
+static pu_status pref_side(const json_t *rec, const char *which, int idx, const char *where,
+                           const char *const *vars, pu_sft_record *r) {
+    memset(r, 0, sizeof(*r));
+    json_t *c = json_deep_copy(rec);
+    json_object_del(c, "chosen");
+    json_object_del(c, "rejected");
+    json_t *reply = json_object_get(rec, which);
+    json_t *conv = json_object_get(c, "conversations");
+    json_t *msgs = json_object_get(c, "messages");
+    json_t *out = json_object_get(c, "output");
+    pu_status st = PU_OK;
+    if (json_is_array(out) && json_object_get(c, "instruction")) {
+        json_t *v = json_array_get(out, (size_t)idx);
+        if (json_array_size(out) < 2)
+            st = pu_err_set(PU_ERR_FORMAT, "output: expected [chosen, rejected, ...] (at least "
+                                           "two answers)");
+        else if (!json_is_string(v))
+            st = pu_err_set(PU_ERR_FORMAT, "output[%d]: expected a string", idx);
+        else
+            json_object_set(c, "output", v);
+    } else if (!reply) {
+        st = pu_err_set(PU_ERR_FORMAT, "%s: missing (a preference record needs \"chosen\" and "
+                                       "\"rejected\", or an alpaca \"output\" list)",
+                        which);
+    } else {
+        json_t *tv = NULL; /* the reply text (a JSON string) */
+        if (json_is_string(reply))
+            tv = reply;
+        else if (json_is_object(reply)) {
+            tv = json_object_get(reply, conv ? "value" : "content");
+            if (!tv)
+                tv = json_object_get(reply, conv ? "content" : "value");
+        }
+        if (!json_is_string(tv)) {
+            st = pu_err_set(PU_ERR_FORMAT, "%s: expected a string or a %s", which,
+                            conv ? "{\"from\", \"value\"} turn"
+                                 : "{\"role\", \"content\"} message");
+        } else if (json_is_array(conv) || json_is_array(msgs)) {
+            json_t *turn = json_object();
+            json_object_set_new(turn, conv ? "from" : "role",
+                                json_string(conv ? "gpt" : "assistant"));
+            json_object_set(turn, conv ? "value" : "content", tv);
+            json_array_append_new(conv ? conv : msgs, turn);
+        } else {
+            st = pu_err_set(PU_ERR_FORMAT,
+                            "%s: the prompt must be \"conversations\" or \"messages\"", which);
+        }
+    }
+    if (st == PU_OK)
+        st = parse_obj(c, vars, r);
+    json_decref(c);
+    if (st == PU_OK) {
+        int n = r->msgs.n;
+        if (strcmp(r->msgs.msgs[n - 1].role, "assistant") != 0)
+            st = pu_err_set(PU_ERR_FORMAT, "%s: the reply is not the last turn", which);
+        for (int i = 0; i < n; i++)
+            r->loss[i] = i == n - 1;
+        if (st != PU_OK)
+            pu_sft_record_free(r);
+    }
+    if (st != PU_OK && where)
+        pu_err_prefix(st, "%s: ", where);
+    return st;
+}
+
+pu_status pu_sft_pref_parse(const char *json_text, size_t len, const char *where,
+                            const char *const *vars, pu_sft_record *chosen,
+                            pu_sft_record *rejected) {
+    memset(chosen, 0, sizeof(*chosen));
+    memset(rejected, 0, sizeof(*rejected));
+    json_error_t e;
+    json_t *j = json_loadb(json_text, len, 0, &e);
+    if (!j)
+        return pu_err_set(PU_ERR_FORMAT, "%s%scolumn %d: invalid JSON: %s", where ? where : "",
+                          where ? ": " : "", e.column, e.text);
+    pu_status st = json_is_object(j) ? PU_OK
+                                     : pu_err_set(PU_ERR_FORMAT, "%s%srecord: expected a JSON object",
+                                                  where ? where : "", where ? ": " : "");
+    if (st == PU_OK)
+        st = pref_side(j, "chosen", 0, where, vars, chosen);
+    if (st == PU_OK) {
+        st = pref_side(j, "rejected", 1, where, vars, rejected);
+        if (st != PU_OK)
+            pu_sft_record_free(chosen);
+    }
+    json_decref(j);
+    return st;
+}
+
 /* ------------------------------------------------------------------------ */
 /* tokenization                                                             */
 
