@@ -945,10 +945,9 @@ static pu_status load_file(const char *path, const pu_tok *t, const pu_sft_load_
                 st = bad(d, o, q, path);
                 continue;
             }
-            if (o->seq > 0 && q->tok.n > o->seq) {
+            bool cut = o->seq > 0 && q->tok.n > o->seq;
+            if (cut)
                 q->tok.n = o->seq;
-                d->n_truncated++;
-            }
             int64_t scored = 0;
             for (int64_t k = 1; k < q->tok.n; k++)
                 scored += q->tok.labels[k] >= 0;
@@ -957,14 +956,12 @@ static pu_status load_file(const char *path, const pu_tok *t, const pu_sft_load_
                 pu_err_set(PU_ERR_FORMAT,
                            "%s: no scored token%s (no assistant turn, every loss false, or the "
                            "answers start after the --seq %lld cut)",
-                           q->where, o->seq > 0 && q->tok.n == o->seq ? " after the cut" : "",
-                           (long long)o->seq);
+                           q->where, cut ? " after the cut" : "", (long long)o->seq);
                 q->err = pu_strdup(pu_err_msg());
-                if (o->seq > 0 && q->tok.n == o->seq)
-                    d->n_truncated--; /* not kept */
                 st = bad(d, o, q, path);
                 continue;
             }
+            d->n_truncated += cut;
             add_sample(d, &q->tok);
         }
     }
