@@ -70,14 +70,14 @@ static json_t **load_expected(const char *path, int *n) {
 static void compare_rows(const pu_sft_tokens *s, const json_t *row, const char *what) {
     const char *src = json_string_value(json_object_get(row, "src"));
     json_t *ids = json_object_get(row, "ids"), *labels = json_object_get(row, "labels");
-    PT_CHECK_MSG(same_ids(s->ids, ids, s->n), "%s %s: ids differ (%lld vs %zu tokens)", what,
-                 src, (long long)s->n, json_array_size(ids));
+    PT_CHECK_MSG(same_ids(s->ids, ids, s->n), "%s %s: ids differ (%lld vs %zu tokens)", what, src,
+                 (long long)s->n, json_array_size(ids));
     PT_CHECK_MSG(same_ids(s->labels, labels, s->n), "%s %s: labels differ", what, src);
     if (!same_ids(s->ids, ids, s->n)) {
         for (int64_t i = 0; i < s->n && i < (int64_t)json_array_size(ids); i++)
             if (s->ids[i] != (int32_t)json_integer_value(json_array_get(ids, (size_t)i))) {
-                fprintf(stderr, "  first difference at %lld: %d vs %lld\n", (long long)i,
-                        s->ids[i], (long long)json_integer_value(json_array_get(ids, (size_t)i)));
+                fprintf(stderr, "  first difference at %lld: %d vs %lld\n", (long long)i, s->ids[i],
+                        (long long)json_integer_value(json_array_get(ids, (size_t)i)));
                 break;
             }
     }
@@ -592,11 +592,15 @@ static void check_vars(void) {
 
 /* every record of ../shared/data/sft and ../shared/data/agent loads */
 static void check_shared_files(void) {
-    static const char *const rel[] = {
-        "sft/alpaca_en_demo.json", "sft/alpaca_zh_demo.json", "sft/identity.json",
-        "sft/lima.json", "sft/oaast_sft_zh.json", "sft/v1_sft_demo.jsonl",
-        "agent/glaive_toolcall_en_demo.json", "agent/glaive_toolcall_zh_demo.json",
-        "agent/reason_tool_use_demo_50.jsonl"};
+    static const char *const rel[] = {"sft/alpaca_en_demo.json",
+                                      "sft/alpaca_zh_demo.json",
+                                      "sft/identity.json",
+                                      "sft/lima.json",
+                                      "sft/oaast_sft_zh.json",
+                                      "sft/v1_sft_demo.jsonl",
+                                      "agent/glaive_toolcall_en_demo.json",
+                                      "agent/glaive_toolcall_zh_demo.json",
+                                      "agent/reason_tool_use_demo_50.jsonl"};
     enum { N = sizeof rel / sizeof rel[0] };
     static const int64_t want[N] = {999, 1000, 91, 1029, 689, 500, 300, 300, 50};
     char tpath[512], buf[N][512];
@@ -634,7 +638,8 @@ static void check_pref(void) {
         "\"rejected\": {\"from\": \"gpt\", \"value\": \"bad\"}}",
         "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"chosen\": \"good {{name}}\", "
         "\"rejected\": {\"role\": \"assistant\", \"content\": \"bad\"}}",
-        "{\"instruction\": \"q\", \"input\": \"\", \"output\": [\"good {{name}}\", \"bad\", \"worse\"], "
+        "{\"instruction\": \"q\", \"input\": \"\", \"output\": [\"good {{name}}\", \"bad\", "
+        "\"worse\"], "
         "\"history\": [[\"q0\", \"a0\"]]}",
     };
     static const int n_turns[] = {5, 2, 4};

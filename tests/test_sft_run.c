@@ -44,8 +44,9 @@ static const char *data_text(void) {
                            i, i);
             break;
         case 1:
-            pu_str_appendf(&s, "{\"instruction\": \"count to %d\", \"input\": \"\", \"output\": "
-                               "\"1 2 %d\"}\n",
+            pu_str_appendf(&s,
+                           "{\"instruction\": \"count to %d\", \"input\": \"\", \"output\": "
+                           "\"1 2 %d\"}\n",
                            i, i);
             break;
         case 2:
@@ -146,8 +147,8 @@ static void base_opts(pu_sft_opts *o, const char *data, const char *out) {
 }
 
 /* mean CE of batch k of a batcher under the base model */
-static double batch_loss(pu_tmodel *tm, const pu_sft_batcher *b, int64_t k, int64_t B,
-                         int64_t seq, bool packed) {
+static double batch_loss(pu_tmodel *tm, const pu_sft_batcher *b, int64_t k, int64_t B, int64_t seq,
+                         bool packed) {
     int32_t *ids = malloc((size_t)(B * seq) * 4), *tg = malloc((size_t)(B * seq) * 4);
     int32_t *pos = malloc((size_t)(B * seq) * 4), *seg = malloc((size_t)(B * seq) * 4);
     int64_t T = 0, nt = 0;
@@ -256,8 +257,7 @@ static void check_batch_order(bool shuffle, bool pack) {
                      k + 1, got[k], want);
         differ += fabs(alt - want) > 1e-6 * fabs(want);
     }
-    PT_CHECK_MSG(differ >= 3, "the other order gives the same losses at %d of 7 steps",
-                 7 - differ);
+    PT_CHECK_MSG(differ >= 3, "the other order gives the same losses at %d of 7 steps", 7 - differ);
     pu_tmodel_destroy(tm);
     pu_sft_batcher_destroy(b);
     pu_sft_batcher_destroy(other);

@@ -41,8 +41,7 @@ int pu_cmd_sft(int argc, char **argv) {
     const char *data = NULL, *eval_data = NULL;
     pu_opt_list vars = {0};
     int64_t seed = 1, kill_at = 0;
-    double wd = o->adam.weight_decay, clip = o->adam.clip, b1 = o->adam.beta1,
-           b2 = o->adam.beta2;
+    double wd = o->adam.weight_decay, clip = o->adam.clip, b1 = o->adam.beta1, b2 = o->adam.beta2;
     double eps = o->adam.eps;
     bool resume = false, quiet = false, no_shuffle = false, pack = false, skip_bad = false;
     const pu_opt opts[] = {
@@ -57,8 +56,7 @@ int pu_cmd_sft(int argc, char **argv) {
         {"tokenizer", 't', PU_OPT_STRING, &so.tok_path, "TOK",
          "tokenizer (default: the model's); needs <|im_start|> and <|im_end|>", 0, 0},
         {"steps", 0, PU_OPT_INT, &o->steps, "N", "optimizer steps", 1, 1e12},
-        {"batch", 0, PU_OPT_INT, &o->batch, "B", "rows (samples, or packed rows) per step", 1,
-         1e9},
+        {"batch", 0, PU_OPT_INT, &o->batch, "B", "rows (samples, or packed rows) per step", 1, 1e9},
         {"seq", 0, PU_OPT_INT, &o->seq, "T",
          "tokens per row: longer samples are cut here (and counted)", 2, 1e7},
         {"lr", 0, PU_OPT_DOUBLE, &o->lr, "LR", "peak learning rate", 0, 10},
@@ -109,10 +107,12 @@ int pu_cmd_sft(int argc, char **argv) {
         "-m BASE --data FILE.jsonl[,FILE2...] --out DIR --steps N --batch B --seq T --lr LR "
         "[--pack] [--no-shuffle] [--eval-data FILE] [--var name=X]",
         "Supervised fine-tuning (all parameters, fp32 AdamW) on chat records rendered in the\n"
-        "InternLM2 chat format: [BOS] <|im_start|>role\\ncontent<|im_end|> turns joined by \"\\n\";\n"
+        "InternLM2 chat format: [BOS] <|im_start|>role\\ncontent<|im_end|> turns joined by "
+        "\"\\n\";\n"
         "the loss is the mean cross-entropy over the tokens of the scored messages (assistant\n"
         "turns by default, or per message \"loss\": true|false) and their <|im_end|>.\n"
-        "Metrics line of step k: {\"step\": k, \"loss\": L, ...} with L the loss of batch k before\n"
+        "Metrics line of step k: {\"step\": k, \"loss\": L, ...} with L the loss of batch k "
+        "before\n"
         "the update. Checkpoints OUT/step_N/ and --resume work as in `puyu train`; the result\n"
         "is OUT/final/, a model directory (`puyu generate -m OUT/final`)."};
     int rc = pu_opts_parse(&spec, opts, argc, argv, NULL, NULL);

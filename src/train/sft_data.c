@@ -176,9 +176,10 @@ static pu_status add_call_text(pu_chat_msg *m, const char *text, size_t len, con
     json_t *j = json_loadb(text, len, JSON_DECODE_ANY, &e);
     if (!json_is_object(j)) {
         json_decref(j);
-        return pu_err_set(PU_ERR_FORMAT,
-                          "%s: expected the JSON text of {\"name\", \"arguments\"}, found \"%.40s\"",
-                          field, text);
+        return pu_err_set(
+            PU_ERR_FORMAT,
+            "%s: expected the JSON text of {\"name\", \"arguments\"}, found \"%.40s\"", field,
+            text);
     }
     pu_status st = add_call_obj(m, j, field);
     json_decref(j);
@@ -205,8 +206,7 @@ static const char *str_field(const json_t *o, const char *key, bool required, co
         return NULL;
     }
     if (!json_is_string(v)) {
-        *st = pu_err_set(PU_ERR_FORMAT, "%s%s%s: expected a string", field, *field ? "." : "",
-                         key);
+        *st = pu_err_set(PU_ERR_FORMAT, "%s%s%s: expected a string", field, *field ? "." : "", key);
         return NULL;
     }
     return json_string_value(v);
@@ -443,13 +443,13 @@ static pu_status parse_conversation(rec_builder *b, const json_t *conv) {
             return st;
         json_t *owl = json_object_get(t, "output_with_loss");
         if (owl && !json_is_boolean(owl))
-            return pu_err_set(PU_ERR_FORMAT, "%s.output_with_loss: expected true or false",
-                              field);
+            return pu_err_set(PU_ERR_FORMAT, "%s.output_with_loss: expected true or false", field);
         if (sys && *sys)
             add_turn(b, "system", NULL, sys, strlen(sys), false);
         add_turn(b, "user", NULL, in, strlen(in), false);
-        pu_chat_msg *cm = add_turn(b, "assistant", NULL, out, json_string_length(json_object_get(t, "output")),
-                                   owl ? json_is_true(owl) : true);
+        pu_chat_msg *cm =
+            add_turn(b, "assistant", NULL, out, json_string_length(json_object_get(t, "output")),
+                     owl ? json_is_true(owl) : true);
         if (empty_turn(cm))
             return pu_err_set(PU_ERR_FORMAT, "%s.output: empty assistant content", field);
     }
@@ -613,8 +613,9 @@ static pu_status pref_side(const json_t *rec, const char *which, int idx, const 
         else
             json_object_set(c, "output", v);
     } else if (!reply) {
-        st = pu_err_set(PU_ERR_FORMAT, "%s: missing (a preference record needs \"chosen\" and "
-                                       "\"rejected\", or an alpaca \"output\" list)",
+        st = pu_err_set(PU_ERR_FORMAT,
+                        "%s: missing (a preference record needs \"chosen\" and "
+                        "\"rejected\", or an alpaca \"output\" list)",
                         which);
     } else {
         json_t *tv = NULL; /* the reply text (a JSON string) */
@@ -626,9 +627,9 @@ static pu_status pref_side(const json_t *rec, const char *which, int idx, const 
                 tv = json_object_get(reply, conv ? "content" : "value");
         }
         if (!json_is_string(tv)) {
-            st = pu_err_set(PU_ERR_FORMAT, "%s: expected a string or a %s", which,
-                            conv ? "{\"from\", \"value\"} turn"
-                                 : "{\"role\", \"content\"} message");
+            st =
+                pu_err_set(PU_ERR_FORMAT, "%s: expected a string or a %s", which,
+                           conv ? "{\"from\", \"value\"} turn" : "{\"role\", \"content\"} message");
         } else if (json_is_array(conv) || json_is_array(msgs)) {
             json_t *turn = json_object();
             json_object_set_new(turn, conv ? "from" : "role",
@@ -667,9 +668,10 @@ pu_status pu_sft_pref_parse(const char *json_text, size_t len, const char *where
     if (!j)
         return pu_err_set(PU_ERR_FORMAT, "%s%scolumn %d: invalid JSON: %s", where ? where : "",
                           where ? ": " : "", e.column, e.text);
-    pu_status st = json_is_object(j) ? PU_OK
-                                     : pu_err_set(PU_ERR_FORMAT, "%s%srecord: expected a JSON object",
-                                                  where ? where : "", where ? ": " : "");
+    pu_status st = json_is_object(j)
+                       ? PU_OK
+                       : pu_err_set(PU_ERR_FORMAT, "%s%srecord: expected a JSON object",
+                                    where ? where : "", where ? ": " : "");
     if (st == PU_OK)
         st = pref_side(j, "chosen", 0, where, vars, chosen);
     if (st == PU_OK) {
@@ -878,21 +880,21 @@ static pu_status load_file(const char *path, const pu_tok *t, const pu_sft_load_
     pending *p = NULL;
     int64_t np = 0, capp = 0;
     pu_status st = PU_OK;
-#define NEWP()                                                                                     \
-    do {                                                                                           \
-        if (np == capp) {                                                                          \
-            capp = capp ? capp * 2 : 256;                                                          \
-            p = pu_realloc(p, (size_t)capp * sizeof(pending));                                     \
-        }                                                                                          \
-        memset(&p[np], 0, sizeof(pending));                                                        \
-        np++;                                                                                      \
+#define NEWP()                                                 \
+    do {                                                       \
+        if (np == capp) {                                      \
+            capp = capp ? capp * 2 : 256;                      \
+            p = pu_realloc(p, (size_t)capp * sizeof(pending)); \
+        }                                                      \
+        memset(&p[np], 0, sizeof(pending));                    \
+        np++;                                                  \
     } while (0)
     if (i0 < len && buf[i0] == '[') {
         json_error_t e;
         json_t *arr = json_loadb(buf + i0, len - i0, 0, &e);
         if (!arr) {
-            st = pu_err_set(PU_ERR_FORMAT, "%s: line %d column %d: invalid JSON: %s", base,
-                            e.line, e.column, e.text);
+            st = pu_err_set(PU_ERR_FORMAT, "%s: line %d column %d: invalid JSON: %s", base, e.line,
+                            e.column, e.text);
         } else {
             size_t k;
             json_t *rec;
@@ -1102,8 +1104,7 @@ void pu_sft_batch(const pu_sft_batcher *b, int64_t k, int64_t B, int32_t *ids, i
 }
 
 void pu_sft_batch_at(const pu_sft_batcher *b, int64_t first, int64_t B, int32_t *ids,
-                     int32_t *targets, int32_t *pos, int32_t *seg, int64_t *T,
-                     int64_t *n_targets) {
+                     int32_t *targets, int32_t *pos, int32_t *seg, int64_t *T, int64_t *n_targets) {
     int64_t *perm = b->shuffle ? pu_malloc((size_t)b->n_rows * sizeof(int64_t)) : NULL;
     int64_t perm_epoch = -1;
     int64_t *which = pu_malloc((size_t)B * sizeof(int64_t));

@@ -139,8 +139,8 @@ typedef struct pu_train_job {
      * checkpoints (owned, may stay NULL). It may set n_items, tok_hash,
      * eval_n and eval_batch of the job (through its ctx): the loop reads
      * them after this call. */
-    pu_status (*make_model)(void *ctx, const char *ckpt_dir, int64_t B, int64_t Tmax,
-                            pu_tmodel **m, char **tok_path);
+    pu_status (*make_model)(void *ctx, const char *ckpt_dir, int64_t B, int64_t Tmax, pu_tmodel **m,
+                            char **tok_path);
     /* The whole batch of step s (0-based): B rows of *T <= Tmax tokens in
      * ids / tg (B*Tmax entries each); pos / seg filled and *packed set when
      * the rows hold several documents. rng: the run's data RNG (checkpointed). */
