@@ -27,8 +27,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (pu_pref_conversation(&r, 1, &c) != PU_OK || c.msgs.n != r.prompt.msgs.n + 1 ||
         c.loss[c.msgs.n - 1] != 1 || (c.msgs.n > 1 && c.loss[0] != 0))
         __builtin_trap();
-    pu_chat_free(&c.msgs);
-    pu_free(c.loss);
+    pu_sft_record_free(&c);
     pu_pref_record_free(&r);
     return 0;
 }

@@ -21,6 +21,7 @@
 
 #include "pt.h"
 #include "puyu/pu_align.h"
+#include "puyu/pu_tok.h"
 #include "train/train_impl.h"
 
 #define ATOL 1e-6
@@ -294,11 +295,6 @@ PT_SUITE(align_loss) {
 
 /* ---------------------------------------------------------------- preference data */
 
-static void rec_free_conv(pu_sft_record *s) {
-    pu_chat_free(&s->msgs);
-    pu_free(s->loss);
-}
-
 static pu_status parse_str(const char *js, const pu_pref_parse_opts *o, pu_pref_record *r) {
     return pu_pref_record_parse(js, strlen(js), "t.jsonl:7", o, r);
 }
@@ -348,7 +344,7 @@ static void test_pref_records(void) {
         PT_EQ_STR(c.msgs.msgs[2].role, "assistant");
         PT_EQ_STR(c.msgs.msgs[2].content, "B");
         PT_CHECK(c.loss[0] == 0 && c.loss[1] == 0 && c.loss[2] == 1);
-        rec_free_conv(&c);
+        pu_sft_record_free(&c);
         pu_pref_record_free(&r);
 
         PT_OK(parse_str("{\"condition\":\"harmless\",\"prompt\":\"Q\",\"chosen\":\"A\","
@@ -541,7 +537,91 @@ static void test_pref_shared(void) {
     }
 }
 
+static void check_pair(const pu_tok *t, const pu_pref_tokens *pt, const pu_pref_record *r,
+                       const char *where) {
+    int32_t im_end = pu_sft_special_id(t, "<|im_end|>");
+    const pu_sft_tokens *s[2] = {&pt->chosen, &pt->rejected};
+    const char *resp[2] = {r->chosen, r->rejected};
+    for (int k = 0; k < 2; k++) {
+        bool ok =
+            pt->n_prompt > 0 && s[k]->n > pt->n_prompt + 1 && s[k]->ids[s[k]->n - 1] == im_end;
+        for (int64_t i = 0; ok && i < s[k]->n; i++)
+            ok = i < pt->n_prompt ? s[k]->labels[i] == -100 && s[k]->ids[i] == s[0]->ids[i]
+                                  : s[k]->labels[i] == s[k]->ids[i];
+        /* the response = enc(content) + <|im_end|>, the content encoded on its own */
+        int32_t *ids = NULL;
+        int64_t n = 0;
+        pu_tok_encode_opts eo = pu_tok_encode_default_opts();
+        PT_OK(pu_tok_encode(t, resp[k], strlen(resp[k]), &eo, &ids, &n));
+        ok = ok && n == s[k]->n - pt->n_prompt - 1 &&
+             memcmp(ids, s[k]->ids + pt->n_prompt, (size_t)n * sizeof *ids) == 0;
+        pu_free(ids);
+        PT_CHECK_MSG(ok, "%s: %s: prompt / response / labels layout wrong", where,
+                     k ? "rejected" : "chosen");
+    }
+}
+
+static void test_pref_tokens(void) {
+    if (!PT_TEST("tokenized pairs = puyu sft's rendering; labels on the response only"))
+        return;
+    pu_tok *t = NULL;
+    PT_OK(pu_tok_load("tests/golden/rm/tokenizer.model", &t));
+    if (!t)
+        return;
+    pu_pref_record r;
+    PT_OK(parse_str("{\"prompt\":[{\"role\":\"system\",\"content\":\"Be kind.\"},{\"role\":"
+                    "\"user\",\"content\":\"Can you help me?\"}],\"chosen\":\"Yes, gladly.\","
+                    "\"rejected\":\"No way\"}",
+                    NULL, &r));
+    pu_pref_tokens pt;
+    PT_OK(pu_pref_tokenize(t, &r, &pt));
+    check_pair(t, &pt, &r, "inline");
+    /* the chosen sample equals what puyu sft makes of the same conversation */
+    const char *js = "{\"messages\":[{\"role\":\"system\",\"content\":\"Be kind.\"},{\"role\":"
+                     "\"user\",\"content\":\"Can you help me?\"},{\"role\":\"assistant\","
+                     "\"content\":\"Yes, gladly.\"}]}";
+    pu_sft_record sr;
+    pu_sft_tokens st = {0};
+    PT_OK(pu_sft_record_parse(js, strlen(js), "inline", NULL, &sr));
+    PT_OK(pu_sft_tokenize(t, &sr, &st));
+    PT_CHECK(st.n == pt.chosen.n &&
+             memcmp(st.ids, pt.chosen.ids, (size_t)st.n * sizeof *st.ids) == 0 &&
+             memcmp(st.labels, pt.chosen.labels, (size_t)st.n * sizeof *st.labels) == 0);
+    pu_sft_tokens_free(&st);
+    pu_sft_record_free(&sr);
+    pu_pref_tokens_free(&pt);
+    pu_pref_record_free(&r);
+    pu_tok_destroy(t);
+
+    /* ../shared/data/preference with the InternLM2 tokenizer: every pair of the
+     * first 20 records of each file */
+    char tb[1024], pb[1024];
+    const char *tp = pt_shared_path("internlm2/tokenizer.model", tb, sizeof tb);
+    if (!tp)
+        return;
+    PT_OK(pu_tok_load(tp, &t));
+    const char *files[] = {"preference/dpo_en_demo.json", "preference/dpo_zh_demo.json",
+                           "preference/oaast_rm_zh.json",
+                           "preference/hh-rlhf-harmless-base-test.jsonl.gz"};
+    for (int f = 0; t && f < 4; f++) {
+        const char *p = pt_shared_path(files[f], pb, sizeof pb);
+        if (!p)
+            continue;
+        pu_pref_load_opts lo = {{NULL, NULL}, true};
+        pu_pref_data *d = NULL;
+        PT_OK(pu_pref_data_load(&p, 1, &lo, &d));
+        for (int64_t i = 0; d && i < 20 && i < pu_pref_data_n(d); i++) {
+            PT_OK(pu_pref_tokenize(t, pu_pref_data_get(d, i), &pt));
+            check_pair(t, &pt, pu_pref_data_get(d, i), pu_pref_data_where(d, i));
+            pu_pref_tokens_free(&pt);
+        }
+        pu_pref_data_destroy(d);
+    }
+    pu_tok_destroy(t);
+}
+
 PT_SUITE(align_pref) {
     test_pref_records();
     test_pref_shared();
+    test_pref_tokens();
 }

@@ -238,6 +238,21 @@ pu_status pu_pref_record_parse(const char *json_text, size_t len, const char *wh
  * *out is owned (free with pu_sft_record_free). */
 pu_status pu_pref_conversation(const pu_pref_record *r, int which, pu_sft_record *out);
 
+/* A tokenized pair, rendered and tokenized exactly as `puyu sft` does
+ * (pu_sft_tokenize): chosen / rejected = the prompt turns + the response as
+ * the final assistant turn; labels = the response content + <|im_end|>
+ * (-100 elsewhere, aligned with ids as pu_sft.h says). ids[0, n_prompt)
+ * (BOS, prompt turns, "<|im_start|>" enc("assistant\n")) are equal in
+ * both; the response is ids[n_prompt, n). DPO's logp(response) is the sum
+ * of log p(ids[t] | ids[<t]) over t >= n_prompt. */
+typedef struct pu_pref_tokens {
+    pu_sft_tokens chosen, rejected;
+    int64_t n_prompt;
+} pu_pref_tokens;
+
+pu_status pu_pref_tokenize(const pu_tok *t, const pu_pref_record *r, pu_pref_tokens *out);
+void pu_pref_tokens_free(pu_pref_tokens *p);
+
 typedef struct pu_pref_load_opts {
     pu_pref_parse_opts parse;
     bool skip_bad; /* count and skip bad records instead of failing */

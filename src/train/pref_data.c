@@ -125,17 +125,10 @@ const char *pu_pref_condition_lookup(const pu_pref_conditions *c, const char *na
 /* ------------------------------------------------------------------------ */
 /* records                                                                  */
 
-/* The prompt under construction: turns + their (all-zero) loss flags. */
-static void prompt_free(pu_sft_record *p) {
-    pu_chat_free(&p->msgs);
-    pu_free(p->loss);
-    p->loss = NULL;
-}
-
 void pu_pref_record_free(pu_pref_record *r) {
     if (!r)
         return;
-    prompt_free(&r->prompt);
+    pu_sft_record_free(&r->prompt);
     pu_free(r->chosen);
     pu_free(r->rejected);
     memset(r, 0, sizeof *r);
@@ -694,4 +687,55 @@ const pu_pref_record *pu_pref_data_get(const pu_pref_data *d, int64_t i) {
 
 const char *pu_pref_data_where(const pu_pref_data *d, int64_t i) {
     return i >= 0 && i < d->n ? d->where[i] : NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* tokenized pairs                                                          */
+
+void pu_pref_tokens_free(pu_pref_tokens *p) {
+    if (!p)
+        return;
+    pu_sft_tokens_free(&p->chosen);
+    pu_sft_tokens_free(&p->rejected);
+    memset(p, 0, sizeof *p);
+}
+
+static int64_t first_label(const pu_sft_tokens *t) {
+    for (int64_t i = 0; i < t->n; i++)
+        if (t->labels[i] >= 0)
+            return i;
+    return -1;
+}
+
+pu_status pu_pref_tokenize(const pu_tok *t, const pu_pref_record *r, pu_pref_tokens *out) {
+    memset(out, 0, sizeof *out);
+    pu_sft_record conv[2];
+    memset(conv, 0, sizeof conv);
+    pu_status st = PU_OK;
+    for (int k = 0; k < 2 && st == PU_OK; k++) {
+        st = pu_pref_conversation(r, k, &conv[k]);
+        if (st == PU_OK)
+            st = pu_sft_tokenize(t, &conv[k], k ? &out->rejected : &out->chosen);
+    }
+    pu_sft_record_free(&conv[0]);
+    pu_sft_record_free(&conv[1]);
+    if (st != PU_OK) {
+        pu_pref_tokens_free(out);
+        return st;
+    }
+    /* the response starts at the first label; what precedes it (the prompt
+     * and the "<|im_start|>assistant\n" header) is the same in both */
+    int64_t a = first_label(&out->chosen), b = first_label(&out->rejected);
+    bool same = a > 0 && a == b;
+    for (int64_t i = 0; same && i < a; i++)
+        same = out->chosen.ids[i] == out->rejected.ids[i];
+    if (!same) {
+        pu_pref_tokens_free(out);
+        return pu_err_set(PU_ERR_INTERNAL,
+                          "preference pair: the chosen and rejected samples do not share the "
+                          "prompt tokens (response starts at %lld / %lld)",
+                          (long long)a, (long long)b);
+    }
+    out->n_prompt = a;
+    return PU_OK;
 }
