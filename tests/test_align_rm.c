@@ -270,7 +270,60 @@ static void test_rm_write(void) {
     }
 }
 
+/* v . (base's final hidden state of the last of ids) vs the RM's reward */
+static void reward_vs_base(const pu_model *base, const pu_model *rm, const float *v) {
+    int64_t C = pu_model_config(base)->hidden_size;
+    int32_t ids[5] = {4, 8, 15, 16, 23};
+    float *h = pu_malloc(5 * (size_t)C * sizeof(float)), r = NAN;
+    pu_session *sb = NULL, *sr = NULL;
+    PT_OK(pu_session_create(base, 8, NULL, &sb));
+    PT_OK(pu_session_create(rm, 8, NULL, &sr));
+    if (sb && sr) {
+        PT_OK(pu_session_eval_ex(sb, ids, 5, NULL, false, h));
+        double want = 0;
+        for (int64_t i = 0; i < C; i++)
+            want += (double)v[i] * h[4 * C + i];
+        PT_OK(pu_model_reward(rm, sr, ids, 5, &r));
+        PT_NEAR(r, want, 1e-6, 1e-6);
+    }
+    pu_session_destroy(sb);
+    pu_session_destroy(sr);
+    pu_free(h);
+}
+
+static void test_rm_write_kinds(void) {
+    if (!PT_TEST("RM dirs from a BF16 base (dtype kept) and a sharded base (index read)"))
+        return;
+    const char *bases[] = {"tests/golden/bf16", "tests/golden/sharded"};
+    for (int k = 0; k < 2; k++) {
+        pu_model *base = NULL, *rm = NULL;
+        PT_OK(pu_model_load(bases[k], &base));
+        if (!base)
+            continue;
+        int64_t C = pu_model_config(base)->hidden_size;
+        float *v = pu_malloc((size_t)C * sizeof(float));
+        for (int64_t i = 0; i < C; i++)
+            v[i] = (float)((i % 7) - 3) * 0.05f;
+        char dir[512];
+        pt_tmp_path(k ? "rm_sharded" : "rm_bf16", dir, sizeof dir);
+        PT_OK(pu_model_write_reward_dir(bases[k], v, C, 7, dir));
+        PT_OK(pu_model_load(dir, &rm));
+        if (rm) {
+            PT_CHECK(pu_model_is_reward(rm));
+            PT_EQ_I64(pu_model_weights(rm)->layers[0].wqkv.dtype,
+                      pu_model_weights(base)->layers[0].wqkv.dtype);
+            reward_vs_base(base, rm, v);
+        }
+        if (k == 1) /* in place over shards: refused */
+            PT_CHECK(pu_model_write_reward_dir(bases[k], v, C, 7, bases[k]) == PU_ERR_UNSUPPORTED);
+        pu_model_destroy(rm);
+        pu_model_destroy(base);
+        pu_free(v);
+    }
+}
+
 PT_SUITE(align_rm) {
+    test_rm_write_kinds();
     test_rm_golden();
     test_rm_cli();
     test_rm_write();
