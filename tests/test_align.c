@@ -141,6 +141,24 @@ static void test_rm(void) {
     }
 }
 
+static void test_vhead(void) {
+    if (!PT_TEST("value head forward/backward = autograd; dv accumulates"))
+        return;
+    int64_t nh, C, N;
+    float *h = get("vh.h", &nh), *v = get("vh.v", &C), *dout = get("vh.dout", &N);
+    float out[16], dv[16], dh[128];
+    pu_value_head_fwd(v, h, N, C, out);
+    check_vec("vh", "out", out, N);
+    for (int64_t j = 0; j < C; j++)
+        dv[j] = 1.0f;
+    pu_value_head_bwd(v, h, dout, N, C, dv, dh);
+    for (int64_t j = 0; j < C; j++)
+        dv[j] -= 1.0f;
+    check_vec("vh", "dv", dv, C);
+    check_vec("vh", "dh", dh, nh);
+    pu_free(h), pu_free(v), pu_free(dout);
+}
+
 /* ---------------------------------------------------------------- DPO */
 
 static void test_pref(void) {
@@ -287,6 +305,7 @@ PT_SUITE(align_loss) {
     if (!open_ref())
         return;
     test_rm();
+    test_vhead();
     test_pref();
     test_ppo();
     pu_train_st_close(&g_ref);

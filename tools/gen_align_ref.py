@@ -289,7 +289,23 @@ def gen_ppo():
     put("ent.d_logits", zt.grad)
 
 
+def gen_vhead():
+    g = np.random.default_rng(14)
+    N, C = 6, 5
+    h, v, dout = g.normal(0, 1, (N, C)), g.normal(0, 0.5, C), g.normal(0, 1, N)
+    put("vh.h", h)
+    put("vh.v", v)
+    put("vh.dout", dout)
+    th, tv = f32(h), f32(v)
+    out = th @ tv
+    (out * torch.tensor(dout.astype(np.float32).astype(np.float64))).sum().backward()
+    put("vh.out", out)
+    put("vh.dv", tv.grad)
+    put("vh.dh", th.grad)
+
+
 def main():
+    gen_vhead()
     gen_rm()
     gen_pref()
     gen_ppo()

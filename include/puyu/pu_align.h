@@ -66,6 +66,14 @@ pu_status pu_rm_loss(const float *chosen, const float *rejected, int64_t N,
                      const pu_rm_loss_opts *o, pu_rm_metrics *m, float *d_chosen,
                      float *d_rejected);
 
+/* The value head (reward model; PPO critic): out[i] = v . h[i] for N rows
+ * h (N, C). Backward: dv (C) += sum_i dout[i] h[i] (accumulated, the
+ * parameter-gradient convention of the training model); dh (N, C) =
+ * dout[i] v (written; NULL to skip). */
+void pu_value_head_fwd(const float *v, const float *h, int64_t N, int64_t C, float *out);
+void pu_value_head_bwd(const float *v, const float *h, const float *dout, int64_t N, int64_t C,
+                       float *dv, float *dh);
+
 /* ------------------------------------------------------------------------ */
 /* DPO (Rafailov et al.; XTuner xtuner/model/dpo.py, loss_type "sigmoid")   */
 

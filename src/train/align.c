@@ -116,6 +116,28 @@ pu_status pu_rm_loss(const float *chosen, const float *rejected, int64_t N,
     return PU_OK;
 }
 
+void pu_value_head_fwd(const float *v, const float *h, int64_t N, int64_t C, float *out) {
+    for (int64_t i = 0; i < N; i++) {
+        double acc = 0;
+        for (int64_t j = 0; j < C; j++)
+            acc += (double)v[j] * h[i * C + j];
+        out[i] = (float)acc;
+    }
+}
+
+void pu_value_head_bwd(const float *v, const float *h, const float *dout, int64_t N, int64_t C,
+                       float *dv, float *dh) {
+    for (int64_t j = 0; dv && j < C; j++) {
+        double acc = 0;
+        for (int64_t i = 0; i < N; i++)
+            acc += (double)dout[i] * h[i * C + j];
+        dv[j] = (float)((double)dv[j] + acc);
+    }
+    for (int64_t i = 0; dh && i < N; i++)
+        for (int64_t j = 0; j < C; j++)
+            dh[i * C + j] = (float)((double)dout[i] * v[j]);
+}
+
 /* ------------------------------------------------------------------------ */
 /* DPO, SimPO, ORPO                                                          */
 
