@@ -14,8 +14,14 @@
  * reference is tools/gen_align_ref.py and tests/test_align.c compares.
  *
  * Gradient pointers may be NULL (forward only). Gradients are written, not
- * accumulated. The loss functions do not allocate and are thread-safe on
- * distinct buffers.
+ * accumulated (except pu_value_head_bwd's parameter gradient). The loss
+ * functions do not allocate and are thread-safe on distinct buffers.
+ *
+ * Also here: preference data (pu_pref_*: records of four kinds, COOL
+ * condition prompts, files, tokenized pairs) and the reward-model input
+ * (pu_rm_tokenize / pu_rm_parse_input). The reward-model file format and
+ * scoring live in the model module (pu_model.h: pu_model_reward,
+ * pu_model_write_reward_dir).
  */
 #ifndef PU_ALIGN_H
 #define PU_ALIGN_H
