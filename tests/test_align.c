@@ -639,7 +639,64 @@ static void test_pref_tokens(void) {
     pu_tok_destroy(t);
 }
 
+/* pu_sft_pref_parse (the SFT module's reader of the same files) and
+ * pu_pref_record_parse + pu_pref_conversation must give the same samples */
+static void test_pref_vs_sft(void) {
+    if (!PT_TEST("shared preference sets: same samples as pu_sft_pref_parse"))
+        return;
+    char tb[1024], pb[1024];
+    const char *tp = pt_shared_path("internlm2/tokenizer.model", tb, sizeof tb);
+    if (!tp)
+        return;
+    pu_tok *t = NULL;
+    PT_OK(pu_tok_load(tp, &t));
+    const char *files[] = {"preference/dpo_en_demo.json", "preference/dpo_zh_demo.json",
+                           "preference/oaast_rm_zh.json"};
+    int64_t compared = 0, differ = 0;
+    for (int f = 0; t && f < 3; f++) {
+        const char *p = pt_shared_path(files[f], pb, sizeof pb);
+        if (!p)
+            continue;
+        json_t *arr = NULL;
+        PT_OK(pu_json_load_file(p, &arr));
+        for (size_t i = 0; arr && i < 15 && i < json_array_size(arr); i++) {
+            char *js = json_dumps(json_array_get(arr, i), JSON_COMPACT);
+            pu_sft_record sc, sr, pc;
+            pu_pref_record r;
+            pu_status a = pu_sft_pref_parse(js, strlen(js), "sft", NULL, &sc, &sr);
+            pu_status b = parse_str(js, NULL, &r);
+            PT_CHECK_MSG(a == PU_OK && b == PU_OK, "%s[%zu]: %s", files[f], i, pu_err_msg());
+            if (a == PU_OK && b == PU_OK) {
+                for (int k = 0; k < 2; k++) {
+                    pu_sft_tokens x = {0}, y = {0};
+                    PT_OK(pu_pref_conversation(&r, k, &pc));
+                    PT_OK(pu_sft_tokenize(t, k ? &sr : &sc, &x));
+                    PT_OK(pu_sft_tokenize(t, &pc, &y));
+                    compared++;
+                    bool same = x.n == y.n && !memcmp(x.ids, y.ids, (size_t)x.n * 4) &&
+                                !memcmp(x.labels, y.labels, (size_t)x.n * 4);
+                    differ += !same;
+                    PT_CHECK_MSG(same, "%s[%zu] %s: %lld vs %lld tokens", files[f], i,
+                                 k ? "rejected" : "chosen", (long long)x.n, (long long)y.n);
+                    pu_sft_tokens_free(&x);
+                    pu_sft_tokens_free(&y);
+                    pu_sft_record_free(&pc);
+                }
+            }
+            if (a == PU_OK)
+                pu_sft_record_free(&sc), pu_sft_record_free(&sr);
+            if (b == PU_OK)
+                pu_pref_record_free(&r);
+            free(js);
+        }
+        json_decref(arr);
+    }
+    PT_CHECK(compared > 0 && differ == 0);
+    pu_tok_destroy(t);
+}
+
 PT_SUITE(align_pref) {
+    test_pref_vs_sft();
     test_pref_records();
     test_pref_shared();
     test_pref_tokens();
