@@ -140,6 +140,26 @@ static void test_rm_cli(void) {
     PT_EQ_I64(rc, 1);
     PT_CHECK_MSG(out && strstr(out, "not a reward model"), "got: %s", out ? out : "");
     pu_free(out);
+    /* a bad line: an error naming file:line and field, or a counted skip */
+    char bad[512];
+    pt_tmp_path("bad.jsonl", bad, sizeof bad);
+    const char *lines_txt = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}\n"
+                            "{\"prompt\":\"q\",\"chosen\":\"same\",\"rejected\":\"same\"}\n";
+    PT_OK(pu_file_write_atomic(bad, lines_txt, strlen(lines_txt)));
+    snprintf(cmd, sizeof cmd, "%s rm score -m " RM_DIR " --data %s 2>&1", pt_bin(), bad);
+    rc = pt_run(cmd, &out);
+    PT_EQ_I64(rc, 1);
+    PT_CHECK_MSG(out && strstr(out, "bad.jsonl:2: chosen: equal to rejected"), "got: %s",
+                 out ? out : "");
+    pu_free(out);
+    snprintf(cmd, sizeof cmd, "%s rm score -m " RM_DIR " --data %s --skip-bad 2>/dev/null",
+             pt_bin(), bad);
+    rc = pt_run(cmd, &out);
+    PT_EQ_I64(rc, 0);
+    PT_CHECK_MSG(out && strstr(out, "{\"line\": 1, \"reward\": ") &&
+                     strstr(out, "{\"line\": 2, \"error\": "),
+                 "got: %s", out ? out : "");
+    pu_free(out);
     snprintf(cmd, sizeof cmd,
              "%s rm score -m " RM_DIR " --data " RM_DIR "/input.jsonl --reward-token 600 2>&1",
              pt_bin());

@@ -9,6 +9,7 @@
  * any kind `puyu dpo` reads. Output, one JSON line per input line, in order:
  *   {"line": N, "reward": R}                                 conversations
  *   {"line": N, "reward_chosen": Rc, "reward_rejected": Rr, "margin": Rc-Rr}
+ *   {"line": N, "error": "..."}                              --skip-bad, a bad line
  * The reward token: --reward-token, else config.json's reward_token_id, else
  * InternLM2's 92527.
  */
@@ -32,6 +33,7 @@ static int fail(const char *cmd) {
 static int cmd_score(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *tok_path = NULL, *cond_path = NULL, *cond = NULL;
     int64_t reward_token = -1, ctx = 0;
+    bool skip_bad = false;
     const pu_opt opts[] = {
         {"model", 'm', PU_OPT_STRING, &model, "RM",
          "reward model directory (InternLM2ForRewardModel)", 0, 0},
@@ -46,10 +48,13 @@ static int cmd_score(int argc, char **argv) {
         {"condition", 0, PU_OPT_STRING, &cond, "NAME|TEXT", "condition for lines without one", 0,
          0},
         {"ctx", 'c', PU_OPT_INT, &ctx, "N", "context limit (default: from the model)", 1, 1e9},
+        {"skip-bad", 0, PU_OPT_FLAG, &skip_bad, NULL,
+         "print {\"line\": N, \"error\": ...} for a bad line (and count it) instead of stopping", 0,
+         0},
         PU_OPT_END,
     };
     const pu_cmd_spec spec = {
-        "puyu rm score", "-m RM --data FILE.jsonl [--reward-token ID] [-t TOK]",
+        "puyu rm score", "-m RM --data FILE.jsonl [--reward-token ID] [-t TOK] [--skip-bad]",
         "Print the reward of each input line as one JSON line: {\"line\": N, \"reward\": R} for a\n"
         "conversation ({\"messages\": [...]}, optional \"condition\"), {\"line\": N,\n"
         "\"reward_chosen\": Rc, \"reward_rejected\": Rr, \"margin\": Rc-Rr} for a preference "
@@ -103,7 +108,7 @@ static int cmd_score(int argc, char **argv) {
         goto done;
     if (pu_file_read_all(data, &buf, &len) != PU_OK)
         goto done;
-    int64_t line = 0;
+    int64_t line = 0, n_bad = 0;
     for (size_t i = 0; i < len;) {
         size_t e = i;
         while (e < len && buf[e] != '\n')
@@ -133,9 +138,18 @@ static int cmd_score(int argc, char **argv) {
             }
             pu_chat_free(&conv[0]);
             pu_chat_free(&conv[1]);
-            if (st != PU_OK)
+            if (st != PU_OK && skip_bad && (st == PU_ERR_FORMAT || st == PU_ERR_RANGE)) {
+                pu_str o = {0};
+                const char *msg = pu_err_msg();
+                pu_str_appendf(&o, "{\"line\": %lld, \"error\": ", (long long)line);
+                pu_str_json_string(&o, msg, strlen(msg));
+                pu_str_puts(&o, "}\n");
+                fputs(o.p, stdout);
+                pu_str_free(&o);
+                n_bad++;
+            } else if (st != PU_OK) {
                 goto done;
-            if (nc == 1)
+            } else if (nc == 1)
                 printf("{\"line\": %lld, \"reward\": %.9g}\n", (long long)line, (double)r[0]);
             else
                 printf("{\"line\": %lld, \"reward_chosen\": %.9g, \"reward_rejected\": %.9g, "
@@ -145,6 +159,8 @@ static int cmd_score(int argc, char **argv) {
         }
         i = e + 1;
     }
+    if (n_bad)
+        fprintf(stderr, "%s: %lld bad lines skipped\n", cmd, (long long)n_bad);
     ret = 0;
 done:
     if (ret)
