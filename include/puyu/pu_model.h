@@ -51,6 +51,10 @@ typedef struct pu_config {
     double rope_scaling_factor;        /* 1.0 when none */
     char attn_implementation[32];
     char torch_dtype[16];
+    /* InternLM2ForRewardModel: the token appended after a conversation whose
+     * final hidden state the value head reads (InternLM2: 92527); -1 if the
+     * config has none */
+    int64_t reward_token_id;
     /* puyu-side facts, not InternLM2Config fields: */
     bool rope_interleaved; /* adjacent-pair RoPE (GGUF / llama2.c weight order) */
 } pu_config;
@@ -104,6 +108,11 @@ typedef struct pu_weights {
     pu_layer_weights *layers; /* num_hidden_layers */
     pu_tensor norm;           /* (C) F32 */
     pu_tensor output;         /* (V, C); aliases tok_embeddings when tied */
+    /* Reward models (architectures ["InternLM2ForRewardModel"]): the value
+     * head v_head.weight, owned F32. Such a model has no LM head; `output`
+     * then aliases tok_embeddings so code that computes logits stays
+     * memory-safe (those logits mean nothing). data NULL for other models. */
+    pu_tensor v_head; /* (1, C) */
 } pu_weights;
 
 typedef struct pu_model pu_model;
@@ -134,10 +143,43 @@ int64_t pu_model_weight_bytes(const pu_model *m);
 void pu_model_describe(const pu_model *m, int64_t n_ctx, pu_str *out);
 
 /* ------------------------------------------------------------------------ */
-/* inference session                                                        */
+/* reward models (HF InternLM2ForRewardModel; src/model/reward.c)           */
+
+/* The InternLM2 reward token (reward_token_id of internlm2-*-reward). */
+#define PU_REWARD_TOKEN_INTERNLM2 92527
+
+/* true when the model carries a value head (loaded from an
+ * InternLM2ForRewardModel directory; a directory declaring that
+ * architecture without v_head.weight fails to load, naming it). */
+bool pu_model_is_reward(const pu_model *m);
+/* v_head as (1, C) F32, NULL when not a reward model. */
+const pu_tensor *pu_model_v_head(const pu_model *m);
 
 typedef struct pu_session pu_session;
 typedef struct pu_lora pu_lora; /* pu_lora.h */
+
+/* Reward of a token sequence, as InternLM2ForRewardModel.forward: the
+ * session is reset, ids (n, the last one normally the reward token) are
+ * evaluated, and *reward = v_head . hidden[n-1] (final-norm output). The
+ * caller appends the reward token (pu_rm_tokenize in pu_align.h renders a
+ * conversation as HF's get_score does). PU_ERR_INVALID when m is not a
+ * reward model; PU_ERR_RANGE as pu_session_eval. */
+pu_status pu_model_reward(const pu_model *m, pu_session *s, const int32_t *ids, int64_t n,
+                          float *reward);
+
+/* Write an InternLM2ForRewardModel directory: model_dir (an HF InternLM2
+ * directory: config.json + model.safetensors or an index + shards) with its
+ * LM head dropped and v_head (C floats) added, config.json with
+ * architectures ["InternLM2ForRewardModel"], reward_token_id and
+ * auto_map.AutoModel set (other fields kept); tokenizer files copied. One
+ * model.safetensors (tensors in their stored dtypes, v_head F32), each file
+ * written atomically. out_dir may equal model_dir when that holds a single
+ * model.safetensors (the training loop saves, then adds the head). */
+pu_status pu_model_write_reward_dir(const char *model_dir, const float *v_head, int64_t C,
+                                    int64_t reward_token_id, const char *out_dir);
+
+/* ------------------------------------------------------------------------ */
+/* inference session                                                        */
 
 /* n_ctx: KV-cache capacity in tokens (<= 0: max_position_embeddings, capped
  * at 4096). pool: borrowed, may be NULL (single thread). */

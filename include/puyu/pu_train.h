@@ -51,6 +51,10 @@
  *  - Value/reward head: an extra table entry "v_head.weight" (1, C) and a
  *    head selector in pu_tmodel_forward; the final hidden states xnf are
  *    already saved for it.
+ *  - The loop (optimizer, schedule, accumulation, checkpoints, resume,
+ *    eval, metrics) is shared with `puyu sft` (pu_sft.h): pu_train_run is
+ *    pu_train_loop (src/train/train_impl.h) with a token-shard batch source;
+ *    pu_sft_run the same loop with the SFT batcher.
  *  - SFT packing with per-document attention: pu_tbatch carries optional
  *    `pos` (RoPE position per token, restarting at 0 per document) and `seg`
  *    (document id per token; attention only within equal seg). Both are

@@ -18,5 +18,7 @@ int pu_cmd_chat(int argc, char **argv);
 int pu_cmd_train(int argc, char **argv);
 int pu_cmd_plot(int argc, char **argv);
 int pu_cmd_lora(int argc, char **argv);
+int pu_cmd_sft(int argc, char **argv);
+int pu_cmd_rm(int argc, char **argv);
 
 #endif

@@ -47,6 +47,7 @@ void pu_config_defaults(pu_config *c) {
     c->rope_scaling_factor = 1.0;
     snprintf(c->attn_implementation, sizeof c->attn_implementation, "eager");
     c->torch_dtype[0] = '\0';
+    c->reward_token_id = -1;
     c->rope_interleaved = false;
 }
 
@@ -332,6 +333,7 @@ static pu_status parse_obj(const json_t *root, const char *path, pu_config *c) {
     /* transformers >= 4.56 writes "dtype" instead of "torch_dtype" */
     PU_TRY(get_str(root, "dtype", c->torch_dtype, sizeof c->torch_dtype, path));
     PU_TRY(get_str(root, "torch_dtype", c->torch_dtype, sizeof c->torch_dtype, path));
+    PU_TRY(get_token_id(root, "reward_token_id", &c->reward_token_id, path));
     if (jget(root, "rotary"))
         return pu_err_set(PU_ERR_FORMAT,
                           "%s: field 'rotary': the pre-release {\"base\", \"type\"} block is not "
@@ -342,6 +344,10 @@ static pu_status parse_obj(const json_t *root, const char *path, pu_config *c) {
     int64_t hd = c->head_dim;
     PU_TRY(get_int(root, "head_dim", &hd, false, path));
     PU_TRY(pu_config_check_(c, path));
+    if (c->reward_token_id >= c->vocab_size)
+        return pu_err_set(PU_ERR_FORMAT,
+                          "%s: field 'reward_token_id' (%lld) is outside the vocabulary [0, %lld)",
+                          path, (long long)c->reward_token_id, (long long)c->vocab_size);
     if (hd != c->head_dim)
         return pu_err_set(PU_ERR_UNSUPPORTED,
                           "%s: field 'head_dim' (%lld) differs from hidden_size / "
@@ -413,6 +419,8 @@ char *pu_config_to_json(const pu_config *c) {
         pu_str_puts(&s, ",\n  \"torch_dtype\": ");
         pu_str_json_string(&s, c->torch_dtype, strlen(c->torch_dtype));
     }
+    if (c->reward_token_id >= 0)
+        pu_str_appendf(&s, ",\n  \"reward_token_id\": %lld", (long long)c->reward_token_id);
     pu_str_puts(&s, "\n}\n");
     return pu_str_steal(&s);
 }

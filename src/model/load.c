@@ -201,6 +201,8 @@ pu_status pu_model_validate_(pu_model *m, const char *what) {
     PU_TRY(check_view(what, "tok_embeddings", &w->tok_embeddings, 2, V, C));
     PU_TRY(check_view(what, "norm", &w->norm, 1, C, 0));
     PU_TRY(check_view(what, "output", &w->output, 2, V, C));
+    if (w->v_head.data)
+        PU_TRY(check_view(what, "v_head", &w->v_head, 2, 1, C));
     char name[64];
     for (int64_t l = 0; l < c->num_hidden_layers; l++) {
         pu_layer_weights *lw = &w->layers[l];
@@ -224,8 +226,10 @@ pu_status pu_model_validate_(pu_model *m, const char *what) {
         CHK(w2, 2, C, F);
 #undef CHK
     }
-    /* norms: owned F32 copies */
+    /* norms (and the value head): owned F32 copies */
     norm_to_f32(m, &w->norm);
+    if (w->v_head.data)
+        norm_to_f32(m, &w->v_head);
     for (int64_t l = 0; l < c->num_hidden_layers; l++) {
         norm_to_f32(m, &w->layers[l].attn_norm);
         norm_to_f32(m, &w->layers[l].ffn_norm);
@@ -264,6 +268,8 @@ static void visit_tensors(const pu_model *m, visit_fn fn, void *ud) {
     if (!same_view(&w->output, &w->tok_embeddings))
         fn(&w->output, true, ud);
     fn(&w->norm, false, ud);
+    if (w->v_head.data)
+        fn(&w->v_head, false, ud);
     for (int64_t l = 0; l < m->cfg.num_hidden_layers; l++) {
         const pu_layer_weights *lw = &w->layers[l];
         const pu_tensor *ts[] = {&lw->attn_norm, &lw->wqkv,     &lw->wq, &lw->wk, &lw->wv,
@@ -323,6 +329,9 @@ void pu_model_describe(const pu_model *m, int64_t n_ctx, pu_str *out) {
     pu_str_appendf(out, "  model_type               %s\n", c->model_type);
     pu_str_appendf(out, "  architecture             %s\n",
                    c->architecture[0] ? c->architecture : "(none)");
+    if (m->w.v_head.data)
+        pu_str_appendf(out, "  reward model             v_head (1, %lld), reward_token_id %lld\n",
+                       (long long)c->hidden_size, (long long)c->reward_token_id);
     pu_str_appendf(out, "  vocab_size               %lld\n", (long long)c->vocab_size);
     pu_str_appendf(out, "  hidden_size              %lld\n", (long long)c->hidden_size);
     pu_str_appendf(out, "  intermediate_size        %lld\n", (long long)c->intermediate_size);

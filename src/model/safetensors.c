@@ -345,7 +345,22 @@ pu_status pu_hf_bind_weights_(pu_model *m, const pu_st_file *files, char *const 
     } while (0)
     TRY_BIND(emb, &m->w.tok_embeddings, 2, V, C);
     TRY_BIND("model.norm.weight", &m->w.norm, 1, C, 0);
-    if (c->tie_word_embeddings) {
+    bool reward = strcmp(c->architecture, "InternLM2ForRewardModel") == 0;
+    if (reward) {
+        /* InternLM2ForRewardModel: model.* + v_head.weight (1, C), no LM head */
+        if (llama || !bfind(&b, "v_head.weight")) {
+            s = pu_err_set(PU_ERR_FORMAT,
+                           "%s: config.json declares InternLM2ForRewardModel but %s", dir,
+                           llama ? "the tensors use Llama names (model.embed_tokens...)"
+                                 : "there is no value head tensor 'v_head.weight' [1, hidden]");
+            goto done;
+        }
+        TRY_BIND("v_head.weight", &m->w.v_head, 2, 1, C);
+        if (bfind(&b, out_name))
+            TRY_BIND(out_name, &m->w.output, 2, V, C);
+        else
+            m->w.output = m->w.tok_embeddings; /* no LM head: see pu_weights.v_head */
+    } else if (c->tie_word_embeddings) {
         m->w.output = m->w.tok_embeddings;
         st_entry *e = bfind(&b, out_name);
         if (e)
