@@ -1,6 +1,7 @@
 /*
  * fuzz_sft_record.c — libFuzzer harness for the SFT record parser, the
- * tokenizer of records and the dataset loader + batcher: any input must parse
+ * preference-record parser, the tokenizer of records and the dataset loader
+ * + batcher: any input must parse
  * or fail with a message (never crash); a parsed record must render as chat
  * text and tokenize (with the golden tiny SentencePiece model when it is
  * there, run from the repository root) to in-range ids whose labels are the
@@ -86,6 +87,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             pu_sft_tokens_free(&s);
         }
         pu_sft_record_free(&r);
+    }
+    /* as a preference record: both sides end with the only scored turn */
+    pu_sft_record c, rj;
+    if (pu_sft_pref_parse((const char *)data, size, "fuzz:1", vars, &c, &rj) == PU_OK) {
+        if (c.msgs.n < 1 || rj.msgs.n < 1 || !c.loss[c.msgs.n - 1] || !rj.loss[rj.msgs.n - 1])
+            __builtin_trap();
+        for (int i = 0; i + 1 < c.msgs.n; i++)
+            if (c.loss[i])
+                __builtin_trap();
+        pu_sft_record_free(&c);
+        pu_sft_record_free(&rj);
+    } else if (pu_err_msg()[0] == 0) {
+        __builtin_trap();
     }
     if (!g_tok)
         return 0;

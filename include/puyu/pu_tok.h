@@ -41,7 +41,8 @@ int64_t pu_tok_n_vocab(const pu_tok *t);
 int32_t pu_tok_bos(const pu_tok *t); /* -1 if none */
 int32_t pu_tok_eos(const pu_tok *t);
 int32_t pu_tok_unk(const pu_tok *t);
-/* id of a special/added token by its text ("<|im_end|>"), or -1 */
+/* id of a special/added token by its text ("<|im_end|>"), else of a
+ * USER_DEFINED piece with exactly that text, or -1 */
 int32_t pu_tok_special_id(const pu_tok *t, const char *text);
 /* raw piece bytes of an id (as stored in the vocab; may contain NUL), length in *len */
 const char *pu_tok_piece(const pu_tok *t, int32_t id, size_t *len);

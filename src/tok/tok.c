@@ -381,6 +381,14 @@ int32_t pu_tok_special_id(const pu_tok *t, const char *text) {
     for (int i = 0; i < t->n_specials; i++)
         if (t->specials[i].len == n && memcmp(t->specials[i].text, text, n) == 0)
             return t->specials[i].id;
+    /* a user-defined piece of exactly that text (a SentencePiece model trained
+     * with the chat tokens as user_defined_symbols): found, not registered,
+     * so that encoding stays SentencePiece's */
+    if (t->attrs && t->pieces)
+        for (int64_t i = 0; i < t->n_vocab; i++)
+            if (t->attrs[i] == PU_TOK_ATTR_USER_DEFINED && t->lens[i] == n && t->pieces[i] &&
+                memcmp(t->pieces[i], text, n) == 0)
+                return (int32_t)i;
     return -1;
 }
 
