@@ -563,6 +563,7 @@ pu_status pu_train_run(const pu_train_opts *o, pu_pool *pool) {
     for (int i = 0; i < r.nstages; i++)
         r.Tmax = r.lens[i] > r.Tmax ? r.lens[i] : r.Tmax;
     PU_TRY(pu_mkdir_p(o->out_dir));
+    PU_TRY(r.rank == 0 ? pu_sweep_stale_tmp(o->out_dir, NULL) : PU_OK); /* killed writers' temps */
     if (r.rank == 0) { /* half-written checkpoints of a crashed save */
         DIR *d = opendir(o->out_dir);
         struct dirent *e;
