@@ -887,10 +887,10 @@ PT_SUITE(serve_http) {
              "temperature"},
             {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stop\":5}", "stop"},
             {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream\":1}", "stream"},
-            {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":2}", "n"},
+            {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":99}", "n"},
             {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_p\":7}", "top_p"},
             {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":{}}", "tools"},
-            {"{\"messages\":[{\"role\":\"user\",\"content\":5}]}", "messages"},
+            {"{\"messages\":[{\"role\":\"user\",\"content\":5}]}", "messages[0].content"},
             {"[1,2]", NULL},
         };
         for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -944,6 +944,104 @@ PT_SUITE(serve_http) {
         hresp_free(&r);
         pu_free(b);
         pu_str_free(&lp);
+    }
+    if (PT_TEST("strict OpenAI validation: 400 naming the field")) {
+        static const char *const bad[][3] = {
+            /* body, param, words the message must hold */
+            {"{\"messages\":[{\"role\":\"user\"}]}", "messages[0].content", "required"},
+            {"{\"messages\":[{\"role\":\"user\",\"content\":null}]}", "messages[0].content",
+             "null"},
+            {"{\"messages\":[{\"role\":\"user\",\"content\":[1,null,{}]}]}",
+             "messages[0].content[0]", "an integer"},
+            {"{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"a\"},"
+             "{}]}]}",
+             "messages[0].content[1]", "text"},
+            {"{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]}",
+             "messages[0].content[0]", "image_url"},
+            {"{\"messages\":[{\"role\":\"user\",\"content\":\"a\"},{\"role\":\"assistant\","
+             "\"content\":null,\"tool_calls\":{\"id\":\"x\"}}]}",
+             "messages[1].tool_calls", "an object"},
+            {"{\"messages\":[{\"content\":\"a\"}]}", "messages[0].role", "required"},
+            {"{\"messages\":[\"hi\"]}", "messages[0]", "a string"},
+        };
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+            PT_CHECK_MSG(http(port, "POST", "/v1/chat/completions", bad[i][0], &r) == 400,
+                         "%s: status %d", bad[i][0], r.status);
+            json_t *j = jbody(&r);
+            json_t *e = json_object_get(j, "error");
+            const char *msg = json_string_value(json_object_get(e, "message"));
+            PT_EQ_STR(json_string_value(json_object_get(e, "param")), bad[i][1]);
+            PT_CHECK_MSG(msg && strstr(msg, bad[i][1]) && strstr(msg, bad[i][2]),
+                         "%s: message '%s'", bad[i][0], msg ? msg : "");
+            json_decref(j);
+            hresp_free(&r);
+        }
+        /* an assistant turn with tool_calls may have null content; text parts are fine */
+        PT_EQ_I64(http(port, "POST", "/v1/chat/completions",
+                       "{\"max_tokens\":2,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"
+                       "\"text\",\"text\":\"hi\"}]},{\"role\":\"assistant\",\"content\":null,"
+                       "\"tool_calls\":[{\"id\":\"c\",\"type\":\"function\",\"function\":{\"name\":"
+                       "\"f\",\"arguments\":\"{}\"}}]},{\"role\":\"tool\",\"content\":\"1\"}]}",
+                       &r),
+                  200);
+        hresp_free(&r);
+        static const char *const cbad[][3] = {
+            {"{\"prompt\":[1,-5]}", "prompt", "prompt[1]: token id -5 is outside [0, V)"},
+            {"{\"prompt\":[1,600]}", "prompt", "prompt[1]: token id 600 is outside [0, V)"},
+            {"{\"prompt\":[1,\"a\"]}", "prompt", "prompt[1] must be a token id"},
+            {"{\"prompt\":[\"a\",\"b\"]}", "prompt", "batches"},
+            {"{\"prompt\":\"a\",\"suffix\":\"b\"}", "suffix", "suffix"},
+            {"{\"prompt\":\"a\",\"best_of\":3}", "best_of", "best_of"},
+            {"{\"prompt\":\"a\",\"echo\":true,\"logprobs\":1}", "echo", "echo"},
+            {"{\"prompt\":\"a\",\"echo\":1}", "echo", "echo"},
+            {"{\"prompt\":\"a\",\"logit_bias\":{\"x\":1}}", "logit_bias", "logit_bias"},
+            {"{\"prompt\":\"a\",\"logit_bias\":{\"5\":101}}", "logit_bias", "logit_bias"},
+        };
+        for (size_t i = 0; i < sizeof cbad / sizeof cbad[0]; i++) {
+            PT_CHECK_MSG(http(port, "POST", "/v1/completions", cbad[i][0], &r) == 400,
+                         "%s: status %d", cbad[i][0], r.status);
+            json_t *j = jbody(&r);
+            json_t *e = json_object_get(j, "error");
+            const char *msg = json_string_value(json_object_get(e, "message"));
+            PT_EQ_STR(json_string_value(json_object_get(e, "param")), cbad[i][1]);
+            PT_CHECK_MSG(msg && strstr(msg, cbad[i][2]), "%s: message '%s'", cbad[i][0],
+                         msg ? msg : "");
+            json_decref(j);
+            hresp_free(&r);
+        }
+        /* echo: the prompt comes back in front of the completion (also streamed) */
+        PT_EQ_I64(http(port, "POST", "/v1/completions",
+                       "{\"prompt\":\"Once upon\",\"echo\":true,\"max_tokens\":4,"
+                       "\"temperature\":0}",
+                       &r),
+                  200);
+        hresp r2;
+        PT_EQ_I64(http(port, "POST", "/v1/completions",
+                       "{\"prompt\":\"Once upon\",\"max_tokens\":4,\"temperature\":0}", &r2),
+                  200);
+        hresp r3;
+        PT_EQ_I64(http(port, "POST", "/v1/completions",
+                       "{\"prompt\":\"Once upon\",\"echo\":true,\"max_tokens\":4,"
+                       "\"temperature\":0,\"stream\":true,\"best_of\":1,\"suffix\":null}",
+                       &r3),
+                  200);
+        json_t *a = jbody(&r), *b = jbody(&r2);
+        const char *ta = json_string_value(
+            json_object_get(json_array_get(json_object_get(a, "choices"), 0), "text"));
+        const char *tb = json_string_value(
+            json_object_get(json_array_get(json_object_get(b, "choices"), 0), "text"));
+        char want[512];
+        snprintf(want, sizeof want, "Once upon%s", tb ? tb : "?");
+        PT_CHECK_MSG(ta && !strcmp(ta, want), "echo '%s' want '%s'", ta ? ta : "", want);
+        sse ss;
+        sse_parse(r3.body.p, &ss);
+        PT_CHECK_MSG(!strcmp(ss.text.p, want), "streamed echo '%s' want '%s'", ss.text.p, want);
+        pu_str_free(&ss.text);
+        json_decref(a);
+        json_decref(b);
+        hresp_free(&r);
+        hresp_free(&r2);
+        hresp_free(&r3);
     }
     if (PT_TEST("16 concurrent streams each equal their single-request greedy output")) {
         conc cs[16];

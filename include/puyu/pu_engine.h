@@ -82,6 +82,9 @@ typedef struct pu_engine_request {
     bool ignore_eos;
     bool logprobs;    /* report model logprobs (raw log-softmax) in events */
     int top_logprobs; /* 0..20 most likely alternatives per token (implies logprobs) */
+    const int32_t *logit_bias_ids; /* OpenAI logit_bias: logit_bias[i] is added to the raw */
+    const float *logit_bias;       /* logit of id logit_bias_ids[i] before sampling (and */
+    int n_logit_bias;              /* logprobs); copied */
     pu_engine_cb cb;
     void *ud;
 } pu_engine_request;

@@ -65,6 +65,9 @@ typedef struct req {
     int32_t top_ids[20];
     float top_lps[20];
     int n_top_now; /* alternatives of the token being emitted */
+    int32_t *bias_ids; /* logit_bias: added to the raw logits before sampling */
+    float *bias;
+    int n_bias;
     struct req *next;
 } req;
 
@@ -274,6 +277,8 @@ static void req_free(req *r) {
     for (int i = 0; i < r->n_stop_strs; i++)
         pu_free(r->stop_strs[i]);
     pu_free(r->stop_strs);
+    pu_free(r->bias_ids);
+    pu_free(r->bias);
     pu_str_free(&r->text);
     pu_free(r);
 }
@@ -631,6 +636,8 @@ static bool step(pu_engine *e) {
         if (!bs->want_logits)
             continue;
         float *lg = e->logits + li++ * V;
+        for (int j = 0; j < r->n_bias; j++)
+            lg[r->bias_ids[j]] += r->bias[j];
         float lp = 0;
         int32_t tok;
         if (r->logprobs) {
@@ -883,6 +890,19 @@ pu_status pu_engine_submit(pu_engine *e, const pu_engine_request *rq, int64_t *i
     }
     r->logprobs = rq->logprobs || rq->top_logprobs > 0;
     r->n_top = rq->top_logprobs;
+    for (int i = 0; i < rq->n_logit_bias; i++)
+        if (rq->logit_bias_ids[i] < 0 || rq->logit_bias_ids[i] >= V || !isfinite(rq->logit_bias[i])) {
+            req_free(r);
+            return pu_err_set(PU_ERR_INVALID, "logit_bias[%d]: id %d outside [0, %lld) or bias not finite",
+                              i, rq->logit_bias_ids[i], (long long)V);
+        }
+    if (rq->n_logit_bias > 0) {
+        r->n_bias = rq->n_logit_bias;
+        r->bias_ids = pu_malloc((size_t)r->n_bias * sizeof(int32_t));
+        r->bias = pu_malloc((size_t)r->n_bias * sizeof(float));
+        memcpy(r->bias_ids, rq->logit_bias_ids, (size_t)r->n_bias * sizeof(int32_t));
+        memcpy(r->bias, rq->logit_bias, (size_t)r->n_bias * sizeof(float));
+    }
     r->cb = rq->cb;
     r->ud = rq->ud;
     pthread_mutex_lock(&e->mu);
