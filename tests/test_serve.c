@@ -28,9 +28,11 @@
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -1354,4 +1356,343 @@ PT_SUITE(serve_e2e) {
         srv_stop(&a);
     if (b.pid)
         srv_stop(&b);
+}
+
+/* ---------------------------------------------------------------- abuse */
+
+/* A client socket from a chosen loopback address (127.0.0.X), non-blocking
+ * after connect. */
+static int tcp_connect_from(int port, int last_octet) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a = {0};
+    if (last_octet != 1) {
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(0x7f000000u | (unsigned)last_octet);
+        if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+            close(fd);
+            return -1;
+        }
+    }
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    return fd;
+}
+
+/* Did the server close this socket (EOF or reset)? Never blocks. */
+static bool peer_closed(int fd) {
+    char b[4096];
+    for (;;) {
+        ssize_t k = recv(fd, b, sizeof b, MSG_DONTWAIT);
+        if (k == 0)
+            return true;
+        if (k < 0)
+            return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+    }
+}
+
+/* One request with a bounded wait (timeout_s for connect + answer): status
+ * or -1; *secs gets the wall time. */
+static int http_bounded(int port, const char *method, const char *path, const char *body,
+                        double timeout_s, double *secs) {
+    double t0 = pu_time_now();
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct timeval tv = {(time_t)timeout_s, (suseconds_t)((timeout_s - (time_t)timeout_s) * 1e6)};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int status = -1;
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
+        pu_str req = {0}, raw = {0};
+        build_req(&req, method, path, g_auth, body, body ? strlen(body) : 0);
+        if (body)
+            pu_str_puts(&req, body);
+        if (send_all(fd, req.p, req.len))
+            read_all(fd, &raw);
+        hresp r = {0};
+        parse_resp(&raw, &r);
+        status = r.status;
+        hresp_free(&r);
+        pu_str_free(&req);
+        pu_str_free(&raw);
+    }
+    close(fd);
+    *secs = pu_time_now() - t0;
+    return status;
+}
+
+static int64_t rss_kb(pid_t pid) {
+    char p[64], *txt = NULL;
+    size_t len = 0;
+    snprintf(p, sizeof p, "/proc/%ld/status", (long)pid);
+    if (pu_file_read_all(p, &txt, &len) != PU_OK)
+        return -1;
+    const char *v = strstr(txt, "VmRSS:");
+    int64_t kb = v ? strtoll(v + 6, NULL, 10) : -1;
+    pu_free(txt);
+    return kb;
+}
+
+typedef struct trickler {
+    int *fds;
+    int n;
+    atomic_bool stop;
+    const char *pattern; /* bytes sent one at a time, cycled */
+    double every_s;      /* one byte per socket this often */
+} trickler;
+
+static void *trickle_main(void *arg) {
+    trickler *t = arg;
+    size_t at = 0, plen = strlen(t->pattern);
+    while (!atomic_load(&t->stop)) {
+        for (int i = 0; i < t->n; i++)
+            if (t->fds[i] >= 0)
+                send(t->fds[i], t->pattern + at % plen, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        at++;
+        for (double w = 0; w < t->every_s && !atomic_load(&t->stop); w += 0.05)
+            usleep(50000);
+    }
+    return NULL;
+}
+
+static void raise_fd_limit(rlim_t want) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < want) {
+        rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+/* Hostile clients on loopback, the issue's thresholds: 300 sockets trickling
+ * a never-ending request head (one byte per second each) + 300 silent ones
+ * must not delay 20 normal requests past 1 s each; 40 stalled
+ * unauthenticated 4 MB uploads get their 401 before any body byte and raise
+ * the server's RSS by at most 10 MB; head/body deadlines and the per-address
+ * limit close what they must. */
+PT_SUITE(serve_abuse) {
+    if (!stories_paths())
+        return;
+    raise_fd_limit(4096);
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur < 1400) {
+        pt_skip("the descriptor limit (ulimit -n) is below 1400");
+        return;
+    }
+    srv a;
+    bool up = false;
+    if (PT_TEST("start: --api-key, 2000 connections, no per-address limit")) {
+        char args[1400];
+        snprintf(args, sizeof args,
+                 "-m '%s' -t '%s' --ctx 256 --max-batch 4 --api-key k --threads 1 "
+                 "--max-connections 2000 --max-conn-per-ip 0",
+                 g_stories, g_stories_tok);
+        up = srv_start(&a, args, "serve_abuse.log");
+        PT_CHECK_MSG(up, "server did not start (log %s)", a.log);
+    }
+    if (!up)
+        return;
+    int port = a.port;
+    g_auth = "Authorization: Bearer k\r\n";
+    if (PT_TEST("300 trickling + 300 idle sockets: 20 normal requests each answer within 1 s")) {
+        enum { NT = 300, NI = 300 };
+        int *fds = pu_malloc((NT + NI) * sizeof(int));
+        int opened = 0;
+        for (int i = 0; i < NT + NI; i++) {
+            fds[i] = tcp_connect_from(port, 1);
+            opened += fds[i] >= 0;
+        }
+        PT_EQ_I64(opened, NT + NI);
+        trickler t = {.fds = fds, .n = NT, .pattern = "GET /health HTTP/1.1\r\nX-Pad: aaaaaaaaaaaa",
+                      .every_s = 1.0};
+        atomic_init(&t.stop, false);
+        pthread_t th;
+        pthread_create(&th, NULL, trickle_main, &t);
+        /* every abusive socket is accepted and held (they cost no worker) */
+        int64_t conns = 0;
+        for (int i = 0; i < 100 && conns < NT + NI; i++) {
+            hresp r;
+            if (http(port, "GET", "/health", NULL, &r) == 200) {
+                json_t *j = jbody(&r);
+                conns = json_integer_value(json_object_get(j, "connections"));
+                json_decref(j);
+            }
+            hresp_free(&r);
+            if (conns < NT + NI)
+                usleep(50000);
+        }
+        PT_CHECK_MSG(conns >= NT + NI, "the server holds %lld connections, want >= %d",
+                     (long long)conns, NT + NI);
+        double lat[20], worst = 0;
+        int ok = 0;
+        for (int i = 0; i < 20; i++) {
+            int st = i % 2 ? http_bounded(port, "POST", "/v1/completions",
+                                          "{\"prompt\":\"Once upon a time\",\"max_tokens\":4,"
+                                          "\"temperature\":0}",
+                                          5.0, &lat[i])
+                           : http_bounded(port, "GET", "/health", NULL, 5.0, &lat[i]);
+            ok += st == 200;
+            worst = lat[i] > worst ? lat[i] : worst;
+            PT_CHECK_MSG(st == 200 && lat[i] <= 1.0, "request %d: status %d after %.3f s", i, st,
+                         lat[i]);
+            usleep(100000);
+        }
+        printf("    note: %d/20 answered under %d trickling + %d idle sockets; worst (= p99 of 20) "
+               "%.1f ms\n",
+               ok, NT, NI, worst * 1e3);
+        atomic_store(&t.stop, true);
+        pthread_join(th, NULL);
+        for (int i = 0; i < NT + NI; i++)
+            if (fds[i] >= 0)
+                close(fds[i]);
+        pu_free(fds);
+    }
+    if (PT_TEST("40 stalled unauthenticated 4 MB uploads: 401 before the body, RSS +<= 10 MB")) {
+        enum { NU = 40 };
+        int fds[NU];
+        hstats h;
+        health(port, &h);
+        usleep(200000);
+        int64_t rss0 = rss_kb(a.pid);
+        const char *head = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                           "Content-Type: application/json\r\nContent-Length: 4000000\r\n\r\n";
+        int got401 = 0;
+        for (int i = 0; i < NU; i++) {
+            fds[i] = tcp_connect_from(port, 1);
+            if (fds[i] >= 0)
+                send(fds[i], head, strlen(head), MSG_NOSIGNAL);
+        }
+        /* the answer comes before a single body byte was sent */
+        for (int i = 0; i < NU; i++) {
+            char buf[512];
+            ssize_t k = -1;
+            for (int w = 0; w < 100 && fds[i] >= 0; w++) { /* up to 5 s */
+                k = recv(fds[i], buf, sizeof buf - 1, MSG_DONTWAIT);
+                if (k >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+                    break;
+                usleep(50000);
+            }
+            if (k > 12) {
+                buf[k] = 0;
+                got401 += !strncmp(buf + 9, "401", 3);
+            }
+        }
+        PT_EQ_I64(got401, NU);
+        /* then push as much of the body as the server will take, and stall */
+        static char chunk[65536];
+        memset(chunk, 'a', sizeof chunk);
+        for (int i = 0; i < NU; i++)
+            for (int k = 0; k < 64 && fds[i] >= 0; k++)
+                if (send(fds[i], chunk, sizeof chunk, MSG_NOSIGNAL | MSG_DONTWAIT) <= 0)
+                    break;
+        usleep(500000);
+        int64_t rss1 = rss_kb(a.pid);
+        printf("    note: server RSS %lld KB -> %lld KB with %d stalled uploads\n",
+               (long long)rss0, (long long)rss1, NU);
+        PT_CHECK_MSG(rss0 > 0 && rss1 - rss0 <= 10 * 1024, "RSS grew by %lld KB",
+                     (long long)(rss1 - rss0));
+        for (int i = 0; i < NU; i++)
+            if (fds[i] >= 0)
+                close(fds[i]);
+    }
+    if (PT_TEST("stop: exit 0")) {
+        PT_EQ_I64(srv_stop(&a), 0);
+    }
+    srv b;
+    up = false;
+    if (PT_TEST("start: --head-timeout 3 --body-min-rate 100000 --max-conn-per-ip 8")) {
+        char args[1400];
+        snprintf(args, sizeof args,
+                 "-m '%s' -t '%s' --ctx 256 --max-batch 4 --threads 1 --head-timeout 3 "
+                 "--body-min-rate 100000 --max-conn-per-ip 8",
+                 g_stories, g_stories_tok);
+        up = srv_start(&b, args, "serve_abuse2.log");
+        PT_CHECK_MSG(up, "server did not start (log %s)", b.log);
+    }
+    if (!up)
+        return;
+    port = b.port;
+    g_auth = "";
+    if (PT_TEST("per-address limit: 12 sockets from 127.0.0.2, 8 held, others still served")) {
+        int fds[12], n_ok = 0;
+        double t0 = pu_time_now();
+        for (int i = 0; i < 12; i++) {
+            fds[i] = tcp_connect_from(port, 2);
+            n_ok += fds[i] >= 0;
+        }
+        if (n_ok < 12) {
+            pt_skip("cannot bind 127.0.0.2 here");
+        } else {
+            int closed = 0;
+            for (int w = 0; w < 40 && closed < 4; w++) {
+                closed = 0;
+                for (int i = 0; i < 12; i++)
+                    closed += peer_closed(fds[i]);
+                if (closed < 4)
+                    usleep(50000);
+            }
+            double dt = pu_time_now() - t0;
+            if (dt < 2.5) /* before the 3 s head deadline closes the rest */
+                PT_CHECK_MSG(closed == 4, "%d of 12 closed after %.2f s, want 4", closed, dt);
+            else
+                PT_CHECK_MSG(closed >= 4, "%d of 12 closed", closed);
+            double secs;
+            PT_EQ_I64(http_bounded(port, "GET", "/health", NULL, 5.0, &secs), 200);
+        }
+        for (int i = 0; i < 12; i++)
+            if (fds[i] >= 0)
+                close(fds[i]);
+    }
+    if (PT_TEST("deadlines: trickled head, trickled body and silent sockets are closed")) {
+        int fds[6];
+        for (int i = 0; i < 6; i++)
+            fds[i] = tcp_connect_from(port, 1);
+        const char *bh = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n";
+        send(fds[2], bh, strlen(bh), MSG_NOSIGNAL);
+        send(fds[3], bh, strlen(bh), MSG_NOSIGNAL);
+        int tf[4] = {fds[0], fds[1], fds[2], fds[3]};
+        trickler t = {.fds = tf, .n = 4, .pattern = "aaaaaaaaaa", .every_s = 0.2};
+        atomic_init(&t.stop, false);
+        pthread_t th;
+        pthread_create(&th, NULL, trickle_main, &t);
+        double t0 = pu_time_now();
+        bool closed[6] = {0};
+        int n_closed = 0;
+        while (n_closed < 6 && pu_time_now() - t0 < 15) {
+            for (int i = 0; i < 6; i++)
+                if (!closed[i] && peer_closed(fds[i])) {
+                    closed[i] = true;
+                    n_closed++;
+                }
+            usleep(100000);
+        }
+        double dt = pu_time_now() - t0;
+        atomic_store(&t.stop, true);
+        pthread_join(th, NULL);
+        PT_CHECK_MSG(n_closed == 6, "%d of 6 closed after %.1f s", n_closed, dt);
+        printf("    note: all 6 abusive sockets closed after %.1f s (head deadline 3 s, body "
+               "3 s + 1 s)\n",
+               dt);
+        hresp r;
+        PT_EQ_I64(http(port, "GET", "/health", NULL, &r), 200);
+        json_t *j = jbody(&r);
+        PT_CHECK(json_integer_value(json_object_get(j, "timeouts")) >= 6);
+        json_decref(j);
+        hresp_free(&r);
+        for (int i = 0; i < 6; i++)
+            close(fds[i]);
+    }
+    if (PT_TEST("stop: exit 0 (2)")) {
+        PT_EQ_I64(srv_stop(&b), 0);
+    }
 }
