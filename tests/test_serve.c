@@ -1696,3 +1696,479 @@ PT_SUITE(serve_abuse) {
         PT_EQ_I64(srv_stop(&b), 0);
     }
 }
+
+/* ---------------------------------------------------------------- features */
+
+/* SSE of n choices: text and finish reason per index, usage, [DONE] last. */
+typedef struct sse_n {
+    pu_str text[4];
+    char finish[4][32];
+    bool done_last, error;
+    int64_t usage_completion;
+} sse_n;
+
+static void sse_n_parse(const char *body, sse_n *o) {
+    memset(o, 0, sizeof *o);
+    for (int i = 0; i < 4; i++)
+        pu_str_puts(&o->text[i], "");
+    o->usage_completion = -1;
+    for (const char *p = body; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        if (n > 6 && !strncmp(p, "data: ", 6)) {
+            o->done_last = n == 12 && !strncmp(p + 6, "[DONE]", 6);
+            json_t *j = o->done_last ? NULL : json_loadb(p + 6, n - 6, 0, NULL);
+            if (json_object_get(j, "error"))
+                o->error = true;
+            json_t *u = json_object_get(j, "usage");
+            if (u)
+                o->usage_completion = json_integer_value(json_object_get(u, "completion_tokens"));
+            json_t *cs = json_object_get(j, "choices");
+            for (size_t k = 0; k < json_array_size(cs); k++) {
+                json_t *c = json_array_get(cs, k);
+                int64_t idx = json_integer_value(json_object_get(c, "index"));
+                if (idx < 0 || idx > 3)
+                    continue;
+                json_t *d = json_object_get(c, "delta");
+                const char *t =
+                    json_string_value(json_object_get(d ? d : c, d ? "content" : "text"));
+                if (t)
+                    pu_str_puts(&o->text[idx], t);
+                const char *fr = json_string_value(json_object_get(c, "finish_reason"));
+                if (fr)
+                    snprintf(o->finish[idx], sizeof o->finish[idx], "%s", fr);
+            }
+            json_decref(j);
+        }
+        p = nl ? nl + 1 : NULL;
+    }
+}
+
+static void sse_n_free(sse_n *o) {
+    for (int i = 0; i < 4; i++)
+        pu_str_free(&o->text[i]);
+}
+
+static const char *choice_text(json_t *j, size_t i) {
+    json_t *c = json_array_get(json_object_get(j, "choices"), i);
+    json_t *m = json_object_get(c, "message");
+    return json_string_value(json_object_get(m ? m : c, m ? "content" : "text"));
+}
+
+/* value of a Prometheus sample line "NAME VALUE" (exact name with labels) */
+static double prom_value(const char *text, const char *name) {
+    size_t nl = strlen(name);
+    for (const char *p = text; p && *p;) {
+        if (!strncmp(p, name, nl) && p[nl] == ' ')
+            return strtod(p + nl + 1, NULL);
+        p = strchr(p, '\n');
+        p = p ? p + 1 : NULL;
+    }
+    return -1;
+}
+
+/* Open a streaming request and wait for its response head; fd or -1. */
+static int open_stream(int port, const char *path, const char *body, pu_str *got) {
+    int fd = tcp_connect(port);
+    if (fd < 0)
+        return -1;
+    pu_str req = {0};
+    build_req(&req, "POST", path, g_auth, body, strlen(body));
+    pu_str_puts(&req, body);
+    bool ok = send_all(fd, req.p, req.len);
+    pu_str_free(&req);
+    char buf[4096];
+    while (ok && !(got->p && strstr(got->p, "\r\n\r\n"))) {
+        ssize_t k = recv(fd, buf, sizeof buf, 0);
+        if (k <= 0)
+            break;
+        pu_str_append(got, buf, (size_t)k);
+    }
+    return fd;
+}
+
+/* Embeddings computed here with the library (reference for the server). */
+static bool ref_embedding(const char *text, bool last, float *out, int64_t C) {
+    pu_model *m = NULL;
+    pu_tok *t = NULL;
+    pu_session *s = NULL;
+    int32_t *ids = NULL;
+    int64_t n = 0;
+    bool ok = pu_model_load(g_stories, &m) == PU_OK && pu_tok_load(g_stories_tok, &t) == PU_OK;
+    pu_tok_encode_opts eo = pu_tok_encode_default_opts();
+    eo.add_bos = true;
+    ok = ok && pu_tok_encode(t, text, strlen(text), &eo, &ids, &n) == PU_OK;
+    float *h = ok ? pu_malloc((size_t)(n * C) * sizeof(float)) : NULL;
+    ok = ok && pu_session_create(m, n, NULL, &s) == PU_OK &&
+         pu_session_eval_ex(s, ids, n, NULL, false, h) == PU_OK;
+    if (ok) {
+        double ss = 0;
+        for (int64_t j = 0; j < C; j++) {
+            double a = 0;
+            for (int64_t i = last ? n - 1 : 0; i < n; i++)
+                a += h[i * C + j];
+            out[j] = (float)(a / (double)(last ? 1 : n));
+            ss += (double)out[j] * out[j];
+        }
+        for (int64_t j = 0; j < C; j++)
+            out[j] = (float)(out[j] / sqrt(ss));
+    }
+    pu_free(h);
+    pu_free(ids);
+    pu_session_destroy(s);
+    pu_tok_destroy(t);
+    pu_model_destroy(m);
+    return ok;
+}
+
+PT_SUITE(serve_features) {
+    if (!stories_paths())
+        return;
+    srv a;
+    bool up = false;
+    if (PT_TEST("start")) {
+        char args[1400];
+        snprintf(args, sizeof args,
+                 "-m '%s' -t '%s' --ctx 1024 --max-batch 4 --api-key f --threads 1", g_stories,
+                 g_stories_tok);
+        up = srv_start(&a, args, "serve_features.log");
+        PT_CHECK_MSG(up, "server did not start (log %s)", a.log);
+    }
+    if (!up)
+        return;
+    int port = a.port;
+    g_auth = "Authorization: Bearer f\r\n";
+    hresp r, r2;
+    if (PT_TEST("n > 1 with a seed: n choices, reproducible, streamed alike")) {
+        const char *b = "{\"prompt\":\"Once upon a time\",\"n\":3,\"temperature\":1.0,\"seed\":5,"
+                        "\"max_tokens\":12,\"top_k\":0,\"top_p\":1}";
+        PT_EQ_I64(http(port, "POST", "/v1/completions", b, &r), 200);
+        PT_EQ_I64(http(port, "POST", "/v1/completions", b, &r2), 200);
+        json_t *x = jbody(&r), *y = jbody(&r2);
+        PT_EQ_I64((int64_t)json_array_size(json_object_get(x, "choices")), 3);
+        bool differ = false;
+        for (size_t i = 0; i < 3; i++) {
+            PT_EQ_I64(json_integer_value(json_object_get(
+                          json_array_get(json_object_get(x, "choices"), i), "index")),
+                      (int64_t)i);
+            const char *p = choice_text(x, i), *q = choice_text(y, i);
+            PT_CHECK_MSG(p && q && !strcmp(p, q), "choice %zu: '%s' vs '%s'", i, p, q);
+            differ |= p && strcmp(p, choice_text(x, 0)) != 0;
+        }
+        PT_CHECK_MSG(differ, "3 sampled choices are all the same");
+        int64_t ct = json_integer_value(
+            json_object_get(json_object_get(x, "usage"), "completion_tokens"));
+        PT_CHECK_MSG(ct > 12 && ct <= 36, "completion_tokens %lld for 3 choices",
+                     (long long)ct);
+        /* the same request streamed: per-index text identical, usage summed */
+        hresp rs;
+        char sb[512];
+        snprintf(sb, sizeof sb,
+                 "{\"prompt\":\"Once upon a time\",\"n\":3,\"temperature\":1.0,\"seed\":5,"
+                 "\"max_tokens\":12,\"top_k\":0,\"top_p\":1,\"stream\":true,"
+                 "\"stream_options\":{\"include_usage\":true}}");
+        PT_EQ_I64(http(port, "POST", "/v1/completions", sb, &rs), 200);
+        sse_n sn;
+        sse_n_parse(rs.body.p, &sn);
+        for (size_t i = 0; i < 3; i++) {
+            PT_CHECK_MSG(!strcmp(sn.text[i].p, choice_text(x, i)), "stream %zu: '%s' vs '%s'", i,
+                         sn.text[i].p, choice_text(x, i));
+            PT_CHECK(sn.finish[i][0] != 0);
+        }
+        PT_CHECK(sn.done_last && !sn.error);
+        PT_EQ_I64(sn.usage_completion, ct);
+        sse_n_free(&sn);
+        hresp_free(&rs);
+        json_decref(x);
+        json_decref(y);
+        hresp_free(&r);
+        hresp_free(&r2);
+        /* chat, greedy: every choice is the greedy answer */
+        PT_EQ_I64(http(port, "POST", "/v1/chat/completions",
+                       "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"n\":2,"
+                       "\"temperature\":0,\"max_tokens\":8}",
+                       &r),
+                  200);
+        x = jbody(&r);
+        PT_CHECK(choice_text(x, 0) && choice_text(x, 1) &&
+                 !strcmp(choice_text(x, 0), choice_text(x, 1)));
+        json_decref(x);
+        hresp_free(&r);
+    }
+    if (PT_TEST("logit_bias +100 forces a token; repetition_penalty stops repeats")) {
+        PT_EQ_I64(http(port, "POST", "/v1/tokenize",
+                       "{\"text\":\" the\",\"add_special_tokens\":false}", &r),
+                  200);
+        json_t *tk = jbody(&r);
+        json_t *ids = json_object_get(tk, "tokens");
+        int64_t X = json_integer_value(json_array_get(ids, json_array_size(ids) - 1));
+        json_decref(tk);
+        hresp_free(&r);
+        char b[256];
+        snprintf(b, sizeof b,
+                 "{\"prompt\":\"Once\",\"max_tokens\":5,\"temperature\":0,\"logprobs\":0,"
+                 "\"ignore_eos\":true,\"logit_bias\":{\"%lld\":100}}",
+                 (long long)X);
+        PT_EQ_I64(http(port, "POST", "/v1/completions", b, &r), 200);
+        json_t *j = jbody(&r);
+        json_t *toks = json_object_get(
+            json_object_get(json_array_get(json_object_get(j, "choices"), 0), "logprobs"),
+            "tokens");
+        PT_EQ_I64((int64_t)json_array_size(toks), 5);
+        pu_str want = {0};
+        for (size_t i = 0; i < json_array_size(toks); i++) {
+            PT_EQ_STR(json_string_value(json_array_get(toks, i)),
+                      json_string_value(json_array_get(toks, 0)));
+            pu_str_puts(&want, json_string_value(json_array_get(toks, 0)));
+        }
+        const char *got = choice_text(j, 0);
+        /* the decoder drops the leading space of the first piece */
+        PT_CHECK_MSG(got && want.p && (!strcmp(got, want.p) || !strcmp(got, want.p + 1)),
+                     "'%s' vs '%s'", got ? got : "", want.p ? want.p : "");
+        pu_str_free(&want);
+        json_decref(j);
+        hresp_free(&r);
+        /* repetition_penalty: greedy without it repeats (random model), with it no
+         * printable token comes back twice */
+        int rep[2] = {0, 0};
+        for (int pass = 0; pass < 2; pass++) {
+            PT_EQ_I64(http(port, "POST", "/v1/completions",
+                           pass ? "{\"prompt\":\"Once upon\",\"max_tokens\":24,\"temperature\":0,"
+                                  "\"logprobs\":0,\"ignore_eos\":true,\"repetition_penalty\":100}"
+                                : "{\"prompt\":\"Once upon\",\"max_tokens\":24,\"temperature\":0,"
+                                  "\"logprobs\":0,\"ignore_eos\":true}",
+                           &r),
+                      200);
+            j = jbody(&r);
+            toks = json_object_get(
+                json_object_get(json_array_get(json_object_get(j, "choices"), 0), "logprobs"),
+                "tokens");
+            PT_EQ_I64((int64_t)json_array_size(toks), 24);
+            for (size_t i = 0; i < json_array_size(toks); i++) {
+                const char *ti = json_string_value(json_array_get(toks, i));
+                bool printable = ti && *ti;
+                for (const char *c = ti; printable && *c; c++)
+                    printable = *c >= 0x20 && *c < 0x7f;
+                for (size_t k = 0; printable && k < i; k++)
+                    rep[pass] += !strcmp(ti, json_string_value(json_array_get(toks, k)));
+            }
+            json_decref(j);
+            hresp_free(&r);
+        }
+        PT_CHECK_MSG(rep[0] > 0 && rep[1] == 0,
+                     "repeated printable tokens: %d greedy, %d with repetition_penalty 100", rep[0],
+                     rep[1]);
+    }
+    if (PT_TEST("prefix cache hits: cached_tokens in usage and in /metrics")) {
+        pu_str p = {0};
+        for (int i = 0; i < 20; i++)
+            pu_str_puts(&p, "the little cat sat on the mat. ");
+        char *b = chat_body(p.p, 2, false, NULL);
+        PT_EQ_I64(http(port, "POST", "/v1/chat/completions", b, &r), 200);
+        PT_EQ_I64(http(port, "POST", "/v1/chat/completions", b, &r2), 200);
+        json_t *j = jbody(&r2);
+        int64_t cached = json_integer_value(json_object_get(
+            json_object_get(json_object_get(j, "usage"), "prompt_tokens_details"),
+            "cached_tokens"));
+        int64_t prompt =
+            json_integer_value(json_object_get(json_object_get(j, "usage"), "prompt_tokens"));
+        PT_CHECK_MSG(cached >= 16 && cached < prompt, "cached %lld of %lld", (long long)cached,
+                     (long long)prompt);
+        json_decref(j);
+        hresp_free(&r);
+        hresp_free(&r2);
+        pu_free(b);
+        pu_str_free(&p);
+        PT_EQ_I64(http(port, "GET", "/metrics", NULL, &r), 200);
+        PT_CHECK(strstr(r.head.p, "text/plain") != NULL);
+        const char *t = r.body.p;
+        PT_CHECK(prom_value(t, "puyu_prefix_cache_hit_tokens_total") >= (double)cached);
+        PT_CHECK(prom_value(t, "puyu_prompt_tokens_cached_total") >= (double)cached);
+        PT_CHECK(prom_value(t, "puyu_requests_total{route=\"chat\"}") >= 3);
+        PT_CHECK(prom_value(t, "puyu_requests_total{route=\"completions\"}") >= 4);
+        PT_CHECK(prom_value(t, "puyu_generation_tokens_total") > 0);
+        PT_CHECK(prom_value(t, "puyu_kv_blocks_total") > 0);
+        PT_CHECK(prom_value(t, "puyu_kv_blocks_used") >= 0);
+        PT_CHECK(prom_value(t, "puyu_kv_usage_ratio") >= 0);
+        PT_CHECK(prom_value(t, "puyu_queue_waiting") >= 0);
+        PT_CHECK(prom_value(t, "puyu_request_duration_seconds_count") >= 5);
+        PT_CHECK(prom_value(t, "puyu_request_duration_seconds_bucket{le=\"+Inf\"}") ==
+                 prom_value(t, "puyu_request_duration_seconds_count"));
+        PT_CHECK(prom_value(t, "puyu_time_to_first_token_seconds_count") >= 5);
+        PT_CHECK(strstr(t, "# TYPE puyu_request_duration_seconds histogram") != NULL);
+        hresp_free(&r);
+        g_auth = "";
+        PT_EQ_I64(http(port, "GET", "/metrics", NULL, &r), 401);
+        hresp_free(&r);
+        g_auth = "Authorization: Bearer f\r\n";
+    }
+    if (PT_TEST("/v1/embeddings: mean-pooled and last-token hidden states, L2-normalised")) {
+        const int64_t C = 256;
+        float want_mean[256], want_last[256];
+        PT_CHECK(ref_embedding("the cat sat", false, want_mean, C));
+        PT_CHECK(ref_embedding("the cat sat", true, want_last, C));
+        PT_EQ_I64(http(port, "POST", "/v1/embeddings",
+                       "{\"input\":[\"the cat sat\",\"a dog\"],\"model\":\"x\"}", &r),
+                  200);
+        PT_EQ_I64(http(port, "POST", "/v1/embeddings",
+                       "{\"input\":\"the cat sat\",\"pooling\":\"last\"}", &r2),
+                  200);
+        json_t *j = jbody(&r), *k = jbody(&r2);
+        json_t *d = json_object_get(j, "data");
+        PT_EQ_I64((int64_t)json_array_size(d), 2);
+        json_t *e0 = json_object_get(json_array_get(d, 0), "embedding");
+        json_t *e1 = json_object_get(json_array_get(json_object_get(k, "data"), 0), "embedding");
+        PT_EQ_I64((int64_t)json_array_size(e0), C);
+        PT_EQ_I64((int64_t)json_array_size(e1), C);
+        double worst = 0, n0 = 0;
+        for (int64_t i = 0; i < C && json_array_size(e0) == (size_t)C; i++) {
+            double a0 = json_number_value(json_array_get(e0, (size_t)i));
+            double a1 = json_number_value(json_array_get(e1, (size_t)i));
+            worst = fmax(worst, fabs(a0 - want_mean[i]));
+            worst = fmax(worst, fabs(a1 - want_last[i]));
+            n0 += a0 * a0;
+        }
+        PT_CHECK_MSG(worst < 1e-5, "max |server - reference| = %g", worst);
+        PT_CHECK(fabs(n0 - 1) < 1e-4);
+        PT_CHECK(json_integer_value(json_object_get(json_object_get(j, "usage"),
+                                                    "prompt_tokens")) >= 4);
+        json_decref(j);
+        json_decref(k);
+        hresp_free(&r);
+        hresp_free(&r2);
+        PT_EQ_I64(http(port, "POST", "/v1/embeddings", "{\"input\":[1,5,9]}", &r), 200);
+        hresp_free(&r);
+        PT_EQ_I64(http(port, "POST", "/v1/embeddings", "{}", &r), 400);
+        j = jbody(&r);
+        PT_EQ_STR(json_string_value(json_object_get(json_object_get(j, "error"), "param")),
+                  "input");
+        json_decref(j);
+        hresp_free(&r);
+        PT_EQ_I64(http(port, "POST", "/v1/embeddings",
+                       "{\"input\":\"a\",\"encoding_format\":\"base64\"}", &r),
+                  400);
+        hresp_free(&r);
+        PT_EQ_I64(http(port, "POST", "/v1/embeddings", "{\"input\":[1,-2]}", &r), 400);
+        hresp_free(&r);
+    }
+    if (PT_TEST("stop")) {
+        PT_EQ_I64(srv_stop(&a), 0);
+    }
+    /* --max-queue: one slot, one waiting, the third gets 429 + Retry-After */
+    srv q;
+    up = false;
+    if (PT_TEST("start --max-batch 1 --max-queue 1 --ctx-per-slot 2048")) {
+        char args[1400];
+        snprintf(args, sizeof args,
+                 "-m '%s' -t '%s' --max-batch 1 --max-queue 1 --ctx-per-slot 2048 --threads 1",
+                 g_stories, g_stories_tok);
+        up = srv_start(&q, args, "serve_queue.log");
+        PT_CHECK_MSG(up, "server did not start (log %s)", q.log);
+    }
+    if (up) {
+        g_auth = "";
+        if (PT_TEST("--ctx-per-slot: per-sequence context and KV sized for every slot")) {
+            PT_EQ_I64(http(q.port, "GET", "/v1/models", NULL, &r), 200);
+            json_t *j = jbody(&r);
+            PT_EQ_I64(json_integer_value(json_object_get(
+                          json_array_get(json_object_get(j, "data"), 0), "max_model_len")),
+                      2048);
+            json_decref(j);
+            hresp_free(&r);
+            hstats h;
+            PT_CHECK(health(q.port, &h));
+            PT_CHECK_MSG(h.blocks_total >= 2048 / 16 && h.blocks_total <= 2048 / 16 + 1,
+                         "blocks_total %lld", (long long)h.blocks_total);
+        }
+        if (PT_TEST("--max-queue: 429 with Retry-After when the queue is full")) {
+            const char *lb = "{\"prompt\":\"Once\",\"max_tokens\":2000,\"ignore_eos\":true,"
+                             "\"stream\":true}";
+            pu_str g1 = {0}, g2 = {0};
+            int f1 = open_stream(q.port, "/v1/completions", lb, &g1);
+            int f2 = open_stream(q.port, "/v1/completions", lb, &g2);
+            PT_CHECK(g1.p && !strncmp(g1.p + 9, "200", 3));
+            PT_CHECK(g2.p && !strncmp(g2.p + 9, "200", 3));
+            PT_EQ_I64(http(q.port, "POST", "/v1/completions", "{\"prompt\":\"a\",\"max_tokens\":1}",
+                           &r),
+                      429);
+            PT_CHECK(r.head.p && strstr(r.head.p, "Retry-After: 1") != NULL);
+            json_t *j = jbody(&r);
+            PT_EQ_STR(json_string_value(json_object_get(json_object_get(j, "error"), "code")),
+                      "queue_full");
+            json_decref(j);
+            hresp_free(&r);
+            close(f1);
+            close(f2);
+            pu_str_free(&g1);
+            pu_str_free(&g2);
+            hstats h;
+            PT_CHECK(wait_idle(q.port, &h));
+            PT_EQ_I64(http(q.port, "POST", "/v1/completions", "{\"prompt\":\"a\",\"max_tokens\":1}",
+                           &r),
+                      200);
+            hresp_free(&r);
+        }
+        if (PT_TEST("graceful stop: a running stream finishes within --drain")) {
+            /* default drain 10 s: a 40-token stream in flight at SIGTERM completes */
+            pu_str got = {0};
+            int fd = open_stream(q.port, "/v1/completions",
+                                 "{\"prompt\":\"Once\",\"max_tokens\":40,\"ignore_eos\":true,"
+                                 "\"stream\":true}",
+                                 &got);
+            kill(q.pid, SIGTERM);
+            read_all(fd, &got);
+            close(fd);
+            hresp hr = {0};
+            parse_resp(&got, &hr);
+            sse_n sn;
+            sse_n_parse(hr.body.p ? hr.body.p : "", &sn);
+            PT_CHECK_MSG(sn.done_last && !sn.error && !strcmp(sn.finish[0], "length"),
+                         "stream after SIGTERM: finish '%s', error %d", sn.finish[0], sn.error);
+            sse_n_free(&sn);
+            hresp_free(&hr);
+            pu_str_free(&got);
+            PT_EQ_I64(srv_stop(&q), 0);
+        }
+        if (q.pid)
+            srv_stop(&q);
+    }
+    srv d;
+    up = false;
+    if (PT_TEST("graceful stop: --drain 0 cancels a long stream (error event, [DONE], exit 0)")) {
+        char args[1400];
+        snprintf(args, sizeof args, "-m '%s' -t '%s' --ctx 4096 --drain 0 --threads 1", g_stories,
+                 g_stories_tok);
+        up = srv_start(&d, args, "serve_drain.log");
+        PT_CHECK_MSG(up, "server did not start (log %s)", d.log);
+        if (up) {
+            pu_str got = {0};
+            int fd = open_stream(d.port, "/v1/completions",
+                                 "{\"prompt\":\"Once\",\"max_tokens\":4000,\"ignore_eos\":true,"
+                                 "\"stream\":true}",
+                                 &got);
+            char buf[4096];
+            while (!strstr(got.p ? got.p : "", "\"text\"")) { /* a first token */
+                ssize_t k = recv(fd, buf, sizeof buf, 0);
+                if (k <= 0)
+                    break;
+                pu_str_append(&got, buf, (size_t)k);
+            }
+            kill(d.pid, SIGTERM);
+            read_all(fd, &got);
+            close(fd);
+            hresp hr = {0};
+            parse_resp(&got, &hr);
+            sse_n sn;
+            sse_n_parse(hr.body.p ? hr.body.p : "", &sn);
+            PT_CHECK_MSG(sn.done_last && sn.error, "cancelled stream: [DONE] %d, error %d",
+                         sn.done_last, sn.error);
+            PT_CHECK(strstr(hr.body.p ? hr.body.p : "", "shutting down") != NULL);
+            sse_n_free(&sn);
+            hresp_free(&hr);
+            pu_str_free(&got);
+            PT_EQ_I64(srv_stop(&d), 0);
+        }
+        if (d.pid)
+            srv_stop(&d);
+    }
+}
