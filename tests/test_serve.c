@@ -2045,7 +2045,40 @@ PT_SUITE(serve_features) {
         json_decref(j);
         hresp_free(&r);
         PT_EQ_I64(http(port, "POST", "/v1/embeddings",
-                       "{\"input\":\"a\",\"encoding_format\":\"base64\"}", &r),
+                       "{\"input\":\"the cat sat\",\"encoding_format\":\"base64\"}", &r),
+                  200);
+        j = jbody(&r);
+        const char *b64 = json_string_value(
+            json_object_get(json_array_get(json_object_get(j, "data"), 0), "embedding"));
+        PT_CHECK(b64 && strlen(b64) == (size_t)((C * 4 + 2) / 3 * 4));
+        if (b64 && strlen(b64) == (size_t)((C * 4 + 2) / 3 * 4)) {
+            unsigned char raw[1100];
+            size_t nr = 0;
+            for (size_t i = 0; b64[i]; i += 4) {
+                unsigned v = 0;
+                int pad = 0;
+                for (int q4 = 0; q4 < 4; q4++) {
+                    char ch = b64[i + q4];
+                    const char *tb =
+                        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+                    const char *f = ch == '=' ? NULL : strchr(tb, ch);
+                    pad += ch == '=';
+                    v = v << 6 | (unsigned)(f ? f - tb : 0);
+                }
+                for (int q3 = 0; q3 < 3 - pad; q3++)
+                    raw[nr++] = (unsigned char)(v >> (16 - 8 * q3));
+            }
+            float fv[256];
+            memcpy(fv, raw, sizeof fv);
+            double w2 = 0;
+            for (int i = 0; i < 256; i++)
+                w2 = fmax(w2, fabs(fv[i] - want_mean[i]));
+            PT_CHECK_MSG(nr == 1024 && w2 < 1e-5, "base64: %zu bytes, max diff %g", nr, w2);
+        }
+        json_decref(j);
+        hresp_free(&r);
+        PT_EQ_I64(http(port, "POST", "/v1/embeddings",
+                       "{\"input\":\"a\",\"encoding_format\":\"hex\"}", &r),
                   400);
         hresp_free(&r);
         PT_EQ_I64(http(port, "POST", "/v1/embeddings", "{\"input\":[1,-2]}", &r), 400);

@@ -1614,7 +1614,7 @@ static enum MHD_Result handle_models(pu_server *s, struct MHD_Connection *c) {
 
 /* POST /v1/embeddings: {"input": STRING | [STRING] | [ids] | [[ids]],
  * "pooling": "mean" (default) | "last", "normalize": true (default),
- * "encoding_format": "float"}. Each input runs one prefill in its own
+ * "encoding_format": "float" (default) | "base64" (float32 little-endian)}. Each input runs one prefill in its own
  * session (on this HTTP thread, single-threaded): the final hidden states
  * (after the last RMSNorm) are mean-pooled over all tokens or the last
  * token's is taken, then L2-normalised unless normalize is false. */
@@ -1636,11 +1636,15 @@ static enum MHD_Result handle_embeddings(pu_server *s, struct MHD_Connection *c,
         last = !strcmp(pv, "last");
     }
     json_t *ef = json_object_get(root, "encoding_format");
-    if (ef && !json_is_null(ef) &&
-        !(json_is_string(ef) && !strcmp(json_string_value(ef), "float"))) {
-        fail(&e, 400, "encoding_format", "invalid_value",
-             "'encoding_format' must be \"float\" (base64 is not supported)");
-        return send_err(c, &e);
+    bool b64 = false;
+    if (ef && !json_is_null(ef)) {
+        const char *ev = json_string_value(ef);
+        if (!ev || (strcmp(ev, "float") && strcmp(ev, "base64"))) {
+            fail(&e, 400, "encoding_format", "invalid_value",
+                 "'encoding_format' must be \"float\" or \"base64\"");
+            return send_err(c, &e);
+        }
+        b64 = !strcmp(ev, "base64");
     }
     const int64_t C = pu_model_config(s->m)->hidden_size;
     int64_t dims = C;
@@ -1724,11 +1728,32 @@ static enum MHD_Result handle_embeddings(pu_server *s, struct MHD_Connection *c,
                 for (int64_t j = 0; j < C; j++)
                     vec[j] = (float)(vec[j] * inv);
             }
-            pu_str_appendf(&o, "%s{\"object\":\"embedding\",\"index\":%zu,\"embedding\":[",
+            pu_str_appendf(&o, "%s{\"object\":\"embedding\",\"index\":%zu,\"embedding\":",
                            k ? "," : "", k);
-            for (int64_t j = 0; j < C; j++)
-                pu_str_appendf(&o, "%s%.9g", j ? "," : "", (double)vec[j]);
-            pu_str_puts(&o, "]}");
+            if (b64) { /* float32 little-endian, base64 (what the OpenAI clients ask for) */
+                static const char tb[] =
+                    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+                const unsigned char *by = (const unsigned char *)vec;
+                size_t nb = (size_t)C * sizeof(float);
+                pu_str_putc(&o, '"');
+                for (size_t i = 0; i < nb; i += 3) {
+                    unsigned w3 = (unsigned)by[i] << 16;
+                    if (i + 1 < nb)
+                        w3 |= (unsigned)by[i + 1] << 8;
+                    if (i + 2 < nb)
+                        w3 |= by[i + 2];
+                    pu_str_putc(&o, tb[(w3 >> 18) & 63]);
+                    pu_str_putc(&o, tb[(w3 >> 12) & 63]);
+                    pu_str_putc(&o, i + 1 < nb ? tb[(w3 >> 6) & 63] : '=');
+                    pu_str_putc(&o, i + 2 < nb ? tb[w3 & 63] : '=');
+                }
+                pu_str_puts(&o, "\"}");
+            } else {
+                pu_str_putc(&o, '[');
+                for (int64_t j = 0; j < C; j++)
+                    pu_str_appendf(&o, "%s%.9g", j ? "," : "", (double)vec[j]);
+                pu_str_puts(&o, "]}");
+            }
             total += n;
         }
         pu_free(ids);
