@@ -2,8 +2,9 @@
  * pu_serve.h — the OpenAI-compatible HTTP server (LMDeploy's api_server role)
  * and the small pieces the terminal chat shares with it.
  *
- * Owns: an HTTP/1.1 listener, the routes GET /health, GET /v1/models,
- * POST /v1/chat/completions, POST /v1/completions, POST /v1/tokenize and the
+ * Owns: an HTTP/1.1 listener, the routes GET /health, GET /metrics
+ * (Prometheus), GET /v1/models, POST /v1/chat/completions, POST
+ * /v1/completions, POST /v1/embeddings, POST /v1/tokenize and the
  * embedded web chat page at GET /, and one pu_engine (continuous batching)
  * that every request is submitted to.
  *
@@ -27,7 +28,8 @@
  * "code"}} with the HTTP status: 400 malformed JSON / wrong field types /
  * prompt longer than the context, 401 missing or wrong bearer token (when an
  * API key is set; /health and / stay open), 404 unknown route, 405 wrong
- * method, 413 body over the limit.
+ * method, 413 body over the limit, 429 queue full (--max-queue) and 503 while
+ * shutting down (both with Retry-After).
  */
 #ifndef PU_SERVE_H
 #define PU_SERVE_H
