@@ -2215,10 +2215,15 @@ void pu_server_stop(pu_server *s) {
             pu_engine_cancel(s->eng, ids[i]);
         if (n)
             pu_log_info("serve: cancelled %d running generation(s) at shutdown", n);
+        /* the cancelled ones resume, send their last event / error and end
+         * (a client that does not read gets 5 s) */
         t0 = pu_time_now();
-        while (atomic_load(&s->n_suspended) > 0 && pu_time_now() - t0 < 10)
+        while ((atomic_load(&s->n_active) > 0 || atomic_load(&s->n_suspended) > 0) &&
+               pu_time_now() - t0 < 5)
             usleep(10000);
-        usleep(50000); /* let the final chunks go out */
+        while (atomic_load(&s->n_suspended) > 0 && pu_time_now() - t0 < 15)
+            usleep(10000);
+        usleep(50000); /* let the last bytes leave the socket buffers */
     }
     if (s->wd_started) {
         pthread_mutex_lock(&s->cmu);
