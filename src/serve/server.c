@@ -2,24 +2,40 @@
  * server.c — the OpenAI-compatible HTTP server over libmicrohttpd (see
  * pu_serve.h for the choice of library and the threading model).
  *
- * DESIGN. libmicrohttpd runs one thread per connection. The access handler
- * collects the body (discarding it past the limit, then 413), checks the
- * route, method and bearer token, parses the JSON into an engine request
- * (validating every field's type and range, 400 naming the field), renders
- * chat messages with pu_chat (tools → "system name=<|plugin|>" turn, role
- * tool → environment) and submits to the engine with a pu_sq queue as the
- * callback target.
- *   non-streaming: the connection thread waits on the queue (100 ms ticks,
- *     peeking at the socket each tick so a vanished client cancels the
- *     request at once) and answers with one JSON body.
+ * DESIGN. libmicrohttpd runs event-driven: http_threads event loops (epoll),
+ * none of which ever waits. The access handler's first call (the head is
+ * complete, no body byte read) answers everything the head decides — OPTIONS,
+ * GET routes, 404/405, 401 without the key, 413 by Content-Length — so an
+ * unauthenticated client cannot make the server buffer a body. POST bodies
+ * are collected (discarded past the limit, then 413), parsed into an engine
+ * request (every field's type and range validated, 400 naming the field),
+ * chat messages rendered with pu_chat (tools → "system name=<|plugin|>"
+ * turn, role tool → environment) and submitted, n times for n choices (seed
+ * + i), each with a pu_sq queue as the callback target. The queues of one
+ * request share a one-shot pu_waker.
+ *   non-streaming: if not every choice is done the handler arms the waker
+ *     and suspends the connection; the engine callback resumes it, MHD calls
+ *     the handler again, which answers (or parks again).
  *   streaming: a callback response (chunked transfer) whose reader turns
- *     queue contents into "data: {chunk}\n\n" server-sent events and ends
- *     with "data: [DONE]". A failed write ends the response; its free
- *     callback cancels the request if it is still running, so its KV
- *     blocks return to the pool at the engine's next step.
+ *     queue contents into "data: {chunk}\n\n" server-sent events (choice
+ *     index per chunk) and ends with the usage chunk and "data: [DONE]";
+ *     with nothing to send it arms the waker, suspends and returns 0. A
+ *     failed write ends the response; its free callback cancels what still
+ *     runs, so the KV blocks return to the pool at the engine's next step.
+ * A watchdog thread walks the connection records (MHD socket contexts) every
+ * 100 ms: a head not complete within head_timeout_s, or a body slower than
+ * head_timeout_s + bytes / body_min_rate, gets its socket shut down (MHD then
+ * closes it); a client that hung up while its generation is pending (its
+ * connection suspended, so MHD does not watch it) is noticed by a peek and
+ * its requests are cancelled. Records are unlinked under cmu before MHD
+ * closes the descriptor, so the watchdog never touches a reused fd.
  * With tools, text is streamed as content until "<|action_start|>" appears
  * (a partial prefix of it is held back); the rest is parsed at the end into
  * OpenAI tool_calls (finish_reason "tool_calls").
+ * Shutdown (pu_server_stop): stop accepting (quiesce), new generations get
+ * 503, running ones may finish for drain_s, the rest are cancelled; once
+ * every parked connection has resumed and ended, the daemon and the engine
+ * stop.
  */
 #include <errno.h>
 #include <math.h>
