@@ -1513,7 +1513,9 @@ PT_SUITE(serve_abuse) {
             opened += fds[i] >= 0;
         }
         PT_EQ_I64(opened, NT + NI);
-        trickler t = {.fds = fds, .n = NT, .pattern = "GET /health HTTP/1.1\r\nX-Pad: aaaaaaaaaaaa",
+        trickler t = {.fds = fds,
+                      .n = NT,
+                      .pattern = "GET /health HTTP/1.1\r\nX-Pad: aaaaaaaaaaaa",
                       .every_s = 1.0};
         atomic_init(&t.stop, false);
         pthread_t th;
@@ -1597,8 +1599,8 @@ PT_SUITE(serve_abuse) {
                     break;
         usleep(500000);
         int64_t rss1 = rss_kb(a.pid);
-        printf("    note: server RSS %lld KB -> %lld KB with %d stalled uploads\n",
-               (long long)rss0, (long long)rss1, NU);
+        printf("    note: server RSS %lld KB -> %lld KB with %d stalled uploads\n", (long long)rss0,
+               (long long)rss1, NU);
         PT_CHECK_MSG(rss0 > 0 && rss1 - rss0 <= 10 * 1024, "RSS grew by %lld KB",
                      (long long)(rss1 - rss0));
         for (int i = 0; i < NU; i++)
@@ -1657,7 +1659,8 @@ PT_SUITE(serve_abuse) {
         int fds[6];
         for (int i = 0; i < 6; i++)
             fds[i] = tcp_connect_from(port, 1);
-        const char *bh = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n";
+        const char *bh =
+            "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n";
         send(fds[2], bh, strlen(bh), MSG_NOSIGNAL);
         send(fds[3], bh, strlen(bh), MSG_NOSIGNAL);
         int tf[4] = {fds[0], fds[1], fds[2], fds[3]};
@@ -1856,10 +1859,9 @@ PT_SUITE(serve_features) {
             differ |= p && strcmp(p, choice_text(x, 0)) != 0;
         }
         PT_CHECK_MSG(differ, "3 sampled choices are all the same");
-        int64_t ct = json_integer_value(
-            json_object_get(json_object_get(x, "usage"), "completion_tokens"));
-        PT_CHECK_MSG(ct > 12 && ct <= 36, "completion_tokens %lld for 3 choices",
-                     (long long)ct);
+        int64_t ct =
+            json_integer_value(json_object_get(json_object_get(x, "usage"), "completion_tokens"));
+        PT_CHECK_MSG(ct > 12 && ct <= 36, "completion_tokens %lld for 3 choices", (long long)ct);
         /* the same request streamed: per-index text identical, usage summed */
         hresp rs;
         char sb[512];
@@ -1967,9 +1969,9 @@ PT_SUITE(serve_features) {
         PT_EQ_I64(http(port, "POST", "/v1/chat/completions", b, &r), 200);
         PT_EQ_I64(http(port, "POST", "/v1/chat/completions", b, &r2), 200);
         json_t *j = jbody(&r2);
-        int64_t cached = json_integer_value(json_object_get(
-            json_object_get(json_object_get(j, "usage"), "prompt_tokens_details"),
-            "cached_tokens"));
+        int64_t cached = json_integer_value(
+            json_object_get(json_object_get(json_object_get(j, "usage"), "prompt_tokens_details"),
+                            "cached_tokens"));
         int64_t prompt =
             json_integer_value(json_object_get(json_object_get(j, "usage"), "prompt_tokens"));
         PT_CHECK_MSG(cached >= 16 && cached < prompt, "cached %lld of %lld", (long long)cached,
@@ -2030,8 +2032,8 @@ PT_SUITE(serve_features) {
         }
         PT_CHECK_MSG(worst < 1e-5, "max |server - reference| = %g", worst);
         PT_CHECK(fabs(n0 - 1) < 1e-4);
-        PT_CHECK(json_integer_value(json_object_get(json_object_get(j, "usage"),
-                                                    "prompt_tokens")) >= 4);
+        PT_CHECK(
+            json_integer_value(json_object_get(json_object_get(j, "usage"), "prompt_tokens")) >= 4);
         json_decref(j);
         json_decref(k);
         hresp_free(&r);
@@ -2121,9 +2123,9 @@ PT_SUITE(serve_features) {
             int f2 = open_stream(q.port, "/v1/completions", lb, &g2);
             PT_CHECK(g1.p && !strncmp(g1.p + 9, "200", 3));
             PT_CHECK(g2.p && !strncmp(g2.p + 9, "200", 3));
-            PT_EQ_I64(http(q.port, "POST", "/v1/completions", "{\"prompt\":\"a\",\"max_tokens\":1}",
-                           &r),
-                      429);
+            PT_EQ_I64(
+                http(q.port, "POST", "/v1/completions", "{\"prompt\":\"a\",\"max_tokens\":1}", &r),
+                429);
             PT_CHECK(r.head.p && strstr(r.head.p, "Retry-After: 1") != NULL);
             json_t *j = jbody(&r);
             PT_EQ_STR(json_string_value(json_object_get(json_object_get(j, "error"), "code")),
@@ -2136,9 +2138,9 @@ PT_SUITE(serve_features) {
             pu_str_free(&g2);
             hstats h;
             PT_CHECK(wait_idle(q.port, &h));
-            PT_EQ_I64(http(q.port, "POST", "/v1/completions", "{\"prompt\":\"a\",\"max_tokens\":1}",
-                           &r),
-                      200);
+            PT_EQ_I64(
+                http(q.port, "POST", "/v1/completions", "{\"prompt\":\"a\",\"max_tokens\":1}", &r),
+                200);
             hresp_free(&r);
         }
         if (PT_TEST("graceful stop: a running stream finishes within --drain")) {

@@ -55,9 +55,9 @@ typedef struct pu_serve_params {
                                also the idle limit of a kept-alive connection */
     double body_min_rate;   /* body deadline: head_timeout_s + bytes / this (bytes/s, default
                                64 KiB/s) */
-    int max_queue;          /* sequences waiting beyond max_batch before 429 (default 0 = no limit) */
-    double drain_s;         /* pu_server_stop lets running requests finish this long, then
-                               cancels them (default 10 s) */
+    int max_queue;  /* sequences waiting beyond max_batch before 429 (default 0 = no limit) */
+    double drain_s; /* pu_server_stop lets running requests finish this long, then
+                       cancels them (default 10 s) */
     pu_engine_params engine;
 } pu_serve_params;
 

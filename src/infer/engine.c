@@ -891,10 +891,12 @@ pu_status pu_engine_submit(pu_engine *e, const pu_engine_request *rq, int64_t *i
     r->logprobs = rq->logprobs || rq->top_logprobs > 0;
     r->n_top = rq->top_logprobs;
     for (int i = 0; i < rq->n_logit_bias; i++)
-        if (rq->logit_bias_ids[i] < 0 || rq->logit_bias_ids[i] >= V || !isfinite(rq->logit_bias[i])) {
+        if (rq->logit_bias_ids[i] < 0 || rq->logit_bias_ids[i] >= V ||
+            !isfinite(rq->logit_bias[i])) {
             req_free(r);
-            return pu_err_set(PU_ERR_INVALID, "logit_bias[%d]: id %d outside [0, %lld) or bias not finite",
-                              i, rq->logit_bias_ids[i], (long long)V);
+            return pu_err_set(PU_ERR_INVALID,
+                              "logit_bias[%d]: id %d outside [0, %lld) or bias not finite", i,
+                              rq->logit_bias_ids[i], (long long)V);
         }
     if (rq->n_logit_bias > 0) {
         r->n_bias = rq->n_logit_bias;

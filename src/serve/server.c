@@ -87,9 +87,9 @@ typedef enum { PH_HEAD, PH_BODY, PH_BUSY } conn_phase;
 typedef struct conn_rec {
     int fd;
     conn_phase phase;
-    double t0;          /* start of the phase */
-    int64_t expect;     /* Content-Length of the body (-1 unknown) */
-    int64_t got;        /* body bytes received */
+    double t0;           /* start of the phase */
+    int64_t expect;      /* Content-Length of the body (-1 unknown) */
+    int64_t got;         /* body bytes received */
     pu_sq *watch[MAX_N]; /* generations of the current request (references) */
     int n_watch;
     bool killed, gone;
@@ -143,7 +143,6 @@ int pu_server_port(const pu_server *s) {
 }
 
 /* ---------------------------------------------------------------- responses */
-
 
 static enum MHD_Result send_body(struct MHD_Connection *c, unsigned status, const char *ctype,
                                  const char *body, size_t len) {
@@ -333,8 +332,7 @@ static void gen_req_free(gen_req *g) {
 }
 
 /* fail() with the param "messages[i]<suffix>" kept in e->pbuf. */
-static bool fail_msg(api_err *e, size_t i, const char *suffix, const char *code,
-                     const char *what) {
+static bool fail_msg(api_err *e, size_t i, const char *suffix, const char *code, const char *what) {
     snprintf(e->pbuf, sizeof e->pbuf, "messages[%zu]%s", i, suffix);
     fail(e, 400, NULL, code, "'%s' %s", e->pbuf, what);
     e->param = e->pbuf;
@@ -404,8 +402,8 @@ static bool check_messages(const json_t *msgs, api_err *e) {
             json_t *part = json_array_get(c, k);
             json_t *ty = json_object_get(part, "type");
             json_t *tx = json_object_get(part, "text");
-            if (!json_is_object(part) || (ty && !(json_is_string(ty) &&
-                                                  !strcmp(json_string_value(ty), "text"))) ||
+            if (!json_is_object(part) ||
+                (ty && !(json_is_string(ty) && !strcmp(json_string_value(ty), "text"))) ||
                 !json_is_string(tx)) {
                 char sfx[48];
                 snprintf(sfx, sizeof sfx, ".content[%zu]", k);
@@ -640,8 +638,8 @@ static bool parse_gen(pu_server *s, const json_t *root, bool chat, gen_req *g, a
         !f_int(root, "max_tokens", 1, INT32_MAX, &max_tokens, e) ||
         !f_int(root, "max_completion_tokens", 1, INT32_MAX, &max_tokens, e) ||
         !f_int(root, "seed", INT64_MIN, INT64_MAX, &seed, e) ||
-        !f_int(root, "n", 1, MAX_N, &n, e) ||
-        !f_bool(root, "stream", &g->stream, e) || !f_bool(root, "ignore_eos", &g->er.ignore_eos, e))
+        !f_int(root, "n", 1, MAX_N, &n, e) || !f_bool(root, "stream", &g->stream, e) ||
+        !f_bool(root, "ignore_eos", &g->er.ignore_eos, e))
         return false;
     g->n = (int)n;
     if (chat) {
@@ -983,8 +981,8 @@ static void chunk_close(stream *st, const char *finish) {
 }
 
 /* one content chunk of choice idx for text and tokens [ta, tb) */
-static void chunk_text(stream *st, int idx, const char *text, size_t n, const pu_sq *q,
-                       int64_t ta, int64_t tb) {
+static void chunk_text(stream *st, int idx, const char *text, size_t n, const pu_sq *q, int64_t ta,
+                       int64_t tb) {
     pu_str *o = &st->out;
     chunk_open(st, idx);
     if (st->chat) {
@@ -1053,8 +1051,7 @@ static void choice_finish(stream *st, int idx, const pu_sq *q) {
             chunk_close(st, NULL);
             fin = "tool_calls";
         } else if (q->text.len > c->text_sent) { /* not a valid call: it is content */
-            chunk_text(st, idx, q->text.p + c->text_sent, q->text.len - c->text_sent, NULL, 0,
-                       0);
+            chunk_text(st, idx, q->text.p + c->text_sent, q->text.len - c->text_sent, NULL, 0, 0);
         }
         pu_chat_reply_free(&r);
     }
@@ -1073,9 +1070,9 @@ static void stream_end(stream *st) {
         int64_t gen = 0;
         for (int i = 0; i < st->n; i++)
             gen += st->ch[i].q->n_generated;
-        pu_str_appendf(o, "data: {\"id\":\"%s\",\"object\":\"%s\",\"created\":%lld,\"model\":",
-                       st->id, st->chat ? "chat.completion.chunk" : "text_completion",
-                       (long long)time(NULL));
+        pu_str_appendf(
+            o, "data: {\"id\":\"%s\",\"object\":\"%s\",\"created\":%lld,\"model\":", st->id,
+            st->chat ? "chat.completion.chunk" : "text_completion", (long long)time(NULL));
         pu_str_json_string(o, st->s->model_name, strlen(st->s->model_name));
         pu_str_puts(o, ",\"choices\":[],\"usage\":");
         usage_json(o, st->ch[0].q->n_prompt, gen, st->ch[0].q->n_cached);
@@ -1126,8 +1123,8 @@ static void stream_produce(stream *st) {
                 upto = (size_t)(a - q->text.p);
                 c->in_action = true;
             } else if (!done && tl > c->text_sent) {
-                upto = tl - partial_suffix(q->text.p + c->text_sent, tl - c->text_sent,
-                                           ACTION_START);
+                upto =
+                    tl - partial_suffix(q->text.p + c->text_sent, tl - c->text_sent, ACTION_START);
             }
         } else if (c->in_action) {
             upto = c->text_sent;
@@ -1217,9 +1214,8 @@ static void stream_free(void *cls) {
 /* ---------------------------------------------------------------- routes */
 
 enum { R_NONE, R_UI, R_HEALTH, R_METRICS, R_MODELS, R_CHAT, R_COMPL, R_TOKENIZE, R_EMBED };
-static const char *const k_route_names[] = {"none",        "ui",          "health",   "metrics",
-                                            "models",      "chat",        "completions",
-                                            "tokenize",    "embeddings"};
+static const char *const k_route_names[] = {
+    "none", "ui", "health", "metrics", "models", "chat", "completions", "tokenize", "embeddings"};
 
 /* Per-request state (MHD's con_cls). */
 typedef struct conn_ctx {
@@ -1386,8 +1382,7 @@ static enum MHD_Result handle_generate(pu_server *s, conn_ctx *cc, json_t *root,
     if (s->p.max_queue > 0) {
         pu_engine_stats es;
         pu_engine_get_stats(s->eng, &es);
-        if (es.running + es.waiting + g->n > limit ||
-            atomic_load(&s->n_active) + 1 > limit) {
+        if (es.running + es.waiting + g->n > limit || atomic_load(&s->n_active) + 1 > limit) {
             atomic_fetch_add(&s->n_rejected, 1);
             gen_req_free(g);
             fail(&e, 429, NULL, "queue_full",
@@ -1513,7 +1508,6 @@ static enum MHD_Result handle_tokenize(pu_server *s, struct MHD_Connection *c, j
     return send_json(c, 200, &o);
 }
 
-
 static enum MHD_Result handle_health(pu_server *s, struct MHD_Connection *c) {
     pu_engine_stats st;
     pu_engine_get_stats(s->eng, &st);
@@ -1605,14 +1599,13 @@ static enum MHD_Result handle_metrics(pu_server *s, struct MHD_Connection *c) {
     prom(&o, "puyu_engine_tokens_prefilled_total", "counter", "Prompt tokens computed.",
          (double)st.tokens_prefilled);
     prom(&o, "puyu_prefix_cache_hit_tokens_total", "counter",
-         "Prompt tokens whose KV came from the shared-prefix cache.",
-         (double)st.tokens_prefix_hit);
+         "Prompt tokens whose KV came from the shared-prefix cache.", (double)st.tokens_prefix_hit);
     prom_histo(&o, "puyu_request_duration_seconds",
                "Time from the complete request to the last token.", &s->h_latency);
     prom_histo(&o, "puyu_time_to_first_token_seconds",
                "Time from the complete request to the first generated token.", &s->h_ttft);
-    enum MHD_Result r = send_body(c, 200, "text/plain; version=0.0.4; charset=utf-8",
-                                  o.p ? o.p : "", o.len);
+    enum MHD_Result r =
+        send_body(c, 200, "text/plain; version=0.0.4; charset=utf-8", o.p ? o.p : "", o.len);
     pu_str_free(&o);
     return r;
 }
@@ -1630,10 +1623,10 @@ static enum MHD_Result handle_models(pu_server *s, struct MHD_Connection *c) {
 
 /* POST /v1/embeddings: {"input": STRING | [STRING] | [ids] | [[ids]],
  * "pooling": "mean" (default) | "last", "normalize": true (default),
- * "encoding_format": "float" (default) | "base64" (float32 little-endian)}. Each input runs one prefill in its own
- * session (on this HTTP thread, single-threaded): the final hidden states
- * (after the last RMSNorm) are mean-pooled over all tokens or the last
- * token's is taken, then L2-normalised unless normalize is false. */
+ * "encoding_format": "float" (default) | "base64" (float32 little-endian)}. Each input runs one
+ * prefill in its own session (on this HTTP thread, single-threaded): the final hidden states (after
+ * the last RMSNorm) are mean-pooled over all tokens or the last token's is taken, then
+ * L2-normalised unless normalize is false. */
 static enum MHD_Result handle_embeddings(pu_server *s, struct MHD_Connection *c, json_t *root) {
     api_err e = {0};
     json_t *in = json_object_get(root, "input");
@@ -1664,8 +1657,7 @@ static enum MHD_Result handle_embeddings(pu_server *s, struct MHD_Connection *c,
     }
     const int64_t C = pu_model_config(s->m)->hidden_size;
     int64_t dims = C;
-    if (!f_bool(root, "normalize", &norm, &e) ||
-        !f_int(root, "dimensions", C, C, &dims, &e))
+    if (!f_bool(root, "normalize", &norm, &e) || !f_int(root, "dimensions", C, C, &dims, &e))
         return send_err(c, &e);
     /* the inputs as a list */
     json_t *list = json_array();
@@ -1744,8 +1736,8 @@ static enum MHD_Result handle_embeddings(pu_server *s, struct MHD_Connection *c,
                 for (int64_t j = 0; j < C; j++)
                     vec[j] = (float)(vec[j] * inv);
             }
-            pu_str_appendf(&o, "%s{\"object\":\"embedding\",\"index\":%zu,\"embedding\":",
-                           k ? "," : "", k);
+            pu_str_appendf(
+                &o, "%s{\"object\":\"embedding\",\"index\":%zu,\"embedding\":", k ? "," : "", k);
             if (b64) { /* float32 little-endian, base64 (what the OpenAI clients ask for) */
                 static const char tb[] =
                     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -1805,7 +1797,6 @@ static bool auth_ok(pu_server *s, struct MHD_Connection *c) {
         diff |= (unsigned char)(h[i] ^ s->api_key[i]);
     return diff == 0;
 }
-
 
 static int route_of(const char *url) {
     static const struct {
@@ -1877,11 +1868,9 @@ static bool answer_head(pu_server *s, conn_ctx *cc, const char *url, const char 
         if (n > s->max_body) {
             cc->too_big = true;
             /* a client waiting for "100 Continue" gets the answer right away */
-            if (MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Expect") ||
-                n > s->max_body * 16) {
+            if (MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Expect") || n > s->max_body * 16) {
                 fail(&e, 413, NULL, "request_too_large",
-                     "the request body is %s bytes; the limit is %lld", cl,
-                     (long long)s->max_body);
+                     "the request body is %s bytes; the limit is %lld", cl, (long long)s->max_body);
                 *ret = send_err(c, &e);
                 return true;
             }
@@ -2093,8 +2082,8 @@ static void *watchdog_main(void *arg) {
                 late = now - cr->t0 > head;
             else if (cr->phase == PH_BODY && head > 0) {
                 double bytes = (double)(cr->expect > cr->got ? cr->expect : cr->got);
-                late = now - cr->t0 > head + bytes / (s->p.body_min_rate > 0 ? s->p.body_min_rate
-                                                                              : 65536.0);
+                late = now - cr->t0 >
+                       head + bytes / (s->p.body_min_rate > 0 ? s->p.body_min_rate : 65536.0);
             }
             if (late) {
                 shutdown(cr->fd, SHUT_RDWR); /* MHD sees the hang-up and closes it */
@@ -2105,7 +2094,8 @@ static void *watchdog_main(void *arg) {
             if (cr->n_watch > 0 && !cr->gone) {
                 char b;
                 ssize_t k = recv(cr->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-                if (k == 0 || (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+                if (k == 0 ||
+                    (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
                     cr->gone = true;
                     n += collect_ids(s, cr, ids + n, (int)(sizeof ids / sizeof ids[0]) - n);
                 }
@@ -2191,10 +2181,10 @@ pu_status pu_server_start(const pu_model *m, const pu_tok *tok, const pu_serve_p
         flags, (uint16_t)p.port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
         MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)(p.max_connections > 0 ? p.max_connections : 1024),
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)(p.max_conn_per_ip > 0 ? p.max_conn_per_ip : 0),
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
-        MHD_OPTION_END);
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned)(p.max_conn_per_ip > 0 ? p.max_conn_per_ip : 0), MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)300, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION,
+        on_connection, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->d) {
         int err = errno;
