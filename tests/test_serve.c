@@ -2086,9 +2086,45 @@ PT_SUITE(serve_features) {
         PT_EQ_I64(http(port, "POST", "/v1/embeddings", "{\"input\":[1,-2]}", &r), 400);
         hresp_free(&r);
     }
+    /* greedy references for the --draft server below */
+    const char *gb = "{\"prompt\":\"Once upon a time\",\"max_tokens\":48,\"temperature\":0,"
+                     "\"ignore_eos\":true}";
+    char *ref_text = NULL;
+    if (http(port, "POST", "/v1/completions", gb, &r) == 200) {
+        json_t *j = jbody(&r);
+        ref_text = choice_text(j, 0) ? pu_strdup(choice_text(j, 0)) : NULL;
+        json_decref(j);
+    }
+    hresp_free(&r);
     if (PT_TEST("stop")) {
         PT_EQ_I64(srv_stop(&a), 0);
     }
+    srv sd;
+    up = false;
+    if (PT_TEST("--draft: speculative greedy output identical to the target alone")) {
+        char args[2200];
+        snprintf(args, sizeof args,
+                 "-m '%s' -t '%s' --ctx 1024 --max-batch 4 --threads 1 --draft '%s' --draft-k 4",
+                 g_stories, g_stories_tok, g_stories);
+        up = srv_start(&sd, args, "serve_draft.log");
+        PT_CHECK_MSG(up, "server did not start (log %s)", sd.log);
+        g_auth = "";
+        if (up) {
+            PT_EQ_I64(http(sd.port, "POST", "/v1/completions", gb, &r), 200);
+            json_t *j = jbody(&r);
+            PT_CHECK_MSG(ref_text && choice_text(j, 0) && !strcmp(ref_text, choice_text(j, 0)),
+                         "draft '%s' vs target '%s'", choice_text(j, 0), ref_text);
+            json_decref(j);
+            hresp_free(&r);
+            PT_EQ_I64(http(sd.port, "GET", "/metrics", NULL, &r), 200);
+            PT_CHECK(prom_value(r.body.p, "puyu_draft_tokens_accepted_total") > 0);
+            hresp_free(&r);
+            PT_EQ_I64(srv_stop(&sd), 0);
+        }
+        if (sd.pid)
+            srv_stop(&sd);
+    }
+    pu_free(ref_text);
     /* --max-queue: one slot, one waiting, the third gets 429 + Retry-After */
     srv q;
     up = false;

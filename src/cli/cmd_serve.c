@@ -35,7 +35,8 @@ static const char *base_name(const char *path, char *buf, size_t cap) {
 
 int pu_cmd_serve(int argc, char **argv) {
     const char *model = NULL, *tok_path = NULL, *host = "127.0.0.1", *api_key = NULL;
-    const char *name = NULL;
+    const char *name = NULL, *draft_path = NULL;
+    int64_t draft_k = 4;
     int64_t port = 8000, max_batch = 16, ctx = 0, kv_tokens = 0, max_body = 4 << 20;
     int64_t max_conn = 1024, per_ip = 128, http_threads = 4, max_queue = 0, ctx_slot = 0;
     double head_timeout = 10, body_rate = 64 << 10, drain = 10;
@@ -71,6 +72,11 @@ int pu_cmd_serve(int argc, char **argv) {
         {"ctx-per-slot", 0, PU_OPT_INT, &ctx_slot, "N",
          "context per sequence; the KV cache then holds max-batch x N tokens (no preemption)", 2,
          1e9},
+        {"draft", 0, PU_OPT_STRING, &draft_path, "MODEL",
+         "speculative decoding of greedy requests with this small model (same vocabulary); "
+         "output identical to the target alone",
+         0, 0},
+        {"draft-k", 0, PU_OPT_INT, &draft_k, "N", "tokens the draft proposes per step", 1, 8},
         {"drain", 0, PU_OPT_DOUBLE, &drain, "S",
          "on SIGTERM/SIGINT let running requests finish this long, then cancel them", 0, 1e6},
         PU_OPT_END,
@@ -98,13 +104,15 @@ int pu_cmd_serve(int argc, char **argv) {
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    pu_model *m = NULL;
+    pu_model *m = NULL, *dm = NULL;
     pu_tok *tok = NULL;
     pu_server *srv = NULL;
     int ret = 1;
     if (pu_model_load(model, &m) != PU_OK)
         goto done;
     if (pu_cli_load_tokenizer(m, model, tok_path, &tok) != PU_OK)
+        goto done;
+    if (draft_path && pu_model_load(draft_path, &dm) != PU_OK)
         goto done;
     char nbuf[256];
     pu_serve_params p = pu_serve_default_params();
@@ -135,6 +143,8 @@ int pu_cmd_serve(int argc, char **argv) {
     p.engine.max_batch = max_batch;
     p.engine.ctx = ctx;
     p.engine.kv_tokens = kv_tokens;
+    p.engine.draft = dm;
+    p.engine.draft_k = (int)draft_k;
     if (pu_server_start(m, tok, &p, &srv) != PU_OK)
         goto done;
     bool v6 = strchr(host, ':') != NULL;
@@ -150,6 +160,7 @@ done:
         fprintf(stderr, "error: %s\n", pu_err_msg());
     pu_server_stop(srv);
     pu_tok_destroy(tok);
+    pu_model_destroy(dm);
     pu_model_destroy(m);
     return ret;
 }

@@ -1600,6 +1600,10 @@ static enum MHD_Result handle_metrics(pu_server *s, struct MHD_Connection *c) {
          (double)st.tokens_prefilled);
     prom(&o, "puyu_prefix_cache_hit_tokens_total", "counter",
          "Prompt tokens whose KV came from the shared-prefix cache.", (double)st.tokens_prefix_hit);
+    prom(&o, "puyu_draft_tokens_total", "counter",
+         "Tokens proposed by the draft model (speculative decoding).", (double)st.tokens_drafted);
+    prom(&o, "puyu_draft_tokens_accepted_total", "counter",
+         "Drafted tokens the target model accepted.", (double)st.tokens_draft_accepted);
     prom_histo(&o, "puyu_request_duration_seconds",
                "Time from the complete request to the last token.", &s->h_latency);
     prom_histo(&o, "puyu_time_to_first_token_seconds",
