@@ -70,9 +70,9 @@ typedef struct req {
     int32_t *bias_ids; /* logit_bias: added to the raw logits before sampling */
     float *bias;
     int n_bias;
-    pu_session *dsess;              /* speculative decoding: the draft's own KV */
-    int32_t draft[PU_MAX_DRAFT];    /* tokens proposed for this step */
-    int n_draft_step;               /* how many of them are in this step's batch */
+    pu_session *dsess;           /* speculative decoding: the draft's own KV */
+    int32_t draft[PU_MAX_DRAFT]; /* tokens proposed for this step */
+    int n_draft_step;            /* how many of them are in this step's batch */
     struct req *next;
 } req;
 
@@ -596,8 +596,8 @@ static int draft_propose(pu_engine *e, req *r, int kmax) {
     if (kmax <= 0)
         return 0;
     int64_t V = e->c->vocab_size;
-    if (!r->dsess && pu_session_create(e->p.draft, e->p.ctx + PU_MAX_DRAFT + 1, e->pool,
-                                       &r->dsess) != PU_OK) {
+    if (!r->dsess &&
+        pu_session_create(e->p.draft, e->p.ctx + PU_MAX_DRAFT + 1, e->pool, &r->dsess) != PU_OK) {
         pu_err_clear();
         return 0;
     }
@@ -699,8 +699,9 @@ static bool step(pu_engine *e) {
                 int64_t kmax = e->p.draft_k;
                 kmax = kmax < room ? kmax : room;
                 kmax = kmax < e->p.ctx - r->n_tokens ? kmax : e->p.ctx - r->n_tokens;
-                kmax = kmax < r->max_tokens - r->n_generated - 1 ? kmax
-                                                                  : r->max_tokens - r->n_generated - 1;
+                kmax = kmax < r->max_tokens - r->n_generated - 1
+                           ? kmax
+                           : r->max_tokens - r->n_generated - 1;
                 nd = kmax > 0 && ensure_blocks(e, r, r->n_computed + 1 + kmax)
                          ? draft_propose(e, r, (int)kmax)
                          : 0;
