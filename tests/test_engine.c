@@ -237,6 +237,64 @@ PT_SUITE(engine) {
         ch.prefill_chunk = 7;
         run_concurrent(m, &ch, 8, 12, "chunked");
     }
+    if (PT_TEST("speculative decoding (draft = target): identical output, drafts accepted")) {
+        pu_engine_params sp = ep;
+        sp.draft = m;
+        sp.draft_k = 4;
+        run_concurrent(m, &sp, 6, 24, "spec self");
+        /* one request: every draft is accepted, so about 5 tokens per target pass */
+        pu_engine *e = NULL;
+        PT_OK(pu_engine_create(m, NULL, &sp, &e));
+        int32_t pr[12];
+        make_prompt(pr, 12, 3, c->vocab_size);
+        sink sk;
+        memset(&sk, 0, sizeof sk);
+        pthread_mutex_init(&sk.mu, NULL);
+        pu_engine_request rq = greedy_req(pr, 12, 40, &sk);
+        int64_t id;
+        PT_OK(pu_engine_submit(e, &rq, &id));
+        PT_CHECK(wait_done(&sk, 60));
+        int32_t want[MAXGEN];
+        int nw = ref_greedy(m, pr, 12, 40, true, want);
+        check_same("spec single", &sk, want, nw);
+        usleep(20000);
+        pu_engine_stats st;
+        pu_engine_get_stats(e, &st);
+        PT_CHECK_MSG(st.tokens_drafted > 0 && st.tokens_draft_accepted == st.tokens_drafted,
+                     "drafted %lld accepted %lld", (long long)st.tokens_drafted,
+                     (long long)st.tokens_draft_accepted);
+        PT_CHECK_MSG(st.steps < 20, "%lld steps for 40 tokens", (long long)st.steps);
+        pu_engine_destroy(e);
+        pthread_mutex_destroy(&sk.mu);
+    }
+    if (PT_TEST("speculative decoding (random draft): identical output, also preempted")) {
+        pu_model *dm = NULL;
+        PT_OK(pu_model_init_random(c, PU_DTYPE_F32, 99, 0.05f, true, NULL, &dm));
+        if (dm) {
+            pu_engine_params sp = ep;
+            sp.draft = dm;
+            sp.draft_k = 3;
+            run_concurrent(m, &sp, 8, 20, "spec random");
+            sp.block_size = 8;
+            sp.kv_tokens = 96;
+            sp.max_batch = 6;
+            run_concurrent(m, &sp, 6, 20, "spec preempt");
+            sp.draft_k = 8;
+            sp.prefill_chunk = 7;
+            run_concurrent(m, &sp, 6, 20, "spec chunked");
+            pu_model_destroy(dm);
+        }
+        pu_config bad = *c;
+        bad.vocab_size = c->vocab_size + 1;
+        pu_model *bm = NULL;
+        PT_OK(pu_model_init_random(&bad, PU_DTYPE_F32, 1, 0.05f, true, NULL, &bm));
+        pu_engine_params sp = ep;
+        sp.draft = bm;
+        pu_engine *e = NULL;
+        PT_CHECK(pu_engine_create(m, NULL, &sp, &e) != PU_OK && !e);
+        pu_err_clear();
+        pu_model_destroy(bm);
+    }
     if (PT_TEST("prefix sharing hits the cache")) {
         pu_engine *e = NULL;
         PT_OK(pu_engine_create(m, NULL, &ep, &e));

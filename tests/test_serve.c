@@ -28,9 +28,11 @@
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -887,10 +889,10 @@ PT_SUITE(serve_http) {
              "temperature"},
             {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stop\":5}", "stop"},
             {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream\":1}", "stream"},
-            {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":2}", "n"},
+            {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":99}", "n"},
             {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_p\":7}", "top_p"},
             {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":{}}", "tools"},
-            {"{\"messages\":[{\"role\":\"user\",\"content\":5}]}", "messages"},
+            {"{\"messages\":[{\"role\":\"user\",\"content\":5}]}", "messages[0].content"},
             {"[1,2]", NULL},
         };
         for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -944,6 +946,104 @@ PT_SUITE(serve_http) {
         hresp_free(&r);
         pu_free(b);
         pu_str_free(&lp);
+    }
+    if (PT_TEST("strict OpenAI validation: 400 naming the field")) {
+        static const char *const bad[][3] = {
+            /* body, param, words the message must hold */
+            {"{\"messages\":[{\"role\":\"user\"}]}", "messages[0].content", "required"},
+            {"{\"messages\":[{\"role\":\"user\",\"content\":null}]}", "messages[0].content",
+             "null"},
+            {"{\"messages\":[{\"role\":\"user\",\"content\":[1,null,{}]}]}",
+             "messages[0].content[0]", "an integer"},
+            {"{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"a\"},"
+             "{}]}]}",
+             "messages[0].content[1]", "text"},
+            {"{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]}",
+             "messages[0].content[0]", "image_url"},
+            {"{\"messages\":[{\"role\":\"user\",\"content\":\"a\"},{\"role\":\"assistant\","
+             "\"content\":null,\"tool_calls\":{\"id\":\"x\"}}]}",
+             "messages[1].tool_calls", "an object"},
+            {"{\"messages\":[{\"content\":\"a\"}]}", "messages[0].role", "required"},
+            {"{\"messages\":[\"hi\"]}", "messages[0]", "a string"},
+        };
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+            PT_CHECK_MSG(http(port, "POST", "/v1/chat/completions", bad[i][0], &r) == 400,
+                         "%s: status %d", bad[i][0], r.status);
+            json_t *j = jbody(&r);
+            json_t *e = json_object_get(j, "error");
+            const char *msg = json_string_value(json_object_get(e, "message"));
+            PT_EQ_STR(json_string_value(json_object_get(e, "param")), bad[i][1]);
+            PT_CHECK_MSG(msg && strstr(msg, bad[i][1]) && strstr(msg, bad[i][2]),
+                         "%s: message '%s'", bad[i][0], msg ? msg : "");
+            json_decref(j);
+            hresp_free(&r);
+        }
+        /* an assistant turn with tool_calls may have null content; text parts are fine */
+        PT_EQ_I64(http(port, "POST", "/v1/chat/completions",
+                       "{\"max_tokens\":2,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"
+                       "\"text\",\"text\":\"hi\"}]},{\"role\":\"assistant\",\"content\":null,"
+                       "\"tool_calls\":[{\"id\":\"c\",\"type\":\"function\",\"function\":{\"name\":"
+                       "\"f\",\"arguments\":\"{}\"}}]},{\"role\":\"tool\",\"content\":\"1\"}]}",
+                       &r),
+                  200);
+        hresp_free(&r);
+        static const char *const cbad[][3] = {
+            {"{\"prompt\":[1,-5]}", "prompt", "prompt[1]: token id -5 is outside [0, V)"},
+            {"{\"prompt\":[1,600]}", "prompt", "prompt[1]: token id 600 is outside [0, V)"},
+            {"{\"prompt\":[1,\"a\"]}", "prompt", "prompt[1] must be a token id"},
+            {"{\"prompt\":[\"a\",\"b\"]}", "prompt", "batches"},
+            {"{\"prompt\":\"a\",\"suffix\":\"b\"}", "suffix", "suffix"},
+            {"{\"prompt\":\"a\",\"best_of\":3}", "best_of", "best_of"},
+            {"{\"prompt\":\"a\",\"echo\":true,\"logprobs\":1}", "echo", "echo"},
+            {"{\"prompt\":\"a\",\"echo\":1}", "echo", "echo"},
+            {"{\"prompt\":\"a\",\"logit_bias\":{\"x\":1}}", "logit_bias", "logit_bias"},
+            {"{\"prompt\":\"a\",\"logit_bias\":{\"5\":101}}", "logit_bias", "logit_bias"},
+        };
+        for (size_t i = 0; i < sizeof cbad / sizeof cbad[0]; i++) {
+            PT_CHECK_MSG(http(port, "POST", "/v1/completions", cbad[i][0], &r) == 400,
+                         "%s: status %d", cbad[i][0], r.status);
+            json_t *j = jbody(&r);
+            json_t *e = json_object_get(j, "error");
+            const char *msg = json_string_value(json_object_get(e, "message"));
+            PT_EQ_STR(json_string_value(json_object_get(e, "param")), cbad[i][1]);
+            PT_CHECK_MSG(msg && strstr(msg, cbad[i][2]), "%s: message '%s'", cbad[i][0],
+                         msg ? msg : "");
+            json_decref(j);
+            hresp_free(&r);
+        }
+        /* echo: the prompt comes back in front of the completion (also streamed) */
+        PT_EQ_I64(http(port, "POST", "/v1/completions",
+                       "{\"prompt\":\"Once upon\",\"echo\":true,\"max_tokens\":4,"
+                       "\"temperature\":0}",
+                       &r),
+                  200);
+        hresp r2;
+        PT_EQ_I64(http(port, "POST", "/v1/completions",
+                       "{\"prompt\":\"Once upon\",\"max_tokens\":4,\"temperature\":0}", &r2),
+                  200);
+        hresp r3;
+        PT_EQ_I64(http(port, "POST", "/v1/completions",
+                       "{\"prompt\":\"Once upon\",\"echo\":true,\"max_tokens\":4,"
+                       "\"temperature\":0,\"stream\":true,\"best_of\":1,\"suffix\":null}",
+                       &r3),
+                  200);
+        json_t *a = jbody(&r), *b = jbody(&r2);
+        const char *ta = json_string_value(
+            json_object_get(json_array_get(json_object_get(a, "choices"), 0), "text"));
+        const char *tb = json_string_value(
+            json_object_get(json_array_get(json_object_get(b, "choices"), 0), "text"));
+        char want[512];
+        snprintf(want, sizeof want, "Once upon%s", tb ? tb : "?");
+        PT_CHECK_MSG(ta && !strcmp(ta, want), "echo '%s' want '%s'", ta ? ta : "", want);
+        sse ss;
+        sse_parse(r3.body.p, &ss);
+        PT_CHECK_MSG(!strcmp(ss.text.p, want), "streamed echo '%s' want '%s'", ss.text.p, want);
+        pu_str_free(&ss.text);
+        json_decref(a);
+        json_decref(b);
+        hresp_free(&r);
+        hresp_free(&r2);
+        hresp_free(&r3);
     }
     if (PT_TEST("16 concurrent streams each equal their single-request greedy output")) {
         conc cs[16];
@@ -1256,4 +1356,890 @@ PT_SUITE(serve_e2e) {
         srv_stop(&a);
     if (b.pid)
         srv_stop(&b);
+}
+
+/* ---------------------------------------------------------------- abuse */
+
+/* A client socket from a chosen loopback address (127.0.0.X), non-blocking
+ * after connect. */
+static int tcp_connect_from(int port, int last_octet) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a = {0};
+    if (last_octet != 1) {
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(0x7f000000u | (unsigned)last_octet);
+        if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+            close(fd);
+            return -1;
+        }
+    }
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    return fd;
+}
+
+/* Did the server close this socket (EOF or reset)? Never blocks. */
+static bool peer_closed(int fd) {
+    char b[4096];
+    for (;;) {
+        ssize_t k = recv(fd, b, sizeof b, MSG_DONTWAIT);
+        if (k == 0)
+            return true;
+        if (k < 0)
+            return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+    }
+}
+
+/* One request with a bounded wait (timeout_s for connect + answer): status
+ * or -1; *secs gets the wall time. */
+static int http_bounded(int port, const char *method, const char *path, const char *body,
+                        double timeout_s, double *secs) {
+    double t0 = pu_time_now();
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct timeval tv = {(time_t)timeout_s, (suseconds_t)((timeout_s - (time_t)timeout_s) * 1e6)};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int status = -1;
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
+        pu_str req = {0}, raw = {0};
+        build_req(&req, method, path, g_auth, body, body ? strlen(body) : 0);
+        if (body)
+            pu_str_puts(&req, body);
+        if (send_all(fd, req.p, req.len))
+            read_all(fd, &raw);
+        hresp r = {0};
+        parse_resp(&raw, &r);
+        status = r.status;
+        hresp_free(&r);
+        pu_str_free(&req);
+        pu_str_free(&raw);
+    }
+    close(fd);
+    *secs = pu_time_now() - t0;
+    return status;
+}
+
+static int64_t rss_kb(pid_t pid) {
+    char p[64], *txt = NULL;
+    size_t len = 0;
+    snprintf(p, sizeof p, "/proc/%ld/status", (long)pid);
+    if (pu_file_read_all(p, &txt, &len) != PU_OK)
+        return -1;
+    const char *v = strstr(txt, "VmRSS:");
+    int64_t kb = v ? strtoll(v + 6, NULL, 10) : -1;
+    pu_free(txt);
+    return kb;
+}
+
+typedef struct trickler {
+    int *fds;
+    int n;
+    atomic_bool stop;
+    const char *pattern; /* bytes sent one at a time, cycled */
+    double every_s;      /* one byte per socket this often */
+} trickler;
+
+static void *trickle_main(void *arg) {
+    trickler *t = arg;
+    size_t at = 0, plen = strlen(t->pattern);
+    while (!atomic_load(&t->stop)) {
+        for (int i = 0; i < t->n; i++)
+            if (t->fds[i] >= 0)
+                send(t->fds[i], t->pattern + at % plen, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        at++;
+        for (double w = 0; w < t->every_s && !atomic_load(&t->stop); w += 0.05)
+            usleep(50000);
+    }
+    return NULL;
+}
+
+static void raise_fd_limit(rlim_t want) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < want) {
+        rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+/* Hostile clients on loopback, the issue's thresholds: 300 sockets trickling
+ * a never-ending request head (one byte per second each) + 300 silent ones
+ * must not delay 20 normal requests past 1 s each; 40 stalled
+ * unauthenticated 4 MB uploads get their 401 before any body byte and raise
+ * the server's RSS by at most 10 MB; head/body deadlines and the per-address
+ * limit close what they must. */
+PT_SUITE(serve_abuse) {
+    if (!stories_paths())
+        return;
+    raise_fd_limit(4096);
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur < 1400) {
+        pt_skip("the descriptor limit (ulimit -n) is below 1400");
+        return;
+    }
+    srv a;
+    bool up = false;
+    if (PT_TEST("start: --api-key, 2000 connections, no per-address limit")) {
+        char args[1400];
+        snprintf(args, sizeof args,
+                 "-m '%s' -t '%s' --ctx 256 --max-batch 4 --api-key k --threads 1 "
+                 "--max-connections 2000 --max-conn-per-ip 0",
+                 g_stories, g_stories_tok);
+        up = srv_start(&a, args, "serve_abuse.log");
+        PT_CHECK_MSG(up, "server did not start (log %s)", a.log);
+    }
+    if (!up)
+        return;
+    int port = a.port;
+    g_auth = "Authorization: Bearer k\r\n";
+    if (PT_TEST("300 trickling + 300 idle sockets: 20 normal requests each answer within 1 s")) {
+        enum { NT = 300, NI = 300 };
+        int *fds = pu_malloc((NT + NI) * sizeof(int));
+        int opened = 0;
+        for (int i = 0; i < NT + NI; i++) {
+            fds[i] = tcp_connect_from(port, 1);
+            opened += fds[i] >= 0;
+        }
+        PT_EQ_I64(opened, NT + NI);
+        trickler t = {.fds = fds,
+                      .n = NT,
+                      .pattern = "GET /health HTTP/1.1\r\nX-Pad: aaaaaaaaaaaa",
+                      .every_s = 1.0};
+        atomic_init(&t.stop, false);
+        pthread_t th;
+        pthread_create(&th, NULL, trickle_main, &t);
+        /* every abusive socket is accepted and held (they cost no worker) */
+        int64_t conns = 0;
+        for (int i = 0; i < 100 && conns < NT + NI; i++) {
+            hresp r;
+            if (http(port, "GET", "/health", NULL, &r) == 200) {
+                json_t *j = jbody(&r);
+                conns = json_integer_value(json_object_get(j, "connections"));
+                json_decref(j);
+            }
+            hresp_free(&r);
+            if (conns < NT + NI)
+                usleep(50000);
+        }
+        PT_CHECK_MSG(conns >= NT + NI, "the server holds %lld connections, want >= %d",
+                     (long long)conns, NT + NI);
+        double lat[20], worst = 0;
+        int ok = 0;
+        for (int i = 0; i < 20; i++) {
+            int st = i % 2 ? http_bounded(port, "POST", "/v1/completions",
+                                          "{\"prompt\":\"Once upon a time\",\"max_tokens\":4,"
+                                          "\"temperature\":0}",
+                                          5.0, &lat[i])
+                           : http_bounded(port, "GET", "/health", NULL, 5.0, &lat[i]);
+            ok += st == 200;
+            worst = lat[i] > worst ? lat[i] : worst;
+            PT_CHECK_MSG(st == 200 && lat[i] <= 1.0, "request %d: status %d after %.3f s", i, st,
+                         lat[i]);
+            usleep(100000);
+        }
+        printf("    note: %d/20 answered under %d trickling + %d idle sockets; worst (= p99 of 20) "
+               "%.1f ms\n",
+               ok, NT, NI, worst * 1e3);
+        atomic_store(&t.stop, true);
+        pthread_join(th, NULL);
+        for (int i = 0; i < NT + NI; i++)
+            if (fds[i] >= 0)
+                close(fds[i]);
+        pu_free(fds);
+    }
+    if (PT_TEST("40 stalled unauthenticated 4 MB uploads: 401 before the body, RSS +<= 10 MB")) {
+        enum { NU = 40 };
+        int fds[NU];
+        hstats h;
+        health(port, &h);
+        usleep(200000);
+        int64_t rss0 = rss_kb(a.pid);
+        const char *head = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                           "Content-Type: application/json\r\nContent-Length: 4000000\r\n\r\n";
+        int got401 = 0;
+        for (int i = 0; i < NU; i++) {
+            fds[i] = tcp_connect_from(port, 1);
+            if (fds[i] >= 0)
+                send(fds[i], head, strlen(head), MSG_NOSIGNAL);
+        }
+        /* the answer comes before a single body byte was sent */
+        for (int i = 0; i < NU; i++) {
+            char buf[512];
+            ssize_t k = -1;
+            for (int w = 0; w < 100 && fds[i] >= 0; w++) { /* up to 5 s */
+                k = recv(fds[i], buf, sizeof buf - 1, MSG_DONTWAIT);
+                if (k >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+                    break;
+                usleep(50000);
+            }
+            if (k > 12) {
+                buf[k] = 0;
+                got401 += !strncmp(buf + 9, "401", 3);
+            }
+        }
+        PT_EQ_I64(got401, NU);
+        /* then push as much of the body as the server will take, and stall */
+        static char chunk[65536];
+        memset(chunk, 'a', sizeof chunk);
+        for (int i = 0; i < NU; i++)
+            for (int k = 0; k < 64 && fds[i] >= 0; k++)
+                if (send(fds[i], chunk, sizeof chunk, MSG_NOSIGNAL | MSG_DONTWAIT) <= 0)
+                    break;
+        usleep(500000);
+        int64_t rss1 = rss_kb(a.pid);
+        printf("    note: server RSS %lld KB -> %lld KB with %d stalled uploads\n", (long long)rss0,
+               (long long)rss1, NU);
+        PT_CHECK_MSG(rss0 > 0 && rss1 - rss0 <= 10 * 1024, "RSS grew by %lld KB",
+                     (long long)(rss1 - rss0));
+        for (int i = 0; i < NU; i++)
+            if (fds[i] >= 0)
+                close(fds[i]);
+    }
+    if (PT_TEST("stop: exit 0")) {
+        PT_EQ_I64(srv_stop(&a), 0);
+    }
+    srv b;
+    up = false;
+    if (PT_TEST("start: --head-timeout 3 --body-min-rate 100000 --max-conn-per-ip 8")) {
+        char args[1400];
+        snprintf(args, sizeof args,
+                 "-m '%s' -t '%s' --ctx 256 --max-batch 4 --threads 1 --head-timeout 3 "
+                 "--body-min-rate 100000 --max-conn-per-ip 8",
+                 g_stories, g_stories_tok);
+        up = srv_start(&b, args, "serve_abuse2.log");
+        PT_CHECK_MSG(up, "server did not start (log %s)", b.log);
+    }
+    if (!up)
+        return;
+    port = b.port;
+    g_auth = "";
+    if (PT_TEST("per-address limit: 12 sockets from 127.0.0.2, 8 held, others still served")) {
+        int fds[12], n_ok = 0;
+        double t0 = pu_time_now();
+        for (int i = 0; i < 12; i++) {
+            fds[i] = tcp_connect_from(port, 2);
+            n_ok += fds[i] >= 0;
+        }
+        if (n_ok < 12) {
+            pt_skip("cannot bind 127.0.0.2 here");
+        } else {
+            int closed = 0;
+            for (int w = 0; w < 40 && closed < 4; w++) {
+                closed = 0;
+                for (int i = 0; i < 12; i++)
+                    closed += peer_closed(fds[i]);
+                if (closed < 4)
+                    usleep(50000);
+            }
+            double dt = pu_time_now() - t0;
+            if (dt < 2.5) /* before the 3 s head deadline closes the rest */
+                PT_CHECK_MSG(closed == 4, "%d of 12 closed after %.2f s, want 4", closed, dt);
+            else
+                PT_CHECK_MSG(closed >= 4, "%d of 12 closed", closed);
+            double secs;
+            PT_EQ_I64(http_bounded(port, "GET", "/health", NULL, 5.0, &secs), 200);
+        }
+        for (int i = 0; i < 12; i++)
+            if (fds[i] >= 0)
+                close(fds[i]);
+    }
+    if (PT_TEST("deadlines: trickled head, trickled body and silent sockets are closed")) {
+        int fds[6];
+        for (int i = 0; i < 6; i++)
+            fds[i] = tcp_connect_from(port, 1);
+        const char *bh =
+            "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n";
+        send(fds[2], bh, strlen(bh), MSG_NOSIGNAL);
+        send(fds[3], bh, strlen(bh), MSG_NOSIGNAL);
+        int tf[4] = {fds[0], fds[1], fds[2], fds[3]};
+        trickler t = {.fds = tf, .n = 4, .pattern = "aaaaaaaaaa", .every_s = 0.2};
+        atomic_init(&t.stop, false);
+        pthread_t th;
+        pthread_create(&th, NULL, trickle_main, &t);
+        double t0 = pu_time_now();
+        bool closed[6] = {0};
+        int n_closed = 0;
+        while (n_closed < 6 && pu_time_now() - t0 < 15) {
+            for (int i = 0; i < 6; i++)
+                if (!closed[i] && peer_closed(fds[i])) {
+                    closed[i] = true;
+                    n_closed++;
+                }
+            usleep(100000);
+        }
+        double dt = pu_time_now() - t0;
+        atomic_store(&t.stop, true);
+        pthread_join(th, NULL);
+        PT_CHECK_MSG(n_closed == 6, "%d of 6 closed after %.1f s", n_closed, dt);
+        printf("    note: all 6 abusive sockets closed after %.1f s (head deadline 3 s, body "
+               "3 s + 1 s)\n",
+               dt);
+        hresp r;
+        PT_EQ_I64(http(port, "GET", "/health", NULL, &r), 200);
+        json_t *j = jbody(&r);
+        PT_CHECK(json_integer_value(json_object_get(j, "timeouts")) >= 6);
+        json_decref(j);
+        hresp_free(&r);
+        for (int i = 0; i < 6; i++)
+            close(fds[i]);
+    }
+    if (PT_TEST("stop: exit 0 (2)")) {
+        PT_EQ_I64(srv_stop(&b), 0);
+    }
+}
+
+/* ---------------------------------------------------------------- features */
+
+/* SSE of n choices: text and finish reason per index, usage, [DONE] last. */
+typedef struct sse_n {
+    pu_str text[4];
+    char finish[4][32];
+    bool done_last, error;
+    int64_t usage_completion;
+} sse_n;
+
+static void sse_n_parse(const char *body, sse_n *o) {
+    memset(o, 0, sizeof *o);
+    for (int i = 0; i < 4; i++)
+        pu_str_puts(&o->text[i], "");
+    o->usage_completion = -1;
+    for (const char *p = body; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        if (n > 6 && !strncmp(p, "data: ", 6)) {
+            o->done_last = n == 12 && !strncmp(p + 6, "[DONE]", 6);
+            json_t *j = o->done_last ? NULL : json_loadb(p + 6, n - 6, 0, NULL);
+            if (json_object_get(j, "error"))
+                o->error = true;
+            json_t *u = json_object_get(j, "usage");
+            if (u)
+                o->usage_completion = json_integer_value(json_object_get(u, "completion_tokens"));
+            json_t *cs = json_object_get(j, "choices");
+            for (size_t k = 0; k < json_array_size(cs); k++) {
+                json_t *c = json_array_get(cs, k);
+                int64_t idx = json_integer_value(json_object_get(c, "index"));
+                if (idx < 0 || idx > 3)
+                    continue;
+                json_t *d = json_object_get(c, "delta");
+                const char *t =
+                    json_string_value(json_object_get(d ? d : c, d ? "content" : "text"));
+                if (t)
+                    pu_str_puts(&o->text[idx], t);
+                const char *fr = json_string_value(json_object_get(c, "finish_reason"));
+                if (fr)
+                    snprintf(o->finish[idx], sizeof o->finish[idx], "%s", fr);
+            }
+            json_decref(j);
+        }
+        p = nl ? nl + 1 : NULL;
+    }
+}
+
+static void sse_n_free(sse_n *o) {
+    for (int i = 0; i < 4; i++)
+        pu_str_free(&o->text[i]);
+}
+
+static const char *choice_text(json_t *j, size_t i) {
+    json_t *c = json_array_get(json_object_get(j, "choices"), i);
+    json_t *m = json_object_get(c, "message");
+    return json_string_value(json_object_get(m ? m : c, m ? "content" : "text"));
+}
+
+/* value of a Prometheus sample line "NAME VALUE" (exact name with labels) */
+static double prom_value(const char *text, const char *name) {
+    size_t nl = strlen(name);
+    for (const char *p = text; p && *p;) {
+        if (!strncmp(p, name, nl) && p[nl] == ' ')
+            return strtod(p + nl + 1, NULL);
+        p = strchr(p, '\n');
+        p = p ? p + 1 : NULL;
+    }
+    return -1;
+}
+
+/* Open a streaming request and wait for its response head; fd or -1. */
+static int open_stream(int port, const char *path, const char *body, pu_str *got) {
+    int fd = tcp_connect(port);
+    if (fd < 0)
+        return -1;
+    pu_str req = {0};
+    build_req(&req, "POST", path, g_auth, body, strlen(body));
+    pu_str_puts(&req, body);
+    bool ok = send_all(fd, req.p, req.len);
+    pu_str_free(&req);
+    char buf[4096];
+    while (ok && !(got->p && strstr(got->p, "\r\n\r\n"))) {
+        ssize_t k = recv(fd, buf, sizeof buf, 0);
+        if (k <= 0)
+            break;
+        pu_str_append(got, buf, (size_t)k);
+    }
+    return fd;
+}
+
+/* Embeddings computed here with the library (reference for the server). */
+static bool ref_embedding(const char *text, bool last, float *out, int64_t C) {
+    pu_model *m = NULL;
+    pu_tok *t = NULL;
+    pu_session *s = NULL;
+    int32_t *ids = NULL;
+    int64_t n = 0;
+    bool ok = pu_model_load(g_stories, &m) == PU_OK && pu_tok_load(g_stories_tok, &t) == PU_OK;
+    pu_tok_encode_opts eo = pu_tok_encode_default_opts();
+    eo.add_bos = true;
+    ok = ok && pu_tok_encode(t, text, strlen(text), &eo, &ids, &n) == PU_OK;
+    float *h = ok ? pu_malloc((size_t)(n * C) * sizeof(float)) : NULL;
+    ok = ok && pu_session_create(m, n, NULL, &s) == PU_OK &&
+         pu_session_eval_ex(s, ids, n, NULL, false, h) == PU_OK;
+    if (ok) {
+        double ss = 0;
+        for (int64_t j = 0; j < C; j++) {
+            double a = 0;
+            for (int64_t i = last ? n - 1 : 0; i < n; i++)
+                a += h[i * C + j];
+            out[j] = (float)(a / (double)(last ? 1 : n));
+            ss += (double)out[j] * out[j];
+        }
+        for (int64_t j = 0; j < C; j++)
+            out[j] = (float)(out[j] / sqrt(ss));
+    }
+    pu_free(h);
+    pu_free(ids);
+    pu_session_destroy(s);
+    pu_tok_destroy(t);
+    pu_model_destroy(m);
+    return ok;
+}
+
+PT_SUITE(serve_features) {
+    if (!stories_paths())
+        return;
+    srv a;
+    bool up = false;
+    if (PT_TEST("start")) {
+        char args[1400];
+        snprintf(args, sizeof args,
+                 "-m '%s' -t '%s' --ctx 1024 --max-batch 4 --api-key f --threads 1", g_stories,
+                 g_stories_tok);
+        up = srv_start(&a, args, "serve_features.log");
+        PT_CHECK_MSG(up, "server did not start (log %s)", a.log);
+    }
+    if (!up)
+        return;
+    int port = a.port;
+    g_auth = "Authorization: Bearer f\r\n";
+    hresp r, r2;
+    if (PT_TEST("n > 1 with a seed: n choices, reproducible, streamed alike")) {
+        const char *b = "{\"prompt\":\"Once upon a time\",\"n\":3,\"temperature\":1.0,\"seed\":5,"
+                        "\"max_tokens\":12,\"top_k\":0,\"top_p\":1}";
+        PT_EQ_I64(http(port, "POST", "/v1/completions", b, &r), 200);
+        PT_EQ_I64(http(port, "POST", "/v1/completions", b, &r2), 200);
+        json_t *x = jbody(&r), *y = jbody(&r2);
+        PT_EQ_I64((int64_t)json_array_size(json_object_get(x, "choices")), 3);
+        bool differ = false;
+        for (size_t i = 0; i < 3; i++) {
+            PT_EQ_I64(json_integer_value(json_object_get(
+                          json_array_get(json_object_get(x, "choices"), i), "index")),
+                      (int64_t)i);
+            const char *p = choice_text(x, i), *q = choice_text(y, i);
+            PT_CHECK_MSG(p && q && !strcmp(p, q), "choice %zu: '%s' vs '%s'", i, p, q);
+            differ |= p && strcmp(p, choice_text(x, 0)) != 0;
+        }
+        PT_CHECK_MSG(differ, "3 sampled choices are all the same");
+        int64_t ct =
+            json_integer_value(json_object_get(json_object_get(x, "usage"), "completion_tokens"));
+        PT_CHECK_MSG(ct > 12 && ct <= 36, "completion_tokens %lld for 3 choices", (long long)ct);
+        /* the same request streamed: per-index text identical, usage summed */
+        hresp rs;
+        char sb[512];
+        snprintf(sb, sizeof sb,
+                 "{\"prompt\":\"Once upon a time\",\"n\":3,\"temperature\":1.0,\"seed\":5,"
+                 "\"max_tokens\":12,\"top_k\":0,\"top_p\":1,\"stream\":true,"
+                 "\"stream_options\":{\"include_usage\":true}}");
+        PT_EQ_I64(http(port, "POST", "/v1/completions", sb, &rs), 200);
+        sse_n sn;
+        sse_n_parse(rs.body.p, &sn);
+        for (size_t i = 0; i < 3; i++) {
+            PT_CHECK_MSG(!strcmp(sn.text[i].p, choice_text(x, i)), "stream %zu: '%s' vs '%s'", i,
+                         sn.text[i].p, choice_text(x, i));
+            PT_CHECK(sn.finish[i][0] != 0);
+        }
+        PT_CHECK(sn.done_last && !sn.error);
+        PT_EQ_I64(sn.usage_completion, ct);
+        sse_n_free(&sn);
+        hresp_free(&rs);
+        json_decref(x);
+        json_decref(y);
+        hresp_free(&r);
+        hresp_free(&r2);
+        /* chat, greedy: every choice is the greedy answer */
+        PT_EQ_I64(http(port, "POST", "/v1/chat/completions",
+                       "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"n\":2,"
+                       "\"temperature\":0,\"max_tokens\":8}",
+                       &r),
+                  200);
+        x = jbody(&r);
+        PT_CHECK(choice_text(x, 0) && choice_text(x, 1) &&
+                 !strcmp(choice_text(x, 0), choice_text(x, 1)));
+        json_decref(x);
+        hresp_free(&r);
+    }
+    if (PT_TEST("logit_bias +100 forces a token; repetition_penalty stops repeats")) {
+        PT_EQ_I64(http(port, "POST", "/v1/tokenize",
+                       "{\"text\":\" the\",\"add_special_tokens\":false}", &r),
+                  200);
+        json_t *tk = jbody(&r);
+        json_t *ids = json_object_get(tk, "tokens");
+        int64_t X = json_integer_value(json_array_get(ids, json_array_size(ids) - 1));
+        json_decref(tk);
+        hresp_free(&r);
+        char b[256];
+        snprintf(b, sizeof b,
+                 "{\"prompt\":\"Once\",\"max_tokens\":5,\"temperature\":0,\"logprobs\":0,"
+                 "\"ignore_eos\":true,\"logit_bias\":{\"%lld\":100}}",
+                 (long long)X);
+        PT_EQ_I64(http(port, "POST", "/v1/completions", b, &r), 200);
+        json_t *j = jbody(&r);
+        json_t *toks = json_object_get(
+            json_object_get(json_array_get(json_object_get(j, "choices"), 0), "logprobs"),
+            "tokens");
+        PT_EQ_I64((int64_t)json_array_size(toks), 5);
+        pu_str want = {0};
+        for (size_t i = 0; i < json_array_size(toks); i++) {
+            PT_EQ_STR(json_string_value(json_array_get(toks, i)),
+                      json_string_value(json_array_get(toks, 0)));
+            pu_str_puts(&want, json_string_value(json_array_get(toks, 0)));
+        }
+        const char *got = choice_text(j, 0);
+        /* the decoder drops the leading space of the first piece */
+        PT_CHECK_MSG(got && want.p && (!strcmp(got, want.p) || !strcmp(got, want.p + 1)),
+                     "'%s' vs '%s'", got ? got : "", want.p ? want.p : "");
+        pu_str_free(&want);
+        json_decref(j);
+        hresp_free(&r);
+        /* repetition_penalty: greedy without it repeats (random model), with it no
+         * printable token comes back twice */
+        int rep[2] = {0, 0};
+        for (int pass = 0; pass < 2; pass++) {
+            PT_EQ_I64(http(port, "POST", "/v1/completions",
+                           pass ? "{\"prompt\":\"Once upon\",\"max_tokens\":24,\"temperature\":0,"
+                                  "\"logprobs\":0,\"ignore_eos\":true,\"repetition_penalty\":100}"
+                                : "{\"prompt\":\"Once upon\",\"max_tokens\":24,\"temperature\":0,"
+                                  "\"logprobs\":0,\"ignore_eos\":true}",
+                           &r),
+                      200);
+            j = jbody(&r);
+            toks = json_object_get(
+                json_object_get(json_array_get(json_object_get(j, "choices"), 0), "logprobs"),
+                "tokens");
+            PT_EQ_I64((int64_t)json_array_size(toks), 24);
+            for (size_t i = 0; i < json_array_size(toks); i++) {
+                const char *ti = json_string_value(json_array_get(toks, i));
+                bool printable = ti && *ti;
+                for (const char *c = ti; printable && *c; c++)
+                    printable = *c >= 0x20 && *c < 0x7f;
+                for (size_t k = 0; printable && k < i; k++)
+                    rep[pass] += !strcmp(ti, json_string_value(json_array_get(toks, k)));
+            }
+            json_decref(j);
+            hresp_free(&r);
+        }
+        PT_CHECK_MSG(rep[0] > 0 && rep[1] == 0,
+                     "repeated printable tokens: %d greedy, %d with repetition_penalty 100", rep[0],
+                     rep[1]);
+    }
+    if (PT_TEST("prefix cache hits: cached_tokens in usage and in /metrics")) {
+        pu_str p = {0};
+        for (int i = 0; i < 20; i++)
+            pu_str_puts(&p, "the little cat sat on the mat. ");
+        char *b = chat_body(p.p, 2, false, NULL);
+        PT_EQ_I64(http(port, "POST", "/v1/chat/completions", b, &r), 200);
+        PT_EQ_I64(http(port, "POST", "/v1/chat/completions", b, &r2), 200);
+        json_t *j = jbody(&r2);
+        int64_t cached = json_integer_value(
+            json_object_get(json_object_get(json_object_get(j, "usage"), "prompt_tokens_details"),
+                            "cached_tokens"));
+        int64_t prompt =
+            json_integer_value(json_object_get(json_object_get(j, "usage"), "prompt_tokens"));
+        PT_CHECK_MSG(cached >= 16 && cached < prompt, "cached %lld of %lld", (long long)cached,
+                     (long long)prompt);
+        json_decref(j);
+        hresp_free(&r);
+        hresp_free(&r2);
+        pu_free(b);
+        pu_str_free(&p);
+        PT_EQ_I64(http(port, "GET", "/metrics", NULL, &r), 200);
+        PT_CHECK(strstr(r.head.p, "text/plain") != NULL);
+        const char *t = r.body.p;
+        PT_CHECK(prom_value(t, "puyu_prefix_cache_hit_tokens_total") >= (double)cached);
+        PT_CHECK(prom_value(t, "puyu_prompt_tokens_cached_total") >= (double)cached);
+        PT_CHECK(prom_value(t, "puyu_requests_total{route=\"chat\"}") >= 3);
+        PT_CHECK(prom_value(t, "puyu_requests_total{route=\"completions\"}") >= 4);
+        PT_CHECK(prom_value(t, "puyu_generation_tokens_total") > 0);
+        PT_CHECK(prom_value(t, "puyu_kv_blocks_total") > 0);
+        PT_CHECK(prom_value(t, "puyu_kv_blocks_used") >= 0);
+        PT_CHECK(prom_value(t, "puyu_kv_usage_ratio") >= 0);
+        PT_CHECK(prom_value(t, "puyu_queue_waiting") >= 0);
+        PT_CHECK(prom_value(t, "puyu_request_duration_seconds_count") >= 5);
+        PT_CHECK(prom_value(t, "puyu_request_duration_seconds_bucket{le=\"+Inf\"}") ==
+                 prom_value(t, "puyu_request_duration_seconds_count"));
+        PT_CHECK(prom_value(t, "puyu_time_to_first_token_seconds_count") >= 5);
+        PT_CHECK(strstr(t, "# TYPE puyu_request_duration_seconds histogram") != NULL);
+        hresp_free(&r);
+        g_auth = "";
+        PT_EQ_I64(http(port, "GET", "/metrics", NULL, &r), 401);
+        hresp_free(&r);
+        g_auth = "Authorization: Bearer f\r\n";
+    }
+    if (PT_TEST("/v1/embeddings: mean-pooled and last-token hidden states, L2-normalised")) {
+        const int64_t C = 256;
+        float want_mean[256], want_last[256];
+        PT_CHECK(ref_embedding("the cat sat", false, want_mean, C));
+        PT_CHECK(ref_embedding("the cat sat", true, want_last, C));
+        PT_EQ_I64(http(port, "POST", "/v1/embeddings",
+                       "{\"input\":[\"the cat sat\",\"a dog\"],\"model\":\"x\"}", &r),
+                  200);
+        PT_EQ_I64(http(port, "POST", "/v1/embeddings",
+                       "{\"input\":\"the cat sat\",\"pooling\":\"last\"}", &r2),
+                  200);
+        json_t *j = jbody(&r), *k = jbody(&r2);
+        json_t *d = json_object_get(j, "data");
+        PT_EQ_I64((int64_t)json_array_size(d), 2);
+        json_t *e0 = json_object_get(json_array_get(d, 0), "embedding");
+        json_t *e1 = json_object_get(json_array_get(json_object_get(k, "data"), 0), "embedding");
+        PT_EQ_I64((int64_t)json_array_size(e0), C);
+        PT_EQ_I64((int64_t)json_array_size(e1), C);
+        double worst = 0, n0 = 0;
+        for (int64_t i = 0; i < C && json_array_size(e0) == (size_t)C; i++) {
+            double a0 = json_number_value(json_array_get(e0, (size_t)i));
+            double a1 = json_number_value(json_array_get(e1, (size_t)i));
+            worst = fmax(worst, fabs(a0 - want_mean[i]));
+            worst = fmax(worst, fabs(a1 - want_last[i]));
+            n0 += a0 * a0;
+        }
+        PT_CHECK_MSG(worst < 1e-5, "max |server - reference| = %g", worst);
+        PT_CHECK(fabs(n0 - 1) < 1e-4);
+        PT_CHECK(
+            json_integer_value(json_object_get(json_object_get(j, "usage"), "prompt_tokens")) >= 4);
+        json_decref(j);
+        json_decref(k);
+        hresp_free(&r);
+        hresp_free(&r2);
+        PT_EQ_I64(http(port, "POST", "/v1/embeddings", "{\"input\":[1,5,9]}", &r), 200);
+        hresp_free(&r);
+        PT_EQ_I64(http(port, "POST", "/v1/embeddings", "{}", &r), 400);
+        j = jbody(&r);
+        PT_EQ_STR(json_string_value(json_object_get(json_object_get(j, "error"), "param")),
+                  "input");
+        json_decref(j);
+        hresp_free(&r);
+        PT_EQ_I64(http(port, "POST", "/v1/embeddings",
+                       "{\"input\":\"the cat sat\",\"encoding_format\":\"base64\"}", &r),
+                  200);
+        j = jbody(&r);
+        const char *b64 = json_string_value(
+            json_object_get(json_array_get(json_object_get(j, "data"), 0), "embedding"));
+        PT_CHECK(b64 && strlen(b64) == (size_t)((C * 4 + 2) / 3 * 4));
+        if (b64 && strlen(b64) == (size_t)((C * 4 + 2) / 3 * 4)) {
+            unsigned char raw[1100];
+            size_t nr = 0;
+            for (size_t i = 0; b64[i]; i += 4) {
+                unsigned v = 0;
+                int pad = 0;
+                for (int q4 = 0; q4 < 4; q4++) {
+                    char ch = b64[i + q4];
+                    const char *tb =
+                        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+                    const char *f = ch == '=' ? NULL : strchr(tb, ch);
+                    pad += ch == '=';
+                    v = v << 6 | (unsigned)(f ? f - tb : 0);
+                }
+                for (int q3 = 0; q3 < 3 - pad; q3++)
+                    raw[nr++] = (unsigned char)(v >> (16 - 8 * q3));
+            }
+            float fv[256];
+            memcpy(fv, raw, sizeof fv);
+            double w2 = 0;
+            for (int i = 0; i < 256; i++)
+                w2 = fmax(w2, fabs(fv[i] - want_mean[i]));
+            PT_CHECK_MSG(nr == 1024 && w2 < 1e-5, "base64: %zu bytes, max diff %g", nr, w2);
+        }
+        json_decref(j);
+        hresp_free(&r);
+        PT_EQ_I64(http(port, "POST", "/v1/embeddings",
+                       "{\"input\":\"a\",\"encoding_format\":\"hex\"}", &r),
+                  400);
+        hresp_free(&r);
+        PT_EQ_I64(http(port, "POST", "/v1/embeddings", "{\"input\":[1,-2]}", &r), 400);
+        hresp_free(&r);
+    }
+    /* greedy references for the --draft server below */
+    const char *gb = "{\"prompt\":\"Once upon a time\",\"max_tokens\":48,\"temperature\":0,"
+                     "\"ignore_eos\":true}";
+    char *ref_text = NULL;
+    if (http(port, "POST", "/v1/completions", gb, &r) == 200) {
+        json_t *j = jbody(&r);
+        ref_text = choice_text(j, 0) ? pu_strdup(choice_text(j, 0)) : NULL;
+        json_decref(j);
+    }
+    hresp_free(&r);
+    if (PT_TEST("stop")) {
+        PT_EQ_I64(srv_stop(&a), 0);
+    }
+    srv sd;
+    up = false;
+    if (PT_TEST("--draft: speculative greedy output identical to the target alone")) {
+        char args[2200];
+        snprintf(args, sizeof args,
+                 "-m '%s' -t '%s' --ctx 1024 --max-batch 4 --threads 1 --draft '%s' --draft-k 4",
+                 g_stories, g_stories_tok, g_stories);
+        up = srv_start(&sd, args, "serve_draft.log");
+        PT_CHECK_MSG(up, "server did not start (log %s)", sd.log);
+        g_auth = "";
+        if (up) {
+            PT_EQ_I64(http(sd.port, "POST", "/v1/completions", gb, &r), 200);
+            json_t *j = jbody(&r);
+            PT_CHECK_MSG(ref_text && choice_text(j, 0) && !strcmp(ref_text, choice_text(j, 0)),
+                         "draft '%s' vs target '%s'", choice_text(j, 0), ref_text);
+            json_decref(j);
+            hresp_free(&r);
+            PT_EQ_I64(http(sd.port, "GET", "/metrics", NULL, &r), 200);
+            PT_CHECK(prom_value(r.body.p, "puyu_draft_tokens_accepted_total") > 0);
+            hresp_free(&r);
+            PT_EQ_I64(srv_stop(&sd), 0);
+        }
+        if (sd.pid)
+            srv_stop(&sd);
+    }
+    pu_free(ref_text);
+    /* --max-queue: one slot, one waiting, the third gets 429 + Retry-After */
+    srv q;
+    up = false;
+    if (PT_TEST("start --max-batch 1 --max-queue 1 --ctx-per-slot 2048")) {
+        char args[1400];
+        snprintf(args, sizeof args,
+                 "-m '%s' -t '%s' --max-batch 1 --max-queue 1 --ctx-per-slot 2048 --threads 1",
+                 g_stories, g_stories_tok);
+        up = srv_start(&q, args, "serve_queue.log");
+        PT_CHECK_MSG(up, "server did not start (log %s)", q.log);
+    }
+    if (up) {
+        g_auth = "";
+        if (PT_TEST("--ctx-per-slot: per-sequence context and KV sized for every slot")) {
+            PT_EQ_I64(http(q.port, "GET", "/v1/models", NULL, &r), 200);
+            json_t *j = jbody(&r);
+            PT_EQ_I64(json_integer_value(json_object_get(
+                          json_array_get(json_object_get(j, "data"), 0), "max_model_len")),
+                      2048);
+            json_decref(j);
+            hresp_free(&r);
+            hstats h;
+            PT_CHECK(health(q.port, &h));
+            PT_CHECK_MSG(h.blocks_total >= 2048 / 16 && h.blocks_total <= 2048 / 16 + 1,
+                         "blocks_total %lld", (long long)h.blocks_total);
+        }
+        if (PT_TEST("--max-queue: 429 with Retry-After when the queue is full")) {
+            const char *lb = "{\"prompt\":\"Once\",\"max_tokens\":2000,\"ignore_eos\":true,"
+                             "\"stream\":true}";
+            pu_str g1 = {0}, g2 = {0};
+            int f1 = open_stream(q.port, "/v1/completions", lb, &g1);
+            int f2 = open_stream(q.port, "/v1/completions", lb, &g2);
+            PT_CHECK(g1.p && !strncmp(g1.p + 9, "200", 3));
+            PT_CHECK(g2.p && !strncmp(g2.p + 9, "200", 3));
+            PT_EQ_I64(
+                http(q.port, "POST", "/v1/completions", "{\"prompt\":\"a\",\"max_tokens\":1}", &r),
+                429);
+            PT_CHECK(r.head.p && strstr(r.head.p, "Retry-After: 1") != NULL);
+            json_t *j = jbody(&r);
+            PT_EQ_STR(json_string_value(json_object_get(json_object_get(j, "error"), "code")),
+                      "queue_full");
+            json_decref(j);
+            hresp_free(&r);
+            close(f1);
+            close(f2);
+            pu_str_free(&g1);
+            pu_str_free(&g2);
+            hstats h;
+            PT_CHECK(wait_idle(q.port, &h));
+            PT_EQ_I64(
+                http(q.port, "POST", "/v1/completions", "{\"prompt\":\"a\",\"max_tokens\":1}", &r),
+                200);
+            hresp_free(&r);
+        }
+        if (PT_TEST("graceful stop: a running stream finishes within --drain")) {
+            /* default drain 10 s: a 40-token stream in flight at SIGTERM completes */
+            pu_str got = {0};
+            int fd = open_stream(q.port, "/v1/completions",
+                                 "{\"prompt\":\"Once\",\"max_tokens\":40,\"ignore_eos\":true,"
+                                 "\"stream\":true}",
+                                 &got);
+            kill(q.pid, SIGTERM);
+            read_all(fd, &got);
+            close(fd);
+            hresp hr = {0};
+            parse_resp(&got, &hr);
+            sse_n sn;
+            sse_n_parse(hr.body.p ? hr.body.p : "", &sn);
+            PT_CHECK_MSG(sn.done_last && !sn.error && !strcmp(sn.finish[0], "length"),
+                         "stream after SIGTERM: finish '%s', error %d", sn.finish[0], sn.error);
+            sse_n_free(&sn);
+            hresp_free(&hr);
+            pu_str_free(&got);
+            PT_EQ_I64(srv_stop(&q), 0);
+        }
+        if (q.pid)
+            srv_stop(&q);
+    }
+    srv d;
+    up = false;
+    if (PT_TEST("graceful stop: --drain 0 cancels a long stream (error event, [DONE], exit 0)")) {
+        char args[1400];
+        snprintf(args, sizeof args, "-m '%s' -t '%s' --ctx 4096 --drain 0 --threads 1", g_stories,
+                 g_stories_tok);
+        up = srv_start(&d, args, "serve_drain.log");
+        PT_CHECK_MSG(up, "server did not start (log %s)", d.log);
+        if (up) {
+            pu_str got = {0};
+            int fd = open_stream(d.port, "/v1/completions",
+                                 "{\"prompt\":\"Once\",\"max_tokens\":4000,\"ignore_eos\":true,"
+                                 "\"stream\":true}",
+                                 &got);
+            char buf[4096];
+            while (!strstr(got.p ? got.p : "", "\"text\"")) { /* a first token */
+                ssize_t k = recv(fd, buf, sizeof buf, 0);
+                if (k <= 0)
+                    break;
+                pu_str_append(&got, buf, (size_t)k);
+            }
+            kill(d.pid, SIGTERM);
+            read_all(fd, &got);
+            close(fd);
+            hresp hr = {0};
+            parse_resp(&got, &hr);
+            sse_n sn;
+            sse_n_parse(hr.body.p ? hr.body.p : "", &sn);
+            PT_CHECK_MSG(sn.done_last && sn.error, "cancelled stream: [DONE] %d, error %d",
+                         sn.done_last, sn.error);
+            PT_CHECK(strstr(hr.body.p ? hr.body.p : "", "shutting down") != NULL);
+            sse_n_free(&sn);
+            hresp_free(&hr);
+            pu_str_free(&got);
+            PT_EQ_I64(srv_stop(&d), 0);
+        }
+        if (d.pid)
+            srv_stop(&d);
+    }
 }

@@ -437,6 +437,44 @@ static void test_runs(void) {
         }
         pu_free(txt);
     }
+    if (PT_TEST("temp files of a killed writer are swept by the next run, live ones stay")) {
+        char d[512];
+        pt_tmp_path("runT", d, sizeof d);
+        PT_OK(pu_mkdir_p(d));
+        fflush(NULL);
+        pid_t dead = fork(); /* a pid that is surely gone once reaped */
+        if (dead == 0)
+            _exit(0);
+        waitpid(dead, NULL, 0);
+        char stale[3][700], live[700], other[700];
+        snprintf(stale[0], sizeof stale[0], "%s/latest.tmp.%ld.0", d, (long)dead);
+        snprintf(stale[1], sizeof stale[1], "%s/metrics.jsonl.tmp.%ld.17", d, (long)dead);
+        snprintf(stale[2], sizeof stale[2], "%s/config.json.tmp.%ld.3", d, (long)dead);
+        snprintf(live, sizeof live, "%s/latest.tmp.%ld.0", d, (long)getppid());
+        snprintf(other, sizeof other, "%s/notes.tmp.x.1", d);
+        for (int i = 0; i < 3; i++)
+            PT_OK(pu_file_write_atomic(stale[i], "x", 1));
+        PT_OK(pu_file_write_atomic(live, "x", 1));
+        PT_OK(pu_file_write_atomic(other, "x", 1));
+        int n = -1;
+        PT_OK(pu_sweep_stale_tmp(d, &n));
+        PT_CHECK_MSG(n == 3, "removed %d", n);
+        /* the same files again, swept by a training run this time */
+        for (int i = 0; i < 3; i++)
+            PT_OK(pu_file_write_atomic(stale[i], "x", 1));
+        pu_train_opts o;
+        base_opts(&o, cfg, data, d);
+        o.steps = 1;
+        o.save_every = 0;
+        o.eval_every = 0;
+        PT_OK(pu_train_run(&o, NULL));
+        for (int i = 0; i < 3; i++)
+            PT_CHECK_MSG(!pu_file_exists(stale[i]), "%s is still there", stale[i]);
+        PT_CHECK(pu_file_exists(live));
+        PT_CHECK(pu_file_exists(other));
+        PT_CHECK(pu_sweep_stale_tmp("/nonexistent/dir", NULL) != PU_OK);
+        pu_err_clear();
+    }
     if (PT_TEST("disk full while saving: error, the previous checkpoint stays intact")) {
         char d[512];
         pt_tmp_path("runF", d, sizeof d);

@@ -224,6 +224,11 @@ pu_status pu_atomic_open(pu_atomic_file *af, const char *path);
 pu_status pu_atomic_commit(pu_atomic_file *af);
 /* Close and delete the temp file (safe after commit or on a zeroed struct). */
 void pu_atomic_abort(pu_atomic_file *af);
+/* Remove the temp files "<name>.tmp.<pid>.<n>" in dir whose writer (pid) is
+ * no longer alive (a writer killed between create and rename); files of live
+ * processes and of this process stay. *n_removed (may be NULL) counts them.
+ * Call once at the start of a run that writes into dir. */
+pu_status pu_sweep_stale_tmp(const char *dir, int *n_removed);
 
 /* ------------------------------------------------------------------------ */
 /* growable string                                                          */

@@ -35,6 +35,11 @@ typedef struct pu_engine_params {
     int64_t prefill_chunk;  /* max prompt tokens prefilled per step (default 256) */
     int n_threads;          /* compute threads (0 = default) */
     bool prefix_sharing;    /* reuse cached blocks of identical prefixes (default true) */
+    const pu_model *draft;  /* NULL, or a small model with the same vocabulary: greedy requests
+                               (temperature 0, no logprobs) decode speculatively — the draft
+                               proposes draft_k tokens, one batched target pass verifies them
+                               all; the output is exactly the target's greedy output */
+    int draft_k;            /* tokens proposed per step (default 4, at most 8) */
 } pu_engine_params;
 
 pu_engine_params pu_engine_default_params(void);
@@ -82,6 +87,9 @@ typedef struct pu_engine_request {
     bool ignore_eos;
     bool logprobs;    /* report model logprobs (raw log-softmax) in events */
     int top_logprobs; /* 0..20 most likely alternatives per token (implies logprobs) */
+    const int32_t *logit_bias_ids; /* OpenAI logit_bias: logit_bias[i] is added to the raw */
+    const float *logit_bias;       /* logit of id logit_bias_ids[i] before sampling (and */
+    int n_logit_bias;              /* logprobs); copied */
     pu_engine_cb cb;
     void *ud;
     /* unmerged LoRA adapters for this request (pu_lora.h; borrowed, must
@@ -112,6 +120,7 @@ typedef struct pu_engine_stats {
     int64_t running, waiting;
     int64_t blocks_total, blocks_free, blocks_cached; /* cached: free but holding a reusable prefix */
     int64_t steps, tokens_generated, tokens_prefilled, tokens_prefix_hit;
+    int64_t tokens_drafted, tokens_draft_accepted; /* speculative decoding */
 } pu_engine_stats;
 void pu_engine_get_stats(pu_engine *e, pu_engine_stats *st);
 /* Max tokens per sequence and vocabulary size the engine was built with. */

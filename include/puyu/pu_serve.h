@@ -2,30 +2,35 @@
  * pu_serve.h — the OpenAI-compatible HTTP server (LMDeploy's api_server role)
  * and the small pieces the terminal chat shares with it.
  *
- * Owns: an HTTP/1.1 listener, the routes GET /health, GET /v1/models,
- * POST /v1/chat/completions, POST /v1/completions, POST /v1/tokenize and the
+ * Owns: an HTTP/1.1 listener, the routes GET /health, GET /metrics
+ * (Prometheus), GET /v1/models, POST /v1/chat/completions, POST
+ * /v1/completions, POST /v1/embeddings, POST /v1/tokenize and the
  * embedded web chat page at GET /, and one pu_engine (continuous batching)
  * that every request is submitted to.
  *
- * HTTP library: GNU libmicrohttpd (Debian libmicrohttpd-dev), in
- * thread-per-connection mode. Why: it is a maintained, widely deployed,
- * fuzzed HTTP/1.1 parser (chunked uploads, keep-alive, pipelining, timeouts)
- * that we do not have to write or prove; one thread per connection lets a
- * request block on its own per-request event queue (filled by the engine
- * callback) while slow clients only ever stall their own thread, and
- * MHD_create_response_from_callback gives chunked SSE streaming for free.
- * The engine thread never touches a socket: the callback only appends to the
- * request's queue and signals a condition variable (style.md §3.12's queue +
- * wake-up pattern). A client that goes away is noticed either by a failed
- * write or by a peek at the socket while waiting, and the request is
- * cancelled in the engine at once so its KV blocks return to the pool.
+ * HTTP library: GNU libmicrohttpd (Debian libmicrohttpd-dev), event-driven
+ * (epoll) with a fixed pool of http_threads event-loop threads. Why: it is a
+ * maintained, widely deployed, fuzzed HTTP/1.1 parser (chunked uploads,
+ * keep-alive, pipelining) that we do not have to write or prove. No thread
+ * ever waits for a client or for generation: a request whose answer is not
+ * ready suspends its connection (MHD_suspend_connection) and the engine
+ * callback resumes it (a one-shot pu_waker); SSE streams are callback
+ * responses whose reader suspends the same way when it has nothing to send.
+ * So idle, trickling or slow-reading sockets cost a socket and a few KB, no
+ * worker. A watchdog thread enforces a deadline on the request head and on
+ * the body (minimum rate), and notices clients that vanish while their
+ * connection is suspended (the request is cancelled at once so its KV blocks
+ * return to the pool). Connections are limited per client address. With an
+ * API key the bearer token is checked on the first callback, before a byte
+ * of the body is read.
  *
  * Errors are OpenAI's error JSON {"error": {"message", "type", "param",
  * "code"}} with the HTTP status: 400 malformed JSON / wrong field types /
  * prompt longer than the context, 401 missing or wrong bearer token (when an
  * API key is set; /health and / stay open), 404 unknown route (or unknown
- * "model" when named LoRA adapters are served), 405 wrong
- * method, 413 body over the limit.
+ * "model" when named LoRA adapters are served), 405 wrong method, 413 body
+ * over the limit, 429 queue full (--max-queue) and 503 while shutting down
+ * (both with Retry-After).
  */
 #ifndef PU_SERVE_H
 #define PU_SERVE_H
@@ -53,7 +58,16 @@ typedef struct pu_serve_params {
     const char *api_key;    /* NULL/"" = no auth; else "Authorization: Bearer KEY" on /v1/ */
     const char *model_name; /* id reported by /v1/models (default "puyu") */
     int64_t max_body;       /* request body limit in bytes (default 4 MiB) */
-    int max_connections;    /* concurrent connections (default 256) */
+    int max_connections;    /* concurrent connections (default 1024) */
+    int max_conn_per_ip;    /* concurrent connections per client address (default 128, 0 = off) */
+    int http_threads;       /* event-loop threads of the HTTP side (default 4) */
+    double head_timeout_s;  /* the request line + headers must arrive within this (default 10 s);
+                               also the idle limit of a kept-alive connection */
+    double body_min_rate;   /* body deadline: head_timeout_s + bytes / this (bytes/s, default
+                               64 KiB/s) */
+    int max_queue;  /* sequences waiting beyond max_batch before 429 (default 0 = no limit) */
+    double drain_s; /* pu_server_stop lets running requests finish this long, then
+                       cancels them (default 10 s) */
     pu_engine_params engine;
     /* adapters applied to the default model (model_name) itself, e.g.
      * `--lora DIR,DIR2` (borrowed; scales NULL = 1) */
@@ -79,7 +93,9 @@ pu_status pu_server_start(const pu_model *m, const pu_tok *tok, const pu_serve_p
                           pu_server **out);
 /* The bound port (the real one when started with port 0). */
 int pu_server_port(const pu_server *s);
-/* Stop accepting, cancel running requests, join every thread, free. */
+/* Graceful stop: stop accepting, let running requests finish for up to
+ * drain_s (new requests get 503), cancel the rest (streams end with an error
+ * event and [DONE]), join every thread, free. */
 void pu_server_stop(pu_server *s);
 
 /* ------------------------------------------------------------------------ */

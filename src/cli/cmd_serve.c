@@ -4,10 +4,11 @@
  * Parses options, loads the model and tokenizer, starts pu_server, prints
  * "listening on http://HOST:PORT" to stderr once the socket is bound (tests
  * read the port from that line when started with --port 0) and waits for
- * SIGINT/SIGTERM, then shuts down cleanly (exit 0). The signals are blocked
+ * SIGINT/SIGTERM, then shuts down gracefully (drain, cancel, exit 0). The signals are blocked
  * before any thread starts so only sigwait() here receives them.
  */
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -73,9 +74,11 @@ static pu_status load_lora_opts(const pu_model *m, const pu_opt_list *items, dou
 
 int pu_cmd_serve(int argc, char **argv) {
     const char *model = NULL, *tok_path = NULL, *host = "127.0.0.1", *api_key = NULL;
-    const char *name = NULL;
+    const char *name = NULL, *draft_path = NULL;
+    int64_t draft_k = 4;
     int64_t port = 8000, max_batch = 16, ctx = 0, kv_tokens = 0, max_body = 4 << 20;
-    int64_t max_conn = 256;
+    int64_t max_conn = 1024, per_ip = 128, http_threads = 4, max_queue = 0, ctx_slot = 0;
+    double head_timeout = 10, body_rate = 64 << 10, drain = 10;
     pu_opt_list lora_items = {0};
     double lora_scale = 1.0;
     const pu_opt opts[] = {
@@ -103,16 +106,38 @@ int pu_cmd_serve(int argc, char **argv) {
          0, 0},
         {"lora-scale", 0, PU_OPT_DOUBLE, &lora_scale, "S",
          "multiplier of every adapter's alpha/r", -1e6, 1e6},
+        {"max-conn-per-ip", 0, PU_OPT_INT, &per_ip, "N",
+         "concurrent connections per client address (0 = no limit)", 0, 100000},
+        {"http-threads", 0, PU_OPT_INT, &http_threads, "N",
+         "HTTP event-loop threads (epoll; no thread per connection)", 1, 256},
+        {"head-timeout", 0, PU_OPT_DOUBLE, &head_timeout, "S",
+         "deadline for a request's line + headers, and idle keep-alive limit (0 = none)", 0, 1e6},
+        {"body-min-rate", 0, PU_OPT_DOUBLE, &body_rate, "BYTES/S",
+         "body deadline = head-timeout + body bytes / this", 1, 1e12},
+        {"max-queue", 0, PU_OPT_INT, &max_queue, "N",
+         "sequences waiting beyond --max-batch before 429 + Retry-After (0 = no limit)", 0, 1e9},
+        {"ctx-per-slot", 0, PU_OPT_INT, &ctx_slot, "N",
+         "context per sequence; the KV cache then holds max-batch x N tokens (no preemption)", 2,
+         1e9},
+        {"draft", 0, PU_OPT_STRING, &draft_path, "MODEL",
+         "speculative decoding of greedy requests with this small model (same vocabulary); "
+         "output identical to the target alone",
+         0, 0},
+        {"draft-k", 0, PU_OPT_INT, &draft_k, "N", "tokens the draft proposes per step", 1, 8},
+        {"drain", 0, PU_OPT_DOUBLE, &drain, "S",
+         "on SIGTERM/SIGINT let running requests finish this long, then cancel them", 0, 1e6},
         PU_OPT_END,
     };
     const pu_cmd_spec spec = {
         "puyu serve",
         "-m MODEL [-t TOKENIZER] [--host 127.0.0.1] [--port 8000] [--api-key KEY] "
-        "[--max-batch N] [--ctx N] [--threads N] [--lora NAME=DIR ...] [--lora-scale S]",
-        "Serve the model over an OpenAI-compatible HTTP API: GET /health, GET /v1/models,\n"
-        "POST /v1/chat/completions (stream, tools), POST /v1/completions, POST /v1/tokenize,\n"
-        "and a web chat page at /. Prints 'listening on http://HOST:PORT' to stderr when ready;\n"
-        "stops cleanly on SIGINT/SIGTERM."};
+        "[--max-batch N] [--ctx N | --ctx-per-slot N] [--max-queue N] [--threads N] "
+        "[--lora NAME=DIR ...] [--lora-scale S]",
+        "Serve the model over an OpenAI-compatible HTTP API: GET /health, GET /metrics\n"
+        "(Prometheus), GET /v1/models, POST /v1/chat/completions (stream, tools, n, logit_bias),\n"
+        "POST /v1/completions (echo), POST /v1/embeddings, POST /v1/tokenize, and a web chat\n"
+        "page at /. Prints 'listening on http://HOST:PORT' to stderr when ready; on SIGINT/\n"
+        "SIGTERM stops accepting, drains running requests (--drain) and exits 0."};
     int rc = pu_opts_parse(&spec, opts, argc, argv, NULL, NULL);
     if (rc)
         return rc == 1 ? 0 : 2;
@@ -127,7 +152,7 @@ int pu_cmd_serve(int argc, char **argv) {
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    pu_model *m = NULL;
+    pu_model *m = NULL, *dm = NULL;
     pu_tok *tok = NULL;
     pu_server *srv = NULL;
     int ret = 1;
@@ -140,6 +165,8 @@ int pu_cmd_serve(int argc, char **argv) {
         goto done;
     if (pu_cli_load_tokenizer(m, model, tok_path, &tok) != PU_OK)
         goto done;
+    if (draft_path && pu_model_load(draft_path, &dm) != PU_OK)
+        goto done;
     char nbuf[256];
     if (load_lora_opts(m, &lora_items, lora_scale, sets, &p, ads, names) != PU_OK)
         goto done;
@@ -149,9 +176,29 @@ int pu_cmd_serve(int argc, char **argv) {
     p.model_name = name ? name : base_name(model, nbuf, sizeof nbuf);
     p.max_body = max_body;
     p.max_connections = (int)max_conn;
+    p.max_conn_per_ip = (int)per_ip;
+    p.http_threads = (int)http_threads;
+    p.head_timeout_s = head_timeout;
+    p.body_min_rate = body_rate;
+    p.max_queue = (int)max_queue;
+    p.drain_s = drain;
+    if (ctx_slot > 0) {
+        ctx = ctx_slot;
+        if (!kv_tokens)
+            kv_tokens = ctx_slot * max_batch;
+    }
+    /* every connection is a descriptor: lift the soft limit to the hard one */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max &&
+        rl.rlim_cur < (rlim_t)max_conn + 64) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
     p.engine.max_batch = max_batch;
     p.engine.ctx = ctx;
     p.engine.kv_tokens = kv_tokens;
+    p.engine.draft = dm;
+    p.engine.draft_k = (int)draft_k;
     if (pu_server_start(m, tok, &p, &srv) != PU_OK)
         goto done;
     bool v6 = strchr(host, ':') != NULL;
@@ -176,6 +223,7 @@ done:
     pu_free(names);
     pu_free(lora_items.items);
     pu_tok_destroy(tok);
+    pu_model_destroy(dm);
     pu_model_destroy(m);
     return ret;
 }

@@ -8,8 +8,10 @@
  */
 #include "puyu/pu_core.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -204,4 +206,57 @@ char *pu_path_join(const char *a, const char *b) {
         pu_str_putc(&s, '/');
     pu_str_puts(&s, b);
     return pu_str_steal(&s);
+}
+
+/* "<anything>.tmp.<pid>.<n>" with pid and n all digits: the pid, else -1. */
+static long tmp_owner(const char *name) {
+    size_t len = strlen(name);
+    size_t i = len;
+    while (i > 0 && name[i - 1] >= '0' && name[i - 1] <= '9')
+        i--;
+    if (i == len || i == 0 || name[i - 1] != '.')
+        return -1;
+    size_t pid_end = i - 1, j = pid_end;
+    while (j > 0 && name[j - 1] >= '0' && name[j - 1] <= '9')
+        j--;
+    if (j == pid_end || j < 5 || memcmp(name + j - 5, ".tmp.", 5) != 0 || j == 5)
+        return -1;
+    if (pid_end - j > 9)
+        return -1;
+    long pid = 0;
+    for (size_t k = j; k < pid_end; k++)
+        pid = pid * 10 + (name[k] - '0');
+    return pid;
+}
+
+pu_status pu_sweep_stale_tmp(const char *dir, int *n_removed) {
+    if (n_removed)
+        *n_removed = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return pu_err_set(PU_ERR_IO, "%s: cannot open directory: %s", dir, strerror(errno));
+    pu_status st = PU_OK;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        long pid = tmp_owner(e->d_name);
+        if (pid <= 0 || pid == (long)getpid())
+            continue;
+        /* alive (or owned by someone we may not signal): leave it alone */
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;
+        char *p = pu_path_join(dir, e->d_name);
+        struct stat sb;
+        if (lstat(p, &sb) == 0 && S_ISREG(sb.st_mode)) {
+            if (unlink(p) == 0) {
+                if (n_removed)
+                    (*n_removed)++;
+            } else if (errno != ENOENT && st == PU_OK) {
+                st = pu_err_set(PU_ERR_IO, "%s: cannot remove stale temp file: %s", p,
+                                strerror(errno));
+            }
+        }
+        pu_free(p);
+    }
+    closedir(d);
+    return st;
 }

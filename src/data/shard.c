@@ -334,6 +334,7 @@ pu_status pu_shard_pack(const pu_pack_opts *o, pu_pool *pool, pu_pack_stats *st)
                           o->tok_path);
     uint64_t hash = tok_file_hash(o->tok_path);
     PU_TRY(pu_mkdir_p(o->out_dir));
+    PU_TRY(pu_sweep_stale_tmp(o->out_dir, NULL)); /* temps of a killed earlier pack */
     pack_buf bufs[2];
     memset(bufs, 0, sizeof bufs);
     pack_doc *docs = pu_calloc(PACK_BATCH, sizeof *docs);

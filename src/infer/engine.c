@@ -38,6 +38,8 @@
 
 typedef enum { RS_WAITING, RS_RUNNING } req_state;
 
+#define PU_MAX_DRAFT 8
+
 typedef struct req {
     int64_t id;
     req_state state;
@@ -70,6 +72,12 @@ typedef struct req {
     float *lora_scales;   /* (n_lora) owned */
     int n_lora;
     uint64_t lora_key; /* seeds the prefix-cache chain hash (0: the base) */
+    int32_t *bias_ids; /* logit_bias: added to the raw logits before sampling */
+    float *bias;
+    int n_bias;
+    pu_session *dsess;           /* speculative decoding: the draft's own KV */
+    int32_t draft[PU_MAX_DRAFT]; /* tokens proposed for this step */
+    int n_draft_step;            /* how many of them are in this step's batch */
     struct req *next;
 } req;
 
@@ -125,6 +133,9 @@ struct pu_engine {
     float *lg_copy; /* (V) */
     pu_batch_seq *bseqs;
     req **breqs;
+    int *bspec;      /* per batch entry: drafted tokens that follow it (leader), -1 follower */
+    float *dlogits;  /* (V) draft logits */
+    int64_t per_req; /* batch entries one request may take (1 + draft_k) */
 };
 
 pu_engine_params pu_engine_default_params(void) {
@@ -279,6 +290,9 @@ static void req_free(req *r) {
     for (int i = 0; i < r->n_stop_strs; i++)
         pu_free(r->stop_strs[i]);
     pu_free(r->stop_strs);
+    pu_free(r->bias_ids);
+    pu_free(r->bias);
+    pu_session_destroy(r->dsess);
     pu_str_free(&r->text);
     pu_free(r->lora);
     pu_free(r->lora_scales);
@@ -533,6 +547,116 @@ static int64_t count(const req *r) {
 }
 
 /* One scheduling step; returns false when there was nothing to do. */
+/* Append a chosen token to r: stop ids, stop strings, length limit, text
+ * delivery. Returns true when r finished (it is freed then). */
+static bool take_token(pu_engine *e, req *r, int32_t tok, float lp) {
+    bool stop_id = false;
+    for (int j = 0; j < r->n_stop_ids; j++)
+        stop_id |= tok == r->stop_ids[j];
+    if (stop_id) {
+        finish(e, r, PU_FINISH_STOP, NULL);
+        return true;
+    }
+    pu_sampler_accept(&r->smp, tok);
+    if (r->n_tokens == r->cap_tokens) {
+        r->cap_tokens *= 2;
+        r->tokens = pu_realloc(r->tokens, (size_t)r->cap_tokens * sizeof(int32_t));
+    }
+    r->tokens[r->n_tokens++] = tok;
+    r->n_generated++;
+    e->st.tokens_generated++;
+    if (e->tok)
+        pu_tok_stream_feed(&r->ts, tok, &r->text);
+    /* at the length limit the stream's held-back bytes are final: flush them
+     * first (that only appends, so the earliest stop string is the same) */
+    bool at_len = r->n_generated >= r->max_tokens || r->n_tokens >= e->p.ctx;
+    if (at_len && e->tok)
+        pu_tok_stream_flush(&r->ts, &r->text);
+    size_t cut;
+    if (find_stop(r, &cut)) {
+        r->text.len = cut;
+        r->text.p[cut] = 0;
+        emit(e, r, tok, lp, cut, PU_FINISH_NONE, NULL);
+        finish_ex(e, r, PU_FINISH_STOP, NULL, true);
+        return true;
+    }
+    if (at_len) {
+        emit(e, r, tok, lp, r->text.len, PU_FINISH_NONE, NULL);
+        finish(e, r, PU_FINISH_LENGTH, NULL);
+        return true;
+    }
+    emit(e, r, tok, lp, safe_upto(r), PU_FINISH_NONE, NULL);
+    return false;
+}
+
+/* Speculative decoding (greedy requests when a draft model is set) ----- */
+
+static bool spec_eligible(const pu_engine *e, const req *r) {
+    return e->p.draft && e->p.draft_k > 0 && r->smp.p.temperature == 0.0f && !r->logprobs &&
+           r->n_generated > 0;
+}
+
+/* Propose up to kmax tokens after r's pending token with the draft model
+ * (greedy); the draft session first catches up on every token but the
+ * pending one. Returns how many (0: none, also on any draft error). */
+static int draft_propose(pu_engine *e, req *r, int kmax) {
+    if (kmax <= 0)
+        return 0;
+    int64_t V = e->c->vocab_size;
+    if (!r->dsess &&
+        pu_session_create(e->p.draft, e->p.ctx + PU_MAX_DRAFT + 1, e->pool, &r->dsess) != PU_OK) {
+        pu_err_clear();
+        return 0;
+    }
+    int64_t need = r->n_tokens - 1, pos = pu_session_pos(r->dsess);
+    if (pos > need && pu_session_truncate(r->dsess, need) != PU_OK)
+        pos = -1;
+    else if (pos < need &&
+             pu_session_eval(r->dsess, r->tokens + pos, need - pos, NULL, false) != PU_OK)
+        pos = -1;
+    int32_t cur = r->tokens[r->n_tokens - 1];
+    int n = 0;
+    while (pos >= 0 && n < kmax) {
+        if (pu_session_eval(r->dsess, &cur, 1, e->dlogits, false) != PU_OK)
+            break;
+        cur = pu_argmax(e->dlogits, V);
+        r->draft[n++] = cur;
+    }
+    if (pos < 0 || n < kmax) {
+        pu_err_clear();
+        pu_session_reset(r->dsess); /* resynchronised next time */
+    }
+    return n;
+}
+
+/* The target's verdict on r's drafted tokens: row li of e->logits is the
+ * pending token's (already sampled: tok, lp), rows li+1.. the drafts'.
+ * Accept drafts while the target's own greedy choice equals them; the
+ * first differing choice (or the one after the last draft) becomes the
+ * pending token. Returns the next logits row. */
+static int64_t verify_draft(pu_engine *e, req *r, int64_t li, float lp, int32_t tok) {
+    int64_t V = e->c->vocab_size;
+    int nd = r->n_draft_step;
+    r->n_draft_step = 0;
+    e->st.tokens_drafted += nd;
+    for (int j = 0;; j++) {
+        bool match = j < nd && tok == r->draft[j];
+        if (take_token(e, r, tok, lp))
+            return li + nd + 1;
+        if (!match)
+            return li + nd + 1;
+        /* the draft's K/V at this position was computed from the right token */
+        int64_t before = r->n_computed;
+        r->n_computed++;
+        register_blocks(e, r, before, r->n_computed);
+        e->st.tokens_draft_accepted++;
+        float *lg = e->logits + (li + j + 1) * V;
+        for (int b = 0; b < r->n_bias; b++)
+            lg[r->bias_ids[b]] += r->bias[b];
+        tok = pu_sampler_sample(&r->smp, lg, &lp);
+    }
+}
+
 static bool step(pu_engine *e) {
     take_submissions(e);
     while (e->waiting && count(e->running) < e->p.max_batch) {
@@ -576,6 +700,19 @@ static bool step(pu_engine *e) {
                 n = e->max_step_tokens - ntok;
             if (n <= 0)
                 continue;
+            int nd = 0; /* drafted tokens verified in this pass too (never preempts for them) */
+            if (is_decode && spec_eligible(e, r)) {
+                int64_t room = e->max_step_tokens - ntok - 1;
+                int64_t kmax = e->p.draft_k;
+                kmax = kmax < room ? kmax : room;
+                kmax = kmax < e->p.ctx - r->n_tokens ? kmax : e->p.ctx - r->n_tokens;
+                kmax = kmax < r->max_tokens - r->n_generated - 1
+                           ? kmax
+                           : r->max_tokens - r->n_generated - 1;
+                nd = kmax > 0 && ensure_blocks(e, r, r->n_computed + 1 + kmax)
+                         ? draft_propose(e, r, (int)kmax)
+                         : 0;
+            }
             while (!ensure_blocks(e, r, r->n_computed + n)) {
                 if (!preempt_one(e, r))
                     break;
@@ -589,6 +726,7 @@ static bool step(pu_engine *e) {
                                 (size_t)(nb - i - 1) * sizeof(req *));
                         memmove(&e->bseqs[i], &e->bseqs[i + 1],
                                 (size_t)(nb - i - 1) * sizeof(pu_batch_seq));
+                        memmove(&e->bspec[i], &e->bspec[i + 1], (size_t)(nb - i - 1) * sizeof(int));
                         nb--;
                         i--;
                     }
@@ -610,8 +748,24 @@ static bool step(pu_engine *e) {
             bs->lora = r->lora;
             bs->lora_scales = r->lora_scales;
             bs->n_lora = r->n_lora;
+            e->bspec[nb] = nd;
             e->breqs[nb++] = r;
             ntok += n;
+            r->n_draft_step = nd;
+            for (int j = 0; j < nd; j++) { /* one single-token entry per draft: its logits */
+                pu_batch_seq *ds = &e->bseqs[nb];
+                ds->blocks = r->blocks;
+                ds->ids = &r->draft[j];
+                ds->pos0 = r->n_computed + 1 + j;
+                ds->n = 1;
+                ds->want_logits = true;
+                ds->lora = r->lora; /* the target verifies with the request's adapters */
+                ds->lora_scales = r->lora_scales;
+                ds->n_lora = r->n_lora;
+                e->bspec[nb] = -1;
+                e->breqs[nb++] = r;
+                ntok++;
+            }
             if (!is_decode)
                 budget -= n;
         }
@@ -631,6 +785,8 @@ static bool step(pu_engine *e) {
     }
     int64_t li = 0;
     for (int64_t i = 0; i < nb; i++) {
+        if (e->bspec[i] < 0)
+            continue; /* a draft entry: its leader verifies it */
         req *r = e->breqs[i];
         pu_batch_seq *bs = &e->bseqs[i];
         int64_t before = r->n_computed;
@@ -641,6 +797,8 @@ static bool step(pu_engine *e) {
         if (!bs->want_logits)
             continue;
         float *lg = e->logits + li++ * V;
+        for (int j = 0; j < r->n_bias; j++)
+            lg[r->bias_ids[j]] += r->bias[j];
         float lp = 0;
         int32_t tok;
         if (r->logprobs) {
@@ -662,42 +820,11 @@ static bool step(pu_engine *e) {
         } else {
             tok = pu_sampler_sample(&r->smp, lg, &lp);
         }
-        bool stop_id = false;
-        for (int j = 0; j < r->n_stop_ids; j++)
-            stop_id |= tok == r->stop_ids[j];
-        if (stop_id) {
-            finish(e, r, PU_FINISH_STOP, NULL);
+        if (r->n_draft_step > 0) {
+            li = verify_draft(e, r, li - 1, lp, tok);
             continue;
         }
-        pu_sampler_accept(&r->smp, tok);
-        if (r->n_tokens == r->cap_tokens) {
-            r->cap_tokens *= 2;
-            r->tokens = pu_realloc(r->tokens, (size_t)r->cap_tokens * sizeof(int32_t));
-        }
-        r->tokens[r->n_tokens++] = tok;
-        r->n_generated++;
-        e->st.tokens_generated++;
-        if (e->tok)
-            pu_tok_stream_feed(&r->ts, tok, &r->text);
-        /* at the length limit the stream's held-back bytes are final: flush them
-         * first (that only appends, so the earliest stop string is the same) */
-        bool at_len = r->n_generated >= r->max_tokens || r->n_tokens >= e->p.ctx;
-        if (at_len && e->tok)
-            pu_tok_stream_flush(&r->ts, &r->text);
-        size_t cut;
-        if (find_stop(r, &cut)) {
-            r->text.len = cut;
-            r->text.p[cut] = 0;
-            emit(e, r, tok, lp, cut, PU_FINISH_NONE, NULL);
-            finish_ex(e, r, PU_FINISH_STOP, NULL, true);
-            continue;
-        }
-        if (at_len) {
-            emit(e, r, tok, lp, r->text.len, PU_FINISH_NONE, NULL);
-            finish(e, r, PU_FINISH_LENGTH, NULL);
-            continue;
-        }
-        emit(e, r, tok, lp, safe_upto(r), PU_FINISH_NONE, NULL);
+        take_token(e, r, tok, lp);
     }
     return true;
 }
@@ -768,7 +895,25 @@ pu_status pu_engine_create(const pu_model *m, const pu_tok *tok, const pu_engine
         pu_free(e);
         return st;
     }
-    e->max_step_tokens = e->p.prefill_chunk + e->p.max_batch;
+    if (e->p.draft) {
+        if (pu_model_config(e->p.draft)->vocab_size != e->c->vocab_size) {
+            pu_kv_pages_deinit(&e->kv);
+            pu_free(e);
+            return pu_err_set(PU_ERR_INVALID,
+                              "engine: the draft model's vocabulary (%lld) differs from the "
+                              "target's (%lld)",
+                              (long long)pu_model_config(pp->draft)->vocab_size,
+                              (long long)pu_model_config(m)->vocab_size);
+        }
+        if (e->p.draft_k <= 0)
+            e->p.draft_k = 4;
+        if (e->p.draft_k > PU_MAX_DRAFT)
+            e->p.draft_k = PU_MAX_DRAFT;
+    } else {
+        e->p.draft_k = 0;
+    }
+    e->per_req = 1 + e->p.draft_k;
+    e->max_step_tokens = e->p.prefill_chunk + e->p.max_batch * e->per_req;
     st = pu_batch_ws_create(m, e->max_step_tokens, &e->ws);
     if (st != PU_OK) {
         pu_kv_pages_deinit(&e->kv);
@@ -787,10 +932,13 @@ pu_status pu_engine_create(const pu_model *m, const pu_tok *tok, const pu_engine
     e->hkeys = pu_calloc((size_t)e->hcap, sizeof(uint64_t));
     e->hvals = pu_calloc((size_t)e->hcap, sizeof(int32_t));
     e->block_tokens = pu_calloc((size_t)(nblocks * BS), sizeof(int32_t));
-    e->logits = pu_malloc((size_t)(e->p.max_batch * e->c->vocab_size) * sizeof(float));
+    int64_t nent = e->p.max_batch * e->per_req;
+    e->logits = pu_malloc((size_t)(nent * e->c->vocab_size) * sizeof(float));
     e->lg_copy = pu_malloc((size_t)e->c->vocab_size * sizeof(float));
-    e->bseqs = pu_calloc((size_t)e->p.max_batch, sizeof(pu_batch_seq));
-    e->breqs = pu_calloc((size_t)e->p.max_batch, sizeof(req *));
+    e->dlogits = pu_malloc((size_t)e->c->vocab_size * sizeof(float));
+    e->bseqs = pu_calloc((size_t)nent, sizeof(pu_batch_seq));
+    e->breqs = pu_calloc((size_t)nent, sizeof(req *));
+    e->bspec = pu_calloc((size_t)nent, sizeof(int));
     e->order = pu_calloc((size_t)e->p.max_batch, sizeof(req *));
     e->eos_ids[e->n_eos++] = (int32_t)e->c->eos_token_id;
     if (tok) {
@@ -833,6 +981,8 @@ void pu_engine_destroy(pu_engine *e) {
     pu_free(e->lg_copy);
     pu_free(e->bseqs);
     pu_free(e->breqs);
+    pu_free(e->bspec);
+    pu_free(e->dlogits);
     pu_free(e->order);
     pu_free(e->cancel_ids);
     pu_free(e);
@@ -909,6 +1059,21 @@ pu_status pu_engine_submit(pu_engine *e, const pu_engine_request *rq, int64_t *i
     }
     r->logprobs = rq->logprobs || rq->top_logprobs > 0;
     r->n_top = rq->top_logprobs;
+    for (int i = 0; i < rq->n_logit_bias; i++)
+        if (rq->logit_bias_ids[i] < 0 || rq->logit_bias_ids[i] >= V ||
+            !isfinite(rq->logit_bias[i])) {
+            req_free(r);
+            return pu_err_set(PU_ERR_INVALID,
+                              "logit_bias[%d]: id %d outside [0, %lld) or bias not finite", i,
+                              rq->logit_bias_ids[i], (long long)V);
+        }
+    if (rq->n_logit_bias > 0) {
+        r->n_bias = rq->n_logit_bias;
+        r->bias_ids = pu_malloc((size_t)r->n_bias * sizeof(int32_t));
+        r->bias = pu_malloc((size_t)r->n_bias * sizeof(float));
+        memcpy(r->bias_ids, rq->logit_bias_ids, (size_t)r->n_bias * sizeof(int32_t));
+        memcpy(r->bias, rq->logit_bias, (size_t)r->n_bias * sizeof(float));
+    }
     r->cb = rq->cb;
     r->ud = rq->ud;
     pthread_mutex_lock(&e->mu);

@@ -13,6 +13,50 @@
 
 #include "serve_impl.h"
 
+pu_waker *pu_waker_new(void (*fn)(void *arg), void *arg) {
+    pu_waker *w = pu_calloc(1, sizeof *w);
+    pthread_mutex_init(&w->mu, NULL);
+    w->refs = 1;
+    w->fn = fn;
+    w->arg = arg;
+    return w;
+}
+
+pu_waker *pu_waker_ref(pu_waker *w) {
+    pthread_mutex_lock(&w->mu);
+    w->refs++;
+    pthread_mutex_unlock(&w->mu);
+    return w;
+}
+
+void pu_waker_unref(pu_waker *w) {
+    if (!w)
+        return;
+    pthread_mutex_lock(&w->mu);
+    int left = --w->refs;
+    pthread_mutex_unlock(&w->mu);
+    if (left > 0)
+        return;
+    pthread_mutex_destroy(&w->mu);
+    pu_free(w);
+}
+
+void pu_waker_fire(pu_waker *w) {
+    pthread_mutex_lock(&w->mu);
+    if (w->armed && w->fn) {
+        w->armed = false;
+        w->fn(w->arg);
+    }
+    pthread_mutex_unlock(&w->mu);
+}
+
+void pu_waker_detach(pu_waker *w) {
+    pthread_mutex_lock(&w->mu);
+    w->armed = false;
+    w->fn = NULL;
+    pthread_mutex_unlock(&w->mu);
+}
+
 pu_sq *pu_sq_new(void) {
     pu_sq *q = pu_calloc(1, sizeof *q);
     pthread_mutex_init(&q->mu, NULL);
@@ -22,6 +66,13 @@ pu_sq *pu_sq_new(void) {
     pthread_cond_init(&q->cv, &ca);
     pthread_condattr_destroy(&ca);
     q->refs = 1;
+    return q;
+}
+
+pu_sq *pu_sq_ref(pu_sq *q) {
+    pthread_mutex_lock(&q->mu);
+    q->refs++;
+    pthread_mutex_unlock(&q->mu);
     return q;
 }
 
@@ -41,6 +92,7 @@ void pu_sq_unref(pu_sq *q) {
     pu_free(q->top_ids);
     pu_free(q->top_lps);
     pu_free(q->err);
+    pu_waker_unref(q->waker);
     pu_free(q);
 }
 
@@ -50,6 +102,8 @@ void pu_sq_on_event(const pu_engine_event *ev, void *ud) {
     if (ev->text_len)
         pu_str_append(&q->text, ev->text, ev->text_len);
     if (ev->token >= 0) {
+        if (q->n_toks == 0)
+            q->t_first = pu_time_now();
         if (q->n_toks == q->cap_toks) {
             q->cap_toks = q->cap_toks ? q->cap_toks * 2 : 64;
             q->toks = pu_realloc(q->toks, (size_t)q->cap_toks * sizeof(int32_t));
@@ -80,7 +134,10 @@ void pu_sq_on_event(const pu_engine_event *ev, void *ud) {
             q->err = pu_strdup(ev->error);
     }
     pthread_cond_broadcast(&q->cv);
+    pu_waker *w = q->waker; /* alive: this callback still holds the engine's reference */
     pthread_mutex_unlock(&q->mu);
+    if (w)
+        pu_waker_fire(w);
     if (fin)
         pu_sq_unref(q); /* the engine's reference */
 }

@@ -11,6 +11,26 @@
 #include "puyu/pu_engine.h"
 #include "puyu/pu_serve.h"
 
+/* A one-shot wake-up shared by the queues of one HTTP request (n choices):
+ * the consumer arms it when it suspends its connection, the first event on
+ * any of the queues fires fn(arg) once and disarms it. Reference counted
+ * (the consumer and every queue that points to it). */
+typedef struct pu_waker {
+    pthread_mutex_t mu;
+    int refs;
+    bool armed;
+    void (*fn)(void *arg);
+    void *arg;
+} pu_waker;
+
+pu_waker *pu_waker_new(void (*fn)(void *arg), void *arg);
+pu_waker *pu_waker_ref(pu_waker *w);
+void pu_waker_unref(pu_waker *w);
+/* Fire once if armed. */
+void pu_waker_fire(pu_waker *w);
+/* Forget fn (the consumer is going away): later fires do nothing. */
+void pu_waker_detach(pu_waker *w);
+
 /* One submitted request as seen by its consumer. Reference counted: one
  * reference for the consumer, one for the engine (dropped by the callback on
  * the final event), so either side may finish first. */
@@ -30,9 +50,13 @@ typedef struct pu_sq {
     pu_finish_reason fin;
     char *err;
     int64_t n_prompt, n_cached, n_generated;
+    pu_waker *waker; /* NULL, or fired (outside mu) after every event */
+    double t_first;  /* pu_time_now() of the first token (0 before) */
 } pu_sq;
 
 pu_sq *pu_sq_new(void);
+/* Add a reference. */
+pu_sq *pu_sq_ref(pu_sq *q);
 /* Drop one reference (frees at zero). */
 void pu_sq_unref(pu_sq *q);
 /* The engine callback (ud = the pu_sq); takes the engine's reference. */

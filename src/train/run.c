@@ -564,6 +564,7 @@ pu_status pu_train_loop(const pu_train_opts *o, const pu_train_job *job, pu_pool
     r.min_lr = o->min_lr >= 0 ? o->min_lr : o->lr / 10;
     r.Tmax = job->Tmax;
     PU_TRY(pu_mkdir_p(o->out_dir));
+    PU_TRY(r.rank == 0 ? pu_sweep_stale_tmp(o->out_dir, NULL) : PU_OK); /* killed writers' temps */
     if (r.rank == 0) { /* half-written checkpoints of a crashed save */
         DIR *d = opendir(o->out_dir);
         struct dirent *e;

@@ -59,6 +59,35 @@ check(usage && usage.completion_tokens === r.usage.completion_tokens, 'stream us
 const cr = await text.completions.create({ model, prompt: 'Once upon a time', max_tokens: 12, temperature: 0 });
 check(typeof cr.choices[0].text === 'string' && cr.choices[0].text.length > 0, 'completions', cr);
 
+// n choices with a seed, logit_bias, penalties: the client's types round-trip
+const rn = await text.chat.completions.create({
+  model, messages: msgs, temperature: 1, seed: 3, n: 2, max_tokens: 8,
+  presence_penalty: 0.5, frequency_penalty: 0.5,
+});
+check(rn.choices.length === 2 && rn.choices[1].index === 1 &&
+      typeof rn.choices[1].message.content === 'string', 'n = 2 choices', rn.choices);
+const rn2 = await text.chat.completions.create({
+  model, messages: msgs, temperature: 1, seed: 3, n: 2, max_tokens: 8,
+  presence_penalty: 0.5, frequency_penalty: 0.5,
+});
+check(rn2.choices[0].message.content === rn.choices[0].message.content &&
+      rn2.choices[1].message.content === rn.choices[1].message.content, 'seed reproduces n choices');
+const lb = await text.completions.create({ model, prompt: 'Once', max_tokens: 3, temperature: 0,
+                                           logit_bias: { '5': 100 }, logprobs: 0 });
+const lbt = lb.choices[0].logprobs.tokens;
+check(lbt.length === 3 && lbt[0] === lbt[1] && lbt[1] === lbt[2], 'logit_bias forces a token', lbt);
+const emb = await text.embeddings.create({ model, input: ['a cat', 'a dog'] });
+const v = emb.data[0].embedding;
+const norm = Math.sqrt(v.reduce((a, x) => a + x * x, 0));
+check(emb.data.length === 2 && v.length > 0 && Math.abs(norm - 1) < 1e-4 && emb.usage.prompt_tokens > 0,
+      'embeddings (float)', { n: emb.data.length, dim: v.length, norm });
+try {
+  await text.completions.create({ model, prompt: 'a', suffix: 'b', max_tokens: 1 });
+  check(false, 'suffix rejected');
+} catch (e) {
+  check(e instanceof OpenAI.BadRequestError && e.error && e.error.param === 'suffix', 'suffix -> 400 param suffix', e.message);
+}
+
 try {
   const bad = new OpenAI({ baseURL: textUrl, apiKey: 'wrong', maxRetries: 0 });
   await bad.models.list();
