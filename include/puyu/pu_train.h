@@ -69,6 +69,7 @@
 
 #include "puyu/pu_core.h"
 #include "puyu/pu_kernels.h"
+#include "puyu/pu_lora.h"
 #include "puyu/pu_model.h"
 
 #define PU_IGNORE_INDEX (-100)
@@ -78,16 +79,22 @@
 
 enum {
     PU_PARAM_NO_DECAY = 1u << 0, /* excluded from weight decay (norms, embeddings) */
-    PU_PARAM_FROZEN = 1u << 1,   /* no gradient, no update (LoRA base weights; future) */
+    PU_PARAM_FROZEN = 1u << 1,   /* no gradient, no update, not in the gradient norm */
+    PU_PARAM_BORROWED = 1u << 2, /* frozen base weight read from a pu_model in its stored
+                                    dtype (no room in the slab, no fp32 copy, no grads) */
+    PU_PARAM_NF4 = 1u << 3,      /* borrowed and held as NF4 (QLoRA) */
 };
 
 typedef struct pu_param {
     char name[80];    /* HF InternLM2 tensor name */
     int ndim;         /* 1 or 2 */
     int64_t shape[2]; /* (rows, cols) or (n) */
-    int64_t offset;   /* in floats from the start of the slab (64-byte aligned) */
+    int64_t offset;   /* in floats from the start of the slab (64-byte aligned);
+                         borrowed entries take no room (offset = where the next
+                         slab entry starts) */
     int64_t numel;
     uint32_t flags;
+    pu_dtype dtype;   /* F32 for slab entries; the stored dtype of borrowed ones */
 } pu_param;
 
 typedef struct pu_tmodel pu_tmodel;
@@ -97,6 +104,62 @@ typedef struct pu_tmodel pu_tmodel;
  * Errors (bad config, no memory) name the field. Returns owned. */
 pu_status pu_tmodel_create(const pu_config *c, int64_t B, int64_t Tmax, pu_tmodel **out);
 void pu_tmodel_destroy(pu_tmodel *m);
+
+/* A training model over a loaded base model. */
+typedef struct pu_tmodel_opts {
+    /* true: the base weights are borrowed from `base` (frozen, PU_PARAM_BORROWED:
+     * read in their stored dtype F32/BF16/F16 by the matmuls, converted panel
+     * by panel; no fp32 copy, no gradients, no moments); `base` must outlive
+     * the tmodel and may back any number of tmodels (policy + reference).
+     * false: an fp32 trainable copy (full fine-tuning). */
+    bool freeze_base;
+    /* with freeze_base: the 5 linears of every layer are quantized at
+     * creation to NF4 with double quantization (bitsandbytes' scheme, see
+     * src/train/nf4.c), dequantized on the fly; embedding, norms and the LM
+     * head stay as stored */
+    bool qlora;
+    /* activation checkpointing: keep only each layer's residual input and
+     * rebuild the layer's activations in backward (bitwise the same grads) */
+    bool recompute;
+    /* no gradients and no backward buffers (a frozen reference model) */
+    bool forward_only;
+    /* LoRA adapters (pu_lora.h semantics) when lora_r > 0: y += s (drop(x) A^T) B^T
+     * on the linears in lora_targets (bitmask of pu_lora_target), s = alpha / r
+     * or alpha / sqrt(r) (rslora); PEFT init (A kaiming-uniform from seed, B 0) */
+    int64_t lora_r;
+    double lora_alpha, lora_dropout;
+    bool lora_rslora;
+    uint32_t lora_targets;
+    uint64_t seed; /* LoRA init and dropout masks */
+} pu_tmodel_opts;
+/* freeze_base false, no LoRA, alpha 16, the default targets */
+void pu_tmodel_opts_default(pu_tmodel_opts *o);
+/* Shapes from base's config; B, Tmax as pu_tmodel_create. o NULL: defaults. */
+pu_status pu_tmodel_create_from(const pu_model *base, int64_t B, int64_t Tmax,
+                                const pu_tmodel_opts *o, pu_tmodel **out);
+/* bytes of frozen weights the tmodel holds itself (NF4 forms, repacked
+ * q/k/v); borrowed views cost nothing */
+int64_t pu_tmodel_frozen_bytes(const pu_tmodel *m);
+
+/* LoRA. Adapter entries are ordinary trainable table entries named with
+ * PEFT's keys ("base_model.model.model.layers.<i>.attention.wqkv.lora_A.weight"
+ * (r, in), "...lora_B.weight" (out, r), "base_model.model.output.lora_A.weight"),
+ * placed right after their layer's entries (after output.weight for the head),
+ * so optimizer, clipping, weight decay, checkpoints and gradient hooks treat
+ * them like any weight. */
+int64_t pu_tmodel_lora_r(const pu_tmodel *m); /* 0: no adapters */
+float pu_tmodel_lora_scale(const pu_tmodel *m);
+/* PEFT init again: A ~ U(-1/sqrt(in), 1/sqrt(in)) from (seed, entry), B = 0 */
+void pu_tmodel_lora_init(pu_tmodel *m, uint64_t seed);
+/* Dropout of the adapter inputs on (training) or off (evaluation); key seeds
+ * the masks of the next forward (each forward then advances it), so a run
+ * that sets it per step is reproducible and resumable. */
+void pu_tmodel_set_dropout(pu_tmodel *m, bool on, uint64_t key);
+/* Copy the adapter out into a new pu_lora (r, alpha, dropout, targets) /
+ * in from one (r and targets must match, shapes are checked). */
+pu_status pu_tmodel_lora_export(const pu_tmodel *m, double alpha, bool rslora,
+                                pu_lora **out);
+pu_status pu_tmodel_lora_import(pu_tmodel *m, const pu_lora *l);
 
 const pu_config *pu_tmodel_config(const pu_tmodel *m);
 int pu_tmodel_n_params(const pu_tmodel *m); /* number of table entries */
@@ -156,6 +219,18 @@ typedef void (*pu_grad_hook_fn)(void *ctx, int first, int end);
 void pu_tmodel_set_grad_hook(pu_tmodel *m, pu_grad_hook_fn fn, void *ctx);
 /* Logits of the last forward, (B, T, V) — overwritten by backward. */
 const float *pu_tmodel_logits(const pu_tmodel *m);
+/* log p(target) of every position of the last forward, (B*T); 0 where the
+ * target is ignored (DPO / PPO sum them per sequence). */
+const float *pu_tmodel_token_logps(const pu_tmodel *m);
+/* final hidden states of the last forward (after the final RMSNorm, the LM
+ * head's input), (B*T, C): value / reward heads read them. */
+const float *pu_tmodel_hidden(const pu_tmodel *m);
+/* Backward of the last forward from given gradients: dlogp (B*T) =
+ * dLoss/d(logp of each target) (NULL: none through the LM head), dhidden
+ * (B*T, C) = dLoss/d(hidden) (NULL: none). pu_tmodel_backward(m, pool, s) is
+ * the case dlogp = -s at every counted token. */
+void pu_tmodel_backward_logp(pu_tmodel *m, pu_pool *pool, const float *dlogp,
+                             const float *dhidden);
 
 /* ------------------------------------------------------------------------ */
 /* optimizer                                                                */
