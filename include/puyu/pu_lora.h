@@ -47,8 +47,8 @@ typedef enum {
 
 /* "wqkv", "wo", "w1", "w2", "w3", "output" */
 const char *pu_lora_target_name(pu_lora_target t);
-/* "wqkv,wo,w1" -> bitmask of (1 << target); unknown names are PU_ERR_ARG
- * naming the name. */
+/* "wqkv,wo,w1" -> bitmask of (1 << target); unknown names are
+ * PU_ERR_INVALID naming the name. */
 pu_status pu_lora_parse_targets(const char *csv, uint32_t *mask);
 
 typedef struct pu_lora_mat {
@@ -61,12 +61,12 @@ typedef struct pu_lora {
     int64_t r;
     double alpha, dropout;
     bool use_rslora;
-    uint32_t targets;       /* bitmask of pu_lora_target */
-    char base_model[256];   /* base_model_name_or_path */
+    uint32_t targets;     /* bitmask of pu_lora_target */
+    char base_model[256]; /* base_model_name_or_path */
     int64_t n_layers;
-    pu_lora_mat *layers;    /* (n_layers * 5): layers[l * 5 + t], t < PU_LORA_OUTPUT */
+    pu_lora_mat *layers; /* (n_layers * 5): layers[l * 5 + t], t < PU_LORA_OUTPUT */
     pu_lora_mat output;
-    float scale;            /* alpha / r (or / sqrt(r)); callers may multiply (--lora-scale) */
+    float scale; /* alpha / r (or / sqrt(r)); callers may multiply (--lora-scale) */
 } pu_lora;
 
 /* A zero adapter for base config c (A and B all zero). r > 0, targets != 0. */
@@ -80,6 +80,14 @@ pu_lora_mat *pu_lora_get(pu_lora *l, int64_t layer, pu_lora_target t);
 const pu_lora_mat *pu_lora_get_const(const pu_lora *l, int64_t layer, pu_lora_target t);
 
 pu_status pu_lora_load(const char *dir, const pu_config *base, pu_lora **out);
+/* The adapter_config.json half of pu_lora_load on a buffer (path names it in
+ * errors): an adapter of zero matrices for the modules the config targets
+ * (target_modules as short names, full module paths or a regex string,
+ * layers_to_transform honoured, PEFT's matching rules). */
+pu_status pu_lora_config_parse(const char *json_text, size_t len, const char *path,
+                               const pu_config *base, pu_lora **out);
+/* adapter_config.json text for l (owned, pu_free). */
+char *pu_lora_config_json(const pu_lora *l);
 /* Writes both files atomically (temp + fsync + rename) into dir (created). */
 pu_status pu_lora_save(const pu_lora *l, const char *dir);
 void pu_lora_destroy(pu_lora *l);
