@@ -36,21 +36,53 @@
  * thread count (tested for 1 vs 2 threads), which is what makes --resume
  * bit-exact even with a different --threads.
  *
- * Limits: fp32 only (no bf16 mixed precision yet); attention keeps the
- * (B, H, T, T) probabilities for backward (O(T^2) memory: fine for the
+ * Frozen weights, LoRA, QLoRA, two models (pu_tmodel_create_from):
+ *  - A tmodel built over a loaded pu_model with freeze_base BORROWS every
+ *    base weight (PU_PARAM_BORROWED | PU_PARAM_FROZEN): the table entry keeps
+ *    its name/shape/dtype, a view (src/train/train_impl.h pu_tmat) points
+ *    into the model's memory map, and the slab, the gradients and the AdamW
+ *    moments hold only the trainable entries (pu_tmodel_numel counts them).
+ *    The two products a frozen linear needs (y = x W^T, dx += dy W; no dW)
+ *    read BF16/F16 weights through the training GEMM, which converts each
+ *    B panel while packing it (src/train/gemm.c pack_b_w): never a full fp32
+ *    copy. F32 weights take the unchanged fp32 path. Only separate or
+ *    RoPE-interleaved q/k/v (GGUF, llama2.c) are repacked once, in their
+ *    stored dtype. Any number of tmodels may borrow one pu_model: a policy
+ *    and a frozen reference (forward_only: no gradients, no backward
+ *    buffers) cost one mmap.
+ *  - LoRA (pu_lora.h semantics, PEFT init and keys): extra trainable table
+ *    entries right after their layer's; forward y += s (drop(x) A^T) B^T,
+ *    backward dB += dy^T u, g = s dy B, dA += g^T drop(x), dx += drop'(g A).
+ *    Dropout masks are a hash of (per-forward key, linear, element): nothing
+ *    stored, rebuilt in backward. pu_tmodel_lora_export / _import convert to
+ *    and from pu_lora (files: pu_lora_save / pu_lora_load, src/model/lora.c).
+ *  - QLoRA (qlora): the layer linears are quantized at creation to NF4 with
+ *    double quantization exactly as bitsandbytes does (blocks of 64, the NF4
+ *    table, absmax - mean(absmax) to 8 bits with the dynamic map in blocks
+ *    of 256 with an fp32 scale each; src/train/nf4.c), ~4.13 bits a weight,
+ *    dequantized on the fly in the same panel packing.
+ *  - Activation checkpointing (recompute): only each layer's residual input
+ *    is kept; backward rebuilds the layer from it (bitwise the same grads).
+ *  - Alignment hooks: pu_tmodel_token_logps (log p of every target),
+ *    pu_tmodel_hidden (final hidden states) and pu_tmodel_backward_logp
+ *    (backward from dLoss/dlogp per token and/or dLoss/dhidden; the mean CE
+ *    backward is its special case, bitwise).
+ *
+ * Where the pieces live, in design.md terms. The training model is the
+ * `model` role (weights, forward, backward, adapters, value head inputs);
+ * it is built in src/train/ (model.c, ops.c, gemm*.c, nf4.c) because it
+ * shares the training ops, and it reads base weights only through the
+ * public pu_model views. `train` owns the optimizer (optim.c), data
+ * loaders, the loops (run.c: pretraining; SFT, DPO, PPO build on the same
+ * tmodel), checkpoints (ckpt.c) and data parallel (dp.c). Adapter files
+ * (PEFT) and inference-side adapters live in `model` (src/model/lora.c).
+ *
+ * Limits: fp32 math (bf16 storage only for frozen weights); attention keeps
+ * the (B, H, T, T) probabilities for backward (O(T^2) memory: fine for the
  * short-context stages, a flash-style recomputing backward is needed for
  * 32k); dynamic-NTK rope scaling is ignored in training (plain RoPE).
  *
- * Plan for what follows (designed in, not built yet):
- *  - Frozen weights + LoRA: PU_PARAM_FROZEN (pu_tmodel_set_flags) already
- *    makes backward skip a tensor's weight gradient (dx still flows through
- *    it) and pu_adamw_step / pu_grad_norm skip it (tested). LoRA A/B
- *    adapters become extra table entries
- *    ("...wqkv.lora_A", rows grouped like wqkv per spec A.4) whose matmuls
- *    are added after the base matmul in forward/backward.
- *  - Value/reward head: an extra table entry "v_head.weight" (1, C) and a
- *    head selector in pu_tmodel_forward; the final hidden states xnf are
- *    already saved for it.
+ * Also built:
  *  - SFT packing with per-document attention: pu_tbatch carries optional
  *    `pos` (RoPE position per token, restarting at 0 per document) and `seg`
  *    (document id per token; attention only within equal seg). Both are
@@ -60,6 +92,9 @@
  *    backward reports finished table entries through pu_tmodel_set_grad_hook
  *    so gradient buckets are all-reduced while earlier layers still compute.
  *    ZeRO-1 (moments sharded by slab ranges) is designed there, not built.
+ *  - Next: a value/reward head is a table entry "v_head.weight" (1, C) of
+ *    the alignment module over pu_tmodel_hidden + pu_tmodel_backward_logp's
+ *    dhidden.
  */
 #ifndef PU_TRAIN_H
 #define PU_TRAIN_H

@@ -425,6 +425,10 @@ static bool is_lora(const pu_tmodel *m, int i) {
     return strstr(m->tab[i].name, ".lora_") != NULL;
 }
 
+const pu_tmat *pu_tmodel_mat_(const pu_tmodel *m, int i) {
+    return &m->mat[i];
+}
+
 int64_t pu_tmodel_frozen_bytes(const pu_tmodel *m) {
     return m->frozen_bytes;
 }
@@ -1069,4 +1073,76 @@ void pu_tmodel_set_grad_hook(pu_tmodel *m, pu_grad_hook_fn fn, void *ctx) {
 
 void pu_tmodel_set_flags(pu_tmodel *m, int i, uint32_t flags) {
     m->tab[i].flags = flags;
+}
+
+/* ---------------------------------------------------------------- adapters */
+
+/* table entries (A, B) of target t in layer l (l ignored for the head) */
+static void lora_idx(const pu_tmodel *m, int64_t l, int t, int *ia, int *ib) {
+    if (t == PU_LORA_OUTPUT) {
+        *ia = m->out_la, *ib = m->out_lb;
+    } else {
+        *ia = m->li[l].la[t], *ib = m->li[l].lb[t];
+    }
+}
+
+pu_status pu_tmodel_lora_export(const pu_tmodel *m, double alpha, bool rslora, pu_lora **out) {
+    *out = NULL;
+    if (m->lora_r <= 0)
+        return pu_err_set(PU_ERR_INVALID, "train: the model has no LoRA adapters to export");
+    pu_lora *l = NULL;
+    PU_TRY(pu_lora_create(&m->cfg, m->lora_r, alpha, m->lora_dropout, rslora, m->lora_targets, &l));
+    for (int64_t layer = 0; layer < m->cfg.num_hidden_layers; layer++)
+        for (int t = 0; t < PU_LORA_N_TARGETS; t++) {
+            if (t == PU_LORA_OUTPUT && layer > 0)
+                continue;
+            pu_lora_mat *lm = pu_lora_get(l, layer, (pu_lora_target)t);
+            int ia, ib;
+            lora_idx(m, layer, t, &ia, &ib);
+            if (!lm || !lm->A || ia < 0)
+                continue;
+            memcpy(lm->A, m->params + m->tab[ia].offset, (size_t)m->tab[ia].numel * sizeof(float));
+            memcpy(lm->B, m->params + m->tab[ib].offset, (size_t)m->tab[ib].numel * sizeof(float));
+        }
+    *out = l;
+    return PU_OK;
+}
+
+pu_status pu_tmodel_lora_import(pu_tmodel *m, const pu_lora *l) {
+    const char *what = "LoRA adapter";
+    if (m->lora_r <= 0)
+        return pu_err_set(PU_ERR_INVALID, "%s: the training model has no adapters", what);
+    if (l->r != m->lora_r)
+        return pu_err_set(PU_ERR_FORMAT, "%s: field 'r': %lld, the training model has %lld", what,
+                          (long long)l->r, (long long)m->lora_r);
+    if (l->targets != m->lora_targets)
+        return pu_err_set(PU_ERR_FORMAT,
+                          "%s: field 'target_modules': targets differ from the training model's",
+                          what);
+    if (l->n_layers != m->cfg.num_hidden_layers)
+        return pu_err_set(PU_ERR_FORMAT, "%s: %lld layers, the base has %lld", what,
+                          (long long)l->n_layers, (long long)m->cfg.num_hidden_layers);
+    for (int64_t layer = 0; layer < m->cfg.num_hidden_layers; layer++)
+        for (int t = 0; t < PU_LORA_N_TARGETS; t++) {
+            if (t == PU_LORA_OUTPUT && layer > 0)
+                continue;
+            int ia, ib;
+            lora_idx(m, layer, t, &ia, &ib);
+            if (ia < 0)
+                continue;
+            const pu_lora_mat *lm = pu_lora_get_const(l, layer, (pu_lora_target)t);
+            const pu_param *pa = &m->tab[ia], *pb = &m->tab[ib];
+            if (!lm || !lm->A || !lm->B)
+                return pu_err_set(PU_ERR_FORMAT,
+                                  "%s: %s: missing (layers_to_transform is not supported for "
+                                  "training)",
+                                  what, pa->name);
+            if (lm->in != pa->shape[1] || lm->out != pb->shape[0])
+                return pu_err_set(PU_ERR_FORMAT, "%s: %s: shape (%lld, %lld) vs (%lld, %lld)", what,
+                                  pa->name, (long long)lm->out, (long long)lm->in,
+                                  (long long)pb->shape[0], (long long)pa->shape[1]);
+            memcpy(m->params + pa->offset, lm->A, (size_t)pa->numel * sizeof(float));
+            memcpy(m->params + pb->offset, lm->B, (size_t)pb->numel * sizeof(float));
+        }
+    return PU_OK;
 }

@@ -147,6 +147,9 @@ void pu_top_xent_bwd(pu_pool *pool, const pu_kernels *k, float *logits, const fl
 void pu_top_xent_bwd_rows(pu_pool *pool, const pu_kernels *k, float *logits, const float *lse,
                           const int32_t *targets, int64_t N, int64_t V, const float *rscale);
 
+/* the operand view of table entry i (tests check borrowing: no copies) */
+const pu_tmat *pu_tmodel_mat_(const pu_tmodel *m, int i);
+
 /* ------------------------------------------------------------------------ */
 /* safetensors writing / reading of flat F32 tensors (ckpt.c)               */
 
