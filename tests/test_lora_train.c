@@ -538,7 +538,7 @@ static void test_structure(void) {
         if (a && b) {
             PT_OK(get_entries(&x, a, "lora.", pu_tmodel_params(a), true));
             pu_lora *l = NULL, *l2 = NULL;
-            PT_OK(pu_tmodel_lora_export(a, 8, false, &l));
+            PT_OK(pu_tmodel_lora_export(a, &l));
             char dir[256];
             pt_tmp_path("adapter", dir, sizeof dir);
             if (l)

@@ -165,7 +165,8 @@ typedef struct pu_tmodel_opts {
     double lora_alpha, lora_dropout;
     bool lora_rslora;
     uint32_t lora_targets;
-    uint64_t seed; /* LoRA init and dropout masks */
+    uint64_t seed;         /* LoRA init and dropout masks */
+    const char *base_name; /* adapter_config.json base_model_name_or_path (copied) */
 } pu_tmodel_opts;
 /* freeze_base false, no LoRA, alpha 16, the default targets */
 void pu_tmodel_opts_default(pu_tmodel_opts *o);
@@ -190,10 +191,10 @@ void pu_tmodel_lora_init(pu_tmodel *m, uint64_t seed);
  * the masks of the next forward (each forward then advances it), so a run
  * that sets it per step is reproducible and resumable. */
 void pu_tmodel_set_dropout(pu_tmodel *m, bool on, uint64_t key);
-/* Copy the adapter out into a new pu_lora (r, alpha, dropout, targets) /
- * in from one (r and targets must match, shapes are checked). */
-pu_status pu_tmodel_lora_export(const pu_tmodel *m, double alpha, bool rslora,
-                                pu_lora **out);
+/* Copy the adapter out into a new pu_lora (r, alpha, dropout, rslora,
+ * targets, base_name of the options) / in from one (r and targets must
+ * match, shapes are checked). */
+pu_status pu_tmodel_lora_export(const pu_tmodel *m, pu_lora **out);
 pu_status pu_tmodel_lora_import(pu_tmodel *m, const pu_lora *l);
 
 const pu_config *pu_tmodel_config(const pu_tmodel *m);
@@ -221,8 +222,15 @@ void pu_tmodel_init_random(pu_tmodel *m, uint64_t seed, float std);
  * rotate-half). The configs must agree in every shape. */
 pu_status pu_tmodel_load_weights(pu_tmodel *m, const pu_model *src);
 /* Write a model directory: config.json (pu_config_to_json, torch_dtype
- * float32) + model.safetensors (F32, HF names); each file atomically. */
+ * float32) + model.safetensors (F32, HF names); each file atomically. With
+ * adapters, also the PEFT adapter files (adapter_config.json +
+ * adapter_model.safetensors); over a borrowed base only those: checkpoints
+ * and results of LoRA runs hold the adapter alone. */
 pu_status pu_tmodel_save_dir(const pu_tmodel *m, const char *dir);
+/* The inverse, for resuming: the trainable weights of a tmodel from a
+ * directory pu_tmodel_save_dir wrote (the model weights unless borrowed,
+ * the adapter when there is one). */
+pu_status pu_tmodel_load_dir(pu_tmodel *m, const char *dir);
 
 void pu_tmodel_zero_grad(pu_tmodel *m);
 

@@ -196,6 +196,8 @@ static void gemm_worker(void *vc, int ith, int nth) {
 static void run_gemm(pu_pool *pool, gemm_ctx *g) {
     if (pu_cpu_simd_active() >= PU_SIMD_AVX512)
         g->uk = pu_top_ukernel_avx512;
+    else if (pu_cpu_simd_active() >= PU_SIMD_AVX2)
+        g->uk = pu_top_ukernel_avx2;
     if ((double)g->M * (double)g->N * (double)g->K < 65536.0 || g->M <= MR)
         gemm_worker(g, 0, 1);
     else

@@ -50,7 +50,9 @@ struct pu_tmodel {
     /* LoRA */
     int64_t lora_r;
     float lora_scale;
-    double lora_dropout;
+    double lora_dropout, lora_alpha;
+    bool lora_rslora;
+    char base_name[256];
     uint32_t lora_targets;
     uint64_t drop_key, drop_key_cur;
     bool dropout_on;
@@ -198,6 +200,10 @@ static pu_status create(const pu_config *c, int64_t B, int64_t Tmax, const pu_mo
         m->lora_r = o->lora_r;
         m->lora_targets = o->lora_targets;
         m->lora_dropout = o->lora_dropout;
+        m->lora_alpha = o->lora_alpha;
+        m->lora_rslora = o->lora_rslora;
+        if (o->base_name)
+            snprintf(m->base_name, sizeof m->base_name, "%s", o->base_name);
         m->lora_scale = (float)(o->lora_rslora ? o->lora_alpha / sqrt((double)o->lora_r)
                                                : o->lora_alpha / (double)o->lora_r);
         m->drop_key = o->seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull;
@@ -698,10 +704,19 @@ static pu_status attach_base(pu_tmodel *m, const pu_model *src, bool qlora) {
 }
 
 pu_status pu_tmodel_save_dir(const pu_tmodel *m, const char *dir) {
-    if (m->tab[m->emb].flags & PU_PARAM_BORROWED)
-        return pu_err_set(PU_ERR_INVALID, "%s: the base weights are frozen and borrowed: save the "
-                                          "adapter (pu_tmodel_lora_export), not a model", dir);
+    bool borrowed = m->tab[m->emb].flags & PU_PARAM_BORROWED;
+    if (borrowed && m->lora_r <= 0)
+        return pu_err_set(PU_ERR_INVALID, "%s: nothing to save: the base weights are frozen and "
+                                          "borrowed and there is no adapter", dir);
     PU_TRY(pu_mkdir_p(dir));
+    if (m->lora_r > 0) { /* the adapter as a PEFT directory */
+        pu_lora *l = NULL;
+        PU_TRY(pu_tmodel_lora_export(m, &l));
+        pu_status s = pu_lora_save(l, dir);
+        pu_lora_destroy(l);
+        if (s != PU_OK || borrowed)
+            return s;
+    }
     pu_config c = m->cfg;
     snprintf(c.torch_dtype, sizeof c.torch_dtype, "float32");
     if (!c.architecture[0])
@@ -1086,12 +1101,14 @@ static void lora_idx(const pu_tmodel *m, int64_t l, int t, int *ia, int *ib) {
     }
 }
 
-pu_status pu_tmodel_lora_export(const pu_tmodel *m, double alpha, bool rslora, pu_lora **out) {
+pu_status pu_tmodel_lora_export(const pu_tmodel *m, pu_lora **out) {
     *out = NULL;
     if (m->lora_r <= 0)
         return pu_err_set(PU_ERR_INVALID, "train: the model has no LoRA adapters to export");
     pu_lora *l = NULL;
-    PU_TRY(pu_lora_create(&m->cfg, m->lora_r, alpha, m->lora_dropout, rslora, m->lora_targets, &l));
+    PU_TRY(pu_lora_create(&m->cfg, m->lora_r, m->lora_alpha, m->lora_dropout, m->lora_rslora,
+                          m->lora_targets, &l));
+    snprintf(l->base_model, sizeof l->base_model, "%s", m->base_name);
     for (int64_t layer = 0; layer < m->cfg.num_hidden_layers; layer++)
         for (int t = 0; t < PU_LORA_N_TARGETS; t++) {
             if (t == PU_LORA_OUTPUT && layer > 0)
@@ -1144,5 +1161,25 @@ pu_status pu_tmodel_lora_import(pu_tmodel *m, const pu_lora *l) {
             memcpy(m->params + pa->offset, lm->A, (size_t)pa->numel * sizeof(float));
             memcpy(m->params + pb->offset, lm->B, (size_t)pb->numel * sizeof(float));
         }
+    return PU_OK;
+}
+
+pu_status pu_tmodel_load_dir(pu_tmodel *m, const char *dir) {
+    bool borrowed = m->tab[m->emb].flags & PU_PARAM_BORROWED;
+    if (!borrowed) {
+        pu_model *src = NULL;
+        PU_TRY(pu_model_load(dir, &src));
+        pu_status s = pu_tmodel_load_weights(m, src);
+        pu_model_destroy(src);
+        PU_TRY(s);
+    }
+    if (m->lora_r > 0) {
+        pu_lora *l = NULL;
+        PU_TRY(pu_lora_load(dir, &m->cfg, &l));
+        pu_status s = pu_tmodel_lora_import(m, l);
+        pu_lora_destroy(l);
+        if (s != PU_OK)
+            return pu_err_prefix(s, "%s: ", dir);
+    }
     return PU_OK;
 }

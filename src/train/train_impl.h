@@ -104,6 +104,9 @@ void pu_top_embed_fwd_w(float *out, const int32_t *ids, const pu_tmat *table, in
  * A(i, p) = ap[i*ri + p*pi] for all 12 rows, Bp a packed (kc, 32) panel */
 void pu_top_ukernel_avx512(int64_t kc, const float *ap, int64_t ri, int64_t pi, const float *bp,
                            float *c, int64_t ldc, int mr, int nr, bool acc);
+/* the same tile for AVX2 + FMA (gemm_avx2.c): four 6 x 16 passes */
+void pu_top_ukernel_avx2(int64_t kc, const float *ap, int64_t ri, int64_t pi, const float *bp,
+                         float *c, int64_t ldc, int mr, int nr, bool acc);
 
 /* cos/sin tables (P, D/2) for positions 0..P-1, fp32 angles as HF/forward.c;
  * linear rope scaling divides positions by the factor. */
