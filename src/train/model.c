@@ -693,6 +693,9 @@ static pu_status attach_base(pu_tmodel *m, const pu_model *src, bool qlora) {
                 pu_tmat *t = &m->mat[q5[j]];
                 pu_nf4_quantize(&m->nf4[q5[j]], t->data, t->dtype, t->rows * t->cols);
                 m->frozen_bytes += pu_nf4_bytes(&m->nf4[q5[j]]);
+                /* the stored form is not read again: let a file map's pages go */
+                pu_model_drop_pages(src, t->data,
+                                    (size_t)(t->rows * t->cols) * pu_dtype_size(t->dtype));
                 t->f32 = NULL;
                 t->data = NULL;
                 t->nf4 = &m->nf4[q5[j]];
