@@ -72,6 +72,14 @@ typedef struct pu_chat_render_opts {
 
 pu_status pu_chat_render(const pu_chat *c, const pu_chat_render_opts *o, pu_str *out);
 
+/* Append the rendered tool calls of m (what pu_chat_render writes after its
+ * content: <|action_start|><|plugin|>\n{json}<|action_end|> ...). */
+pu_status pu_chat_render_calls(const pu_chat_msg *m, pu_str *out);
+/* Append the body of the tool-declaration turn: tools_json (a JSON array of
+ * function schemas or OpenAI tools) as the Python-style JSON array of the
+ * schemas (what pu_chat_render puts in the "system name=<|plugin|>" turn). */
+pu_status pu_chat_tools_text(const char *tools_json, pu_str *out);
+
 /* Build a pu_chat from OpenAI-style messages (a JSON array of objects with
  * role, content (string or [{type:"text",text}] parts), optional name,
  * tool_calls [{function:{name, arguments (JSON text or object)}}]). Errors

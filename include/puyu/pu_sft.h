@@ -53,6 +53,19 @@ void pu_sft_record_free(pu_sft_record *r);
 pu_status pu_sft_record_parse(const char *json_text, size_t len, const char *where,
                               const char *const *vars, pu_sft_record *r);
 
+/* A preference record (what `puyu dpo` / `puyu rm` read) as two chat
+ * records sharing the prompt: chosen = prompt + the chosen reply, rejected =
+ * prompt + the rejected reply; only the reply (the last turn) is scored.
+ * Kinds (../shared/data/preference): ShareGPT {"conversations": [prompt],
+ * "chosen": {"from": "gpt", "value"} | "text", "rejected": ...}; OpenAI
+ * {"messages": [prompt], "chosen": {"role", "content"} | "text", "rejected"};
+ * alpaca ranking {"instruction", "input", "output": [best, second, ...],
+ * "history"?} (chosen = output[0], rejected = output[1]). Errors as
+ * pu_sft_record_parse ("chosen: expected ..."). */
+pu_status pu_sft_pref_parse(const char *json_text, size_t len, const char *where,
+                            const char *const *vars, pu_sft_record *chosen,
+                            pu_sft_record *rejected);
+
 /* A tokenized sample: ids (n) and labels (n), labels[i] = ids[i] or -100. */
 typedef struct pu_sft_tokens {
     int32_t *ids;
@@ -61,6 +74,12 @@ typedef struct pu_sft_tokens {
 } pu_sft_tokens;
 
 void pu_sft_tokens_free(pu_sft_tokens *s);
+
+/* The id of a chat special token by its text ("<|im_end|>"): a registered
+ * special (pu_tok_special_id), else a USER_DEFINED or CONTROL piece with
+ * exactly that text (a SentencePiece model trained with the specials as
+ * user_defined_symbols); -1 if absent. */
+int32_t pu_sft_special_id(const pu_tok *t, const char *text);
 
 /* Render + tokenize a record as described above (never truncates).
  * PU_ERR_FORMAT when the tokenizer lacks <|im_start|> / <|im_end|>. */
@@ -107,5 +126,46 @@ void pu_sft_batcher_destroy(pu_sft_batcher *b);
 int64_t pu_sft_batcher_n_rows(const pu_sft_batcher *b);
 void pu_sft_batch(const pu_sft_batcher *b, int64_t k, int64_t B, int32_t *ids, int32_t *targets,
                   int32_t *pos, int32_t *seg, int64_t *T, int64_t *n_targets);
+
+/* Rows first .. first+B-1 of the (shuffled) row sequence, as pu_sft_batch
+ * (pu_sft_batch(b, k, B, ...) == pu_sft_batch_at(b, k*B, B, ...)). */
+void pu_sft_batch_at(const pu_sft_batcher *b, int64_t first, int64_t B, int32_t *ids,
+                     int32_t *targets, int32_t *pos, int32_t *seg, int64_t *T,
+                     int64_t *n_targets);
+/* T of batch k (its longest row) without filling anything. */
+int64_t pu_sft_batch_len(const pu_sft_batcher *b, int64_t k, int64_t B);
+/* the longest row (<= seq) */
+int64_t pu_sft_batcher_max_len(const pu_sft_batcher *b);
+
+/* ------------------------------------------------------------------------ */
+/* full-parameter SFT (puyu sft): the training loop of `puyu train` (AdamW,
+ * warmup + cosine, clipping, grad accumulation, checkpoints, bit-exact
+ * resume, metrics) on batches of the SFT batcher. Batch k of step k+1 holds
+ * rows k*B .. k*B+B-1 of the row order; the metrics line of step k+1 has the
+ * mean cross-entropy over all targets of that batch before the update. The
+ * trained model goes to OUT/final/ (a model directory with the tokenizer). */
+
+#include "puyu/pu_train.h"
+
+typedef struct pu_sft_opts {
+    /* out_dir, metrics_path, steps, batch, seq (the cut and the row length),
+     * grad_accum, warmup, lr, min_lr, adam, seed (data order), eval_every,
+     * save_every, keep, resume, quiet, kill_at; config_path / init_dir /
+     * data_dir / seq_schedule / eval_batches are not used */
+    pu_train_opts train;
+    const char *base_dir;           /* -m: the model to fine-tune */
+    const char *tok_path;           /* -t: NULL = the model's tokenizer */
+    const char *const *data;        /* training files */
+    int n_data;
+    const char *const *eval_data;   /* held-out files (val_loss lines), or NULL */
+    int n_eval;
+    const char *const *vars;        /* "key=value" template variables, NULL-terminated */
+    bool shuffle;                   /* seeded per-epoch shuffle (default) */
+    bool pack;                      /* pack samples into rows of seq tokens */
+    bool skip_bad;                  /* skip and count bad records */
+} pu_sft_opts;
+
+void pu_sft_opts_default(pu_sft_opts *o);
+pu_status pu_sft_run(const pu_sft_opts *o, pu_pool *pool);
 
 #endif /* PU_SFT_H */

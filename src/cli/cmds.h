@@ -17,5 +17,6 @@ int pu_cmd_serve(int argc, char **argv);
 int pu_cmd_chat(int argc, char **argv);
 int pu_cmd_train(int argc, char **argv);
 int pu_cmd_plot(int argc, char **argv);
+int pu_cmd_sft(int argc, char **argv);
 
 #endif

@@ -23,6 +23,7 @@ static const cmd_entry g_cmds[] = {
                           "run | pack"},
     {"tokenizer", pu_cmd_tokenizer, "tokenizers: encode | decode | info | train"},
     {"train", pu_cmd_train, "pretrain or continue training an InternLM2 model"},
+    {"sft", pu_cmd_sft, "supervised fine-tuning on chat data (full parameters)"},
     {"plot", pu_cmd_plot, "draw train/val loss curves from a metrics JSONL (SVG)"},
     {"eval", pu_cmd_eval, "evaluate: MMLU, C-Eval, GSM8K, HellaSwag, needle-in-a-haystack, ..."},
     {"generate", pu_cmd_generate, "generate text from a prompt or token ids"},

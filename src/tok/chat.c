@@ -329,8 +329,16 @@ static void render_turn(pu_str *o, const char *role, const char *name, const cha
     pu_str_puts(o, IM_END "\n");
 }
 
+pu_status pu_chat_render_calls(const pu_chat_msg *m, pu_str *out) {
+    for (int k = 0; k < m->n_calls; k++)
+        PU_TRY(render_call(out, &m->calls[k]));
+    if (!out->p)
+        pu_str_append(out, "", 0);
+    return PU_OK;
+}
+
 /* tools: JSON array of schemas or OpenAI tools -> python-style array text */
-static pu_status render_tools(pu_str *o, const char *tools_json) {
+pu_status pu_chat_tools_text(const char *tools_json, pu_str *out) {
     json_t *j = parse_json(tools_json, strlen(tools_json));
     if (!json_is_array(j)) {
         json_decref(j);
@@ -351,13 +359,19 @@ static pu_status render_tools(pu_str *o, const char *tools_json) {
             return pu_err_set(PU_ERR_FORMAT, "chat: tools[%zu]: expected an object", i);
         }
     }
-    pu_str body = {0};
-    py_json(&body, fns, 0);
-    render_turn(o, "system", PLUGIN, body.p);
-    pu_str_free(&body);
+    py_json(out, fns, 0);
     json_decref(fns);
     json_decref(j);
     return PU_OK;
+}
+
+static pu_status render_tools(pu_str *o, const char *tools_json) {
+    pu_str body = {0};
+    pu_status st = pu_chat_tools_text(tools_json, &body);
+    if (st == PU_OK)
+        render_turn(o, "system", PLUGIN, body.p);
+    pu_str_free(&body);
+    return st;
 }
 
 pu_status pu_chat_render(const pu_chat *c, const pu_chat_render_opts *opts, pu_str *out) {

@@ -97,7 +97,7 @@ pu_status pu_seq_schedule_parse(const char *s, double *fracs, int64_t *lens, int
 
 /* ---------------------------------------------------------------- files */
 
-static void rm_flat_dir(const char *dir) {
+void pu_train_rm_flat_dir(const char *dir) {
     DIR *d = opendir(dir);
     if (!d)
         return;
@@ -113,7 +113,7 @@ static void rm_flat_dir(const char *dir) {
     rmdir(dir);
 }
 
-static pu_status copy_file(const char *src, const char *dst) {
+pu_status pu_train_copy_file(const char *src, const char *dst) {
     char *data = NULL;
     size_t len = 0;
     PU_TRY(pu_file_read_all(src, &data, &len));
@@ -121,6 +121,9 @@ static pu_status copy_file(const char *src, const char *dst) {
     pu_free(data);
     return s;
 }
+
+#define rm_flat_dir pu_train_rm_flat_dir
+#define copy_file   pu_train_copy_file
 
 /* tokenizer recorded by `puyu data pack` in <data>/meta.json (NULL if none) */
 static char *data_tokenizer(const char *data_dir) {
@@ -175,45 +178,24 @@ static void free_names(char **names, int n) {
 
 typedef struct {
     const pu_train_opts *o;
+    const pu_train_job *job;
     pu_pool *pool;
-    pu_config cfg;
     pu_tmodel *m;
     pu_adamw opt;
-    pu_loader *train, *val;
     pu_rng rng;
     int64_t step; /* completed steps */
     int64_t mb;   /* micro-batch size */
-    double fracs[MAX_STAGES];
-    int64_t lens[MAX_STAGES];
-    int nstages;
     int64_t Tmax, warmup;
     double min_lr;
     char *tok_path;
     FILE *metrics;
     char *metrics_path;
-    int32_t *ids, *tg;
+    int32_t *ids, *tg, *pos, *seg;
     char last_ckpt[64];
     int rank, nranks; /* data parallel (1 rank without MPI) */
     bool quiet;       /* o->quiet, or not rank 0 */
     pu_dp_grads *dpg; /* bucketed gradient all-reduce (NULL for 1 rank) */
 } run_state;
-
-static int64_t seq_at(const run_state *r, int64_t step) {
-    double f = (double)step / (double)r->o->steps;
-    int64_t T = r->lens[0];
-    for (int i = 0; i < r->nstages; i++)
-        if (f >= r->fracs[i])
-            T = r->lens[i];
-    return T;
-}
-
-/* training tokens consumed by steps 0 .. step-1 (the seq schedule varies T) */
-static int64_t tokens_upto(const run_state *r, int64_t step) {
-    int64_t n = 0;
-    for (int64_t s = 0; s < step; s++)
-        n += r->o->batch * seq_at(r, s);
-    return n;
-}
 
 static pu_status save_ckpt_root(run_state *r);
 
@@ -266,7 +248,7 @@ static pu_status save_ckpt_root(run_state *r) {
                  (long long)r->step, (long long)r->opt.t, (unsigned long long)r->rng.s[0],
                  (unsigned long long)r->rng.s[1], (unsigned long long)r->rng.s[2],
                  (unsigned long long)r->rng.s[3], (long long)o->steps, (long long)o->batch,
-                 (unsigned long long)o->seed, (unsigned long long)pu_loader_tok_hash(r->train));
+                 (unsigned long long)o->seed, (unsigned long long)r->job->tok_hash);
         pu_st_out t[2] = {{"adam.m", r->opt.m, 1, {r->opt.n, 0}},
                           {"adam.v", r->opt.v, 1, {r->opt.n, 0}}};
         char *sp = pu_path_join(tmp, "train_state.safetensors");
@@ -388,16 +370,23 @@ static pu_status truncate_metrics(const char *path, int64_t upto) {
     return s;
 }
 
-/* Validation over eval_batches batches of mb windows; with data parallelism
- * each rank takes its share of every batch and the sums are all-reduced. */
-static pu_status eval_val(run_state *r, int64_t T, double *out) {
+/* Validation over the job's eval batches of up to mb rows; with data
+ * parallelism each rank takes its share of every batch and the sums are
+ * all-reduced. */
+static pu_status eval_val(run_state *r, int64_t T_step, double *out) {
+    const pu_train_job *job = r->job;
     double sum = 0;
-    int64_t cnt = 0, lo, hi;
-    pu_split(r->mb, r->rank, r->nranks, &lo, &hi);
-    for (int64_t k = 0; k < r->o->eval_batches && hi > lo; k++) {
-        for (int64_t b = lo; b < hi; b++)
-            pu_loader_window(r->val, k * r->mb + b, T, r->ids + (b - lo) * T, r->tg + (b - lo) * T);
-        pu_tbatch bt = {r->ids, r->tg, NULL, NULL, hi - lo, T};
+    int64_t cnt = 0, nb = job->eval_n(job->ctx);
+    for (int64_t k = 0; k < nb; k++) {
+        int64_t rows = 0, T = 0, lo, hi;
+        bool packed = false;
+        PU_TRY(job->eval_batch(job->ctx, k, r->mb, T_step, r->ids, r->tg, r->pos, r->seg, &rows,
+                               &T, &packed));
+        pu_split(rows, r->rank, r->nranks, &lo, &hi);
+        if (hi <= lo)
+            continue;
+        pu_tbatch bt = {r->ids + lo * T, r->tg + lo * T, packed ? r->pos + lo * T : NULL,
+                        packed ? r->seg + lo * T : NULL, hi - lo, T};
         double l;
         int64_t c;
         PU_TRY(pu_tmodel_forward(r->m, r->pool, &bt, &l, &c));
@@ -410,21 +399,39 @@ static pu_status eval_val(run_state *r, int64_t T, double *out) {
     return PU_OK;
 }
 
+static void write_val(run_state *r, double vl, bool progress_enabled) {
+    if (isfinite(vl) && r->metrics) {
+        fprintf(r->metrics, "{\"step\": %lld, \"val_loss\": %.17g}\n", (long long)r->step, vl);
+        fflush(r->metrics);
+    }
+    if (!r->quiet && !progress_enabled)
+        pu_log_info("step %lld: val_loss %.4f", (long long)r->step, vl);
+}
+
 static pu_status run(run_state *r) {
     const pu_train_opts *o = r->o;
     int64_t A = o->grad_accum, B = o->batch;
+    const pu_train_job *job = r->job;
     pu_progress pg;
-    pu_progress_init(&pg, "train", o->steps, "step");
+    pu_progress_init(&pg, job->label, o->steps, "step");
     if (r->quiet)
         pg.enabled = false;
+    if (job->eval_n && job->eval_at_start && r->step == 0 && o->eval_every > 0) {
+        double vl;
+        PU_TRY(eval_val(r, r->Tmax, &vl));
+        write_val(r, vl, pg.enabled);
+    }
     double t0 = pu_time_now();
     int64_t step0 = r->step, tok_done = 0;
     while (r->step < o->steps) {
-        int64_t s = r->step, T = seq_at(r, s);
+        int64_t s = r->step, T = 0;
         double ts = pu_time_now();
         /* the whole step's batch first: the count of targets scales the grads */
         int32_t *all_ids = r->ids + B * r->Tmax, *all_tg = r->tg + B * r->Tmax;
-        PU_TRY(pu_loader_sample(r->train, &r->rng, B, T, all_ids, all_tg));
+        int32_t *all_pos = r->pos + B * r->Tmax, *all_seg = r->seg + B * r->Tmax;
+        bool packed = false;
+        PU_TRY(job->batch(job->ctx, &r->rng, s, B, all_ids, all_tg, all_pos, all_seg, &T,
+                          &packed));
         int64_t count = 0;
         for (int64_t i = 0; i < B * T; i++)
             count += all_tg[i] >= 0;
@@ -446,7 +453,9 @@ static pu_status run(run_state *r) {
             if (mz == ma)
                 continue;
             int64_t first = lo + ma;
-            pu_tbatch bt = {all_ids + first * T, all_tg + first * T, NULL, NULL, mz - ma, T};
+            pu_tbatch bt = {all_ids + first * T, all_tg + first * T,
+                            packed ? all_pos + first * T : NULL,
+                            packed ? all_seg + first * T : NULL, mz - ma, T};
             double l;
             int64_t c;
             PU_TRY(pu_tmodel_forward(r->m, r->pool, &bt, &l, &c));
@@ -481,19 +490,14 @@ static pu_status run(run_state *r) {
                     "{\"step\": %lld, \"loss\": %.17g, \"lr\": %.9g, \"grad_norm\": %.9g, "
                     "\"seq\": %lld, \"tokens\": %lld, \"tokens_per_s\": %.1f, \"time_s\": %.3f}\n",
                     (long long)r->step, loss, lr, gn, (long long)T,
-                    (long long)tokens_upto(r, r->step), tps, now - t0);
+                    (long long)job->tokens_upto(job->ctx, r->step), tps, now - t0);
             fflush(r->metrics);
         }
-        if (r->val && o->eval_every > 0 && (r->step % o->eval_every == 0 || r->step == o->steps)) {
+        if (job->eval_n && o->eval_every > 0 &&
+            (r->step % o->eval_every == 0 || r->step == o->steps)) {
             double vl;
             PU_TRY(eval_val(r, T, &vl));
-            if (isfinite(vl) && r->metrics) {
-                fprintf(r->metrics, "{\"step\": %lld, \"val_loss\": %.17g}\n", (long long)r->step,
-                        vl);
-                fflush(r->metrics);
-            }
-            if (!r->quiet && !pg.enabled)
-                pu_log_info("step %lld: val_loss %.4f", (long long)r->step, vl);
+            write_val(r, vl, pg.enabled);
         }
         {
             double el = now - t0, avg = (double)tok_done / (el > 0 ? el : 1e-9);
@@ -524,20 +528,19 @@ static pu_status run(run_state *r) {
     return PU_OK;
 }
 
-pu_status pu_train_run(const pu_train_opts *o, pu_pool *pool) {
-    if (!o->out_dir || !o->data_dir || (!o->config_path && !o->init_dir))
-        return pu_err_set(PU_ERR_INVALID, "train: --data, --out and --config (or --init) are "
-                                          "required");
+pu_status pu_train_loop(const pu_train_opts *o, const pu_train_job *job, pu_pool *pool) {
     if (o->steps <= 0 || o->batch <= 0 || o->grad_accum <= 0 || o->batch % o->grad_accum)
         return pu_err_set(PU_ERR_INVALID,
-                          "train: --steps %lld and --batch %lld must be positive "
+                          "%s: --steps %lld and --batch %lld must be positive "
                           "and --batch divisible by --grad-accum %lld",
-                          (long long)o->steps, (long long)o->batch, (long long)o->grad_accum);
+                          job->label, (long long)o->steps, (long long)o->batch,
+                          (long long)o->grad_accum);
     if (!(o->lr > 0))
-        return pu_err_set(PU_ERR_INVALID, "train: --lr must be positive");
+        return pu_err_set(PU_ERR_INVALID, "%s: --lr must be positive", job->label);
     run_state r;
     memset(&r, 0, sizeof r);
     r.o = o;
+    r.job = job;
     r.pool = pool;
     r.rank = pu_dp_rank();
     r.nranks = pu_dp_size();
@@ -553,15 +556,7 @@ pu_status pu_train_run(const pu_train_opts *o, pu_pool *pool) {
                     (long long)o->batch, r.nranks);
     r.warmup = o->warmup >= 0 ? o->warmup : (o->steps / 10 < 100 ? o->steps / 10 : 100);
     r.min_lr = o->min_lr >= 0 ? o->min_lr : o->lr / 10;
-    if (o->seq_schedule)
-        PU_TRY(pu_seq_schedule_parse(o->seq_schedule, r.fracs, r.lens, MAX_STAGES, &r.nstages));
-    else {
-        r.nstages = 1;
-        r.fracs[0] = 0;
-        r.lens[0] = o->seq;
-    }
-    for (int i = 0; i < r.nstages; i++)
-        r.Tmax = r.lens[i] > r.Tmax ? r.lens[i] : r.Tmax;
+    r.Tmax = job->Tmax;
     PU_TRY(pu_mkdir_p(o->out_dir));
     if (r.rank == 0) { /* half-written checkpoints of a crashed save */
         DIR *d = opendir(o->out_dir);
@@ -615,43 +610,18 @@ pu_status pu_train_run(const pu_train_opts *o, pu_pool *pool) {
             pu_log_info("resume: no checkpoint in %s yet; starting from scratch", o->out_dir);
     }
 
-    /* config + initial weights */
-    pu_model *init = NULL;
+    /* the model (initial weights), then the checkpoint's state */
     pu_status s = PU_OK;
-    if (ck[0]) {
-        char *d = pu_path_join(o->out_dir, ck), *cp = pu_path_join(d, "config.json");
-        s = pu_config_load(cp, &r.cfg);
-        pu_free(cp);
-        pu_free(d);
-    } else if (o->init_dir) {
-        s = pu_model_load(o->init_dir, &init);
-        if (s == PU_OK)
-            r.cfg = *pu_model_config(init);
-    } else {
-        s = pu_config_load(o->config_path, &r.cfg);
-    }
-    if (s == PU_OK)
-        s = pu_tmodel_create(&r.cfg, cap, r.Tmax, &r.m);
-    if (s == PU_OK)
-        s = pu_loader_open(o->data_dir, "train", r.cfg.vocab_size, &r.train);
-    if (s == PU_OK && o->eval_every > 0) {
-        s = pu_loader_open(o->data_dir, "val", r.cfg.vocab_size, &r.val);
-        if (s != PU_OK) {
-            pu_log_warn("no validation split (%s); --eval-every ignored", pu_err_msg());
-            pu_err_clear();
-            r.val = NULL;
-            s = PU_OK;
-        }
+    {
+        char *ckd = ck[0] ? pu_path_join(o->out_dir, ck) : NULL;
+        s = job->make_model(job->ctx, ckd, cap, r.Tmax, &r.m, &r.tok_path);
+        pu_free(ckd);
     }
     if (s == PU_OK) {
         pu_adamw_init(&r.opt, &o->adam, pu_tmodel_numel(r.m));
         pu_rng_seed(&r.rng, o->seed * 0x2545F4914F6CDD1Dull + 0x5851F42D4C957F2Dull);
         if (ck[0])
             s = load_ckpt(&r, ck);
-        else if (init)
-            s = pu_tmodel_load_weights(r.m, init);
-        else
-            pu_tmodel_init_random(r.m, o->seed, 0);
     }
     if (s == PU_OK && r.nranks > 1) { /* every rank starts from rank 0's state */
         int64_t n = pu_tmodel_numel(r.m);
@@ -671,9 +641,6 @@ pu_status pu_train_run(const pu_train_opts *o, pu_pool *pool) {
             pu_tmodel_set_grad_hook(r.m, pu_dp_grads_ready, r.dpg);
     }
     if (s == PU_OK) {
-        r.tok_path = data_tokenizer(o->data_dir);
-        if (!r.tok_path && init && pu_model_tokenizer_path(init))
-            r.tok_path = pu_strdup(pu_model_tokenizer_path(init));
         r.metrics_path = o->metrics_path ? pu_strdup(o->metrics_path)
                                          : pu_path_join(o->out_dir, "metrics.jsonl");
         if (ck[0] && r.rank == 0)
@@ -685,15 +652,17 @@ pu_status pu_train_run(const pu_train_opts *o, pu_pool *pool) {
         }
     }
     if (s == PU_OK) {
-        r.ids = pu_malloc((size_t)(2 * o->batch * r.Tmax) * sizeof(int32_t));
-        r.tg = pu_malloc((size_t)(2 * o->batch * r.Tmax) * sizeof(int32_t));
+        size_t nb = (size_t)(2 * o->batch * r.Tmax) * sizeof(int32_t);
+        r.ids = pu_malloc(nb);
+        r.tg = pu_malloc(nb);
+        r.pos = pu_malloc(nb);
+        r.seg = pu_malloc(nb);
         if (!r.quiet)
-            pu_log_info(
-                "train: %lld parameters, %lld train tokens, batch %lld x %lld (micro %lld), "
-                "%lld steps from step %lld",
-                (long long)(pu_tmodel_numel(r.m)), (long long)pu_loader_n_tokens(r.train),
-                (long long)o->batch, (long long)r.Tmax, (long long)r.mb, (long long)o->steps,
-                (long long)r.step);
+            pu_log_info("%s: %lld parameters, %lld %s, batch %lld x %lld (micro %lld), "
+                        "%lld steps from step %lld",
+                        job->label, (long long)(pu_tmodel_numel(r.m)), (long long)job->n_items,
+                        job->items, (long long)o->batch, (long long)r.Tmax, (long long)r.mb,
+                        (long long)o->steps, (long long)r.step);
         if (!r.quiet && r.nranks > 1)
             pu_log_info("data parallel: %d ranks, %lld of the %lld sequences of a step each "
                         "(rank 0), %d gradient buckets",
@@ -701,17 +670,153 @@ pu_status pu_train_run(const pu_train_opts *o, pu_pool *pool) {
                         (long long)o->batch, pu_dp_grads_n_buckets(r.dpg));
         s = run(&r);
     }
+    if (s == PU_OK && job->done && r.rank == 0)
+        s = job->done(job->ctx, r.m);
     if (r.metrics)
         fclose(r.metrics);
-    pu_model_destroy(init);
     pu_free(r.ids);
     pu_free(r.tg);
+    pu_free(r.pos);
+    pu_free(r.seg);
     pu_free(r.tok_path);
     pu_free(r.metrics_path);
     pu_dp_grads_destroy(r.dpg);
     pu_adamw_free(&r.opt);
-    pu_loader_close(r.train);
-    pu_loader_close(r.val);
     pu_tmodel_destroy(r.m);
+    return s;
+}
+
+/* ------------------------------------------------- pretraining: token shards */
+
+typedef struct {
+    const pu_train_opts *o;
+    pu_train_job *job; /* make_model fills its data counters */
+    pu_loader *train, *val;
+    double fracs[MAX_STAGES];
+    int64_t lens[MAX_STAGES];
+    int nstages;
+} shard_job;
+
+static int64_t seq_at(const shard_job *j, int64_t step) {
+    double f = (double)step / (double)j->o->steps;
+    int64_t T = j->lens[0];
+    for (int i = 0; i < j->nstages; i++)
+        if (f >= j->fracs[i])
+            T = j->lens[i];
+    return T;
+}
+
+/* training tokens consumed by steps 0 .. step-1 (the seq schedule varies T) */
+static int64_t shard_tokens_upto(void *ctx, int64_t step) {
+    const shard_job *j = ctx;
+    int64_t n = 0;
+    for (int64_t s = 0; s < step; s++)
+        n += j->o->batch * seq_at(j, s);
+    return n;
+}
+
+static pu_status shard_batch(void *ctx, pu_rng *rng, int64_t s, int64_t B, int32_t *ids,
+                             int32_t *tg, int32_t *pos, int32_t *seg, int64_t *T, bool *packed) {
+    shard_job *j = ctx;
+    *T = seq_at(j, s);
+    *packed = false;
+    return pu_loader_sample(j->train, rng, B, *T, ids, tg);
+}
+
+static int64_t shard_eval_n(void *ctx) {
+    const shard_job *j = ctx;
+    return j->o->eval_batches;
+}
+
+/* eval batch k: the mb deterministic windows k*mb .. k*mb+mb-1 at the current T */
+static pu_status shard_eval_batch(void *ctx, int64_t k, int64_t mb, int64_t T_step, int32_t *ids,
+                                  int32_t *tg, int32_t *pos, int32_t *seg, int64_t *rows,
+                                  int64_t *T, bool *packed) {
+    shard_job *j = ctx;
+    for (int64_t b = 0; b < mb; b++)
+        pu_loader_window(j->val, k * mb + b, T_step, ids + b * T_step, tg + b * T_step);
+    *rows = mb;
+    *T = T_step;
+    *packed = false;
+    return PU_OK;
+}
+
+/* config from the checkpoint being resumed, --init or --config */
+static pu_status shard_make_model(void *ctx, const char *ckpt_dir, int64_t B, int64_t Tmax,
+                                  pu_tmodel **m, char **tok_path) {
+    shard_job *j = ctx;
+    const pu_train_opts *o = j->o;
+    pu_model *init = NULL;
+    pu_config cfg;
+    pu_status s = PU_OK;
+    if (ckpt_dir) {
+        char *cp = pu_path_join(ckpt_dir, "config.json");
+        s = pu_config_load(cp, &cfg);
+        pu_free(cp);
+    } else if (o->init_dir) {
+        s = pu_model_load(o->init_dir, &init);
+        if (s == PU_OK)
+            cfg = *pu_model_config(init);
+    } else {
+        s = pu_config_load(o->config_path, &cfg);
+    }
+    if (s == PU_OK)
+        s = pu_tmodel_create(&cfg, B, Tmax, m);
+    if (s == PU_OK)
+        s = pu_loader_open(o->data_dir, "train", cfg.vocab_size, &j->train);
+    if (s == PU_OK && o->eval_every > 0) {
+        s = pu_loader_open(o->data_dir, "val", cfg.vocab_size, &j->val);
+        if (s != PU_OK) {
+            pu_log_warn("no validation split (%s); --eval-every ignored", pu_err_msg());
+            pu_err_clear();
+            j->val = NULL;
+            s = PU_OK;
+        }
+    }
+    if (s == PU_OK) {
+        j->job->n_items = pu_loader_n_tokens(j->train);
+        j->job->tok_hash = pu_loader_tok_hash(j->train);
+        j->job->eval_n = j->val ? shard_eval_n : NULL;
+        j->job->eval_batch = j->val ? shard_eval_batch : NULL;
+    }
+    if (s == PU_OK && !ckpt_dir) {
+        if (init)
+            s = pu_tmodel_load_weights(*m, init);
+        else
+            pu_tmodel_init_random(*m, o->seed, 0);
+    }
+    if (s == PU_OK) {
+        *tok_path = data_tokenizer(o->data_dir);
+        if (!*tok_path && init && pu_model_tokenizer_path(init))
+            *tok_path = pu_strdup(pu_model_tokenizer_path(init));
+    }
+    pu_model_destroy(init);
+    return s;
+}
+
+pu_status pu_train_run(const pu_train_opts *o, pu_pool *pool) {
+    if (!o->out_dir || !o->data_dir || (!o->config_path && !o->init_dir))
+        return pu_err_set(PU_ERR_INVALID, "train: --data, --out and --config (or --init) are "
+                                          "required");
+    shard_job j;
+    memset(&j, 0, sizeof j);
+    j.o = o;
+    if (o->seq_schedule)
+        PU_TRY(pu_seq_schedule_parse(o->seq_schedule, j.fracs, j.lens, MAX_STAGES, &j.nstages));
+    else {
+        j.nstages = 1;
+        j.fracs[0] = 0;
+        j.lens[0] = o->seq;
+    }
+    pu_train_job job = {.ctx = &j, .label = "train", .items = "train tokens",
+                        .make_model = shard_make_model, .batch = shard_batch,
+                        .tokens_upto = shard_tokens_upto};
+    for (int i = 0; i < j.nstages; i++)
+        job.Tmax = j.lens[i] > job.Tmax ? j.lens[i] : job.Tmax;
+    j.job = &job;
+    /* the loaders open in make_model (they need the model's vocabulary) */
+    pu_status s = pu_train_loop(o, &job, pool);
+    pu_loader_close(j.train);
+    pu_loader_close(j.val);
     return s;
 }

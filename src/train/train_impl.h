@@ -183,4 +183,51 @@ pu_status pu_train_st_get(const pu_st_in *f, const char *name, float *dst, int64
 const char *pu_train_st_meta(const pu_st_in *f, const char *key);
 void pu_train_st_close(pu_st_in *f);
 
+/* ------------------------------------------------------------------------ */
+/* the training loop shared by pretraining and SFT (run.c)                  */
+
+/* What differs between `puyu train` and `puyu sft`: where the model and the
+ * batches come from, and what happens after the last step. Everything else
+ * (AdamW, schedule, grad accumulation, data parallel, metrics, progress,
+ * checkpoints, bit-exact resume, evaluation) is pu_train_loop. */
+typedef struct pu_train_job {
+    void *ctx;
+    const char *label; /* progress / log label: "train", "sft" */
+    int64_t Tmax;      /* longest T of any batch */
+    /* Build the model for batches of up to B rows of Tmax tokens, weights
+     * initialised. ckpt_dir: the checkpoint about to be resumed (its weights
+     * are loaded afterwards) or NULL. *tok_path: the tokenizer to copy into
+     * checkpoints (owned, may stay NULL). It may set n_items, tok_hash,
+     * eval_n and eval_batch of the job (through its ctx): the loop reads
+     * them after this call. */
+    pu_status (*make_model)(void *ctx, const char *ckpt_dir, int64_t B, int64_t Tmax,
+                            pu_tmodel **m, char **tok_path);
+    /* The whole batch of step s (0-based): B rows of *T <= Tmax tokens in
+     * ids / tg (B*Tmax entries each); pos / seg filled and *packed set when
+     * the rows hold several documents. rng: the run's data RNG (checkpointed). */
+    pu_status (*batch)(void *ctx, pu_rng *rng, int64_t s, int64_t B, int32_t *ids, int32_t *tg,
+                       int32_t *pos, int32_t *seg, int64_t *T, bool *packed);
+    /* training tokens of steps 0 .. step-1 (the metrics' "tokens") */
+    int64_t (*tokens_upto)(void *ctx, int64_t step);
+    /* items of the training data, for the start log line */
+    int64_t n_items;
+    const char *items; /* "train tokens", "samples" */
+    /* Validation (NULL: none): number of batches and batch k of up to mb rows
+     * (*rows of them, *T tokens; T_step = the T of the last train step). */
+    int64_t (*eval_n)(void *ctx);
+    pu_status (*eval_batch)(void *ctx, int64_t k, int64_t mb, int64_t T_step, int32_t *ids,
+                            int32_t *tg, int32_t *pos, int32_t *seg, int64_t *rows, int64_t *T,
+                            bool *packed);
+    bool eval_at_start; /* a step-0 val_loss line before the first step of a fresh run */
+    uint64_t tok_hash;  /* recorded in train_state metadata */
+    /* called with the trained model after the last step (NULL: nothing) */
+    pu_status (*done)(void *ctx, pu_tmodel *m);
+} pu_train_job;
+
+pu_status pu_train_loop(const pu_train_opts *o, const pu_train_job *job, pu_pool *pool);
+
+/* shared file helpers of the loop */
+pu_status pu_train_copy_file(const char *src, const char *dst);
+void pu_train_rm_flat_dir(const char *dir);
+
 #endif
