@@ -68,7 +68,7 @@ static int write_model(const char *dir) {
     char nm[96];
     for (int64_t l = 0; l < L; l++) {
         const pu_layer_weights *lw = &w->layers[l];
-        const char *suf[7] = {"attention_norm", "attention.wqkv", "attention.wo", "ffn_norm",
+        const char *suf[7] = {"attention_norm",  "attention.wqkv",  "attention.wo",   "ffn_norm",
                               "feed_forward.w1", "feed_forward.w3", "feed_forward.w2"};
         const pu_tensor *ts[7] = {&lw->attn_norm, &lw->wqkv, &lw->wo, &lw->ffn_norm,
                                   &lw->w1,        &lw->w3,   &lw->w2};
@@ -208,16 +208,19 @@ int main(int argc, char **argv) {
     double head = (double)(V * C) * 2 / 1e6;
     double adapter = 4.0 * (double)pu_tmodel_numel(m) * 4 / 1e6;
     double act = (double)pu_tmodel_act_bytes(m) / 1e6;
-    double bwd = (double)(T * (2 * C + 2 * (c->num_attention_heads + 2 * c->num_key_value_heads) *
-                                           c->head_dim + 3 * c->intermediate_size)) * 4 / 1e6;
+    double bwd =
+        (double)(T *
+                 (2 * C + 2 * (c->num_attention_heads + 2 * c->num_key_value_heads) * c->head_dim +
+                  3 * c->intermediate_size)) *
+        4 / 1e6;
     double base_b = plain ? (double)pu_model_weight_bytes(base) / 1e6 - head : nf4;
     double est = base_b + head + adapter + act + bwd;
     printf("  step: forward %.1f s, backward (recomputing) %.1f s, AdamW %.2f s; loss %.4f\n",
            b - a, cc - b, d - cc, l / (double)cnt);
     printf("  peak RSS %.0f MB (target < 2500 MB); estimate %.0f MB = base %.0f (%s) + LM head "
            "%.0f (BF16) + adapter x4 %.0f + activations %.0f + backward %.0f  (x%.2f)\n",
-           (double)ru.ru_maxrss / 1e3, est, base_b, plain ? "BF16 mmap" : "NF4", head, adapter,
-           act, bwd, (double)ru.ru_maxrss / 1e3 / est);
+           (double)ru.ru_maxrss / 1e3, est, base_b, plain ? "BF16 mmap" : "NF4", head, adapter, act,
+           bwd, (double)ru.ru_maxrss / 1e3 / est);
     pu_free(ids), pu_free(tg);
     pu_adamw_free(&opt);
     pu_tmodel_destroy(m);

@@ -129,9 +129,10 @@ static double bench_shape(pu_pool *pool, const char *name, pu_config *c, int64_t
     printf("  %.0f tokens/s (best %.0f); %.1f GFLOP/s = %.0f%% of the FMA peak %.0f GFLOP/s\n",
            (double)N / avg, (double)N / best, flops / avg / 1e9, 100 * flops / avg / 1e9 / peak,
            peak);
-    printf("  CPU-time normalised: %.0f tokens/s (%.1f CPU-s per step, %.0f%% of %d threads busy)\n",
-           cpu_tps, cpu / steps, 100.0 * cpu / steps / avg / (double)pu_pool_size(pool),
-           pu_pool_size(pool));
+    printf(
+        "  CPU-time normalised: %.0f tokens/s (%.1f CPU-s per step, %.0f%% of %d threads busy)\n",
+        cpu_tps, cpu / steps, 100.0 * cpu / steps / avg / (double)pu_pool_size(pool),
+        pu_pool_size(pool));
     printf("  peak RSS %.0f MB (process so far); estimate (trainable x 4 + activations%s) %.0f MB "
            "(x%.2f)\n",
            (double)ru.ru_maxrss / 1e3, base ? " + frozen base" : "", est,
@@ -146,8 +147,8 @@ static double bench_shape(pu_pool *pool, const char *name, pu_config *c, int64_t
 /* Run tools/bench_train_torch.py with the same settings and print its
  * tokens/s per shape next to ours (ours[0]: 15M, ours[1]: 110M, [2], [3]:
  * their LoRA runs). */
-static void torch_compare(int threads, int64_t B, int steps, bool big, bool only_big,
-                          int64_t lora, const double *ours) {
+static void torch_compare(int threads, int64_t B, int steps, bool big, bool only_big, int64_t lora,
+                          const double *ours) {
     char cmd[512];
     snprintf(cmd, sizeof cmd,
              "/usr/bin/python3 tools/bench_train_torch.py --threads %d --batch %lld --steps %d%s%s "
@@ -205,9 +206,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--torch"))
             torch = true;
         else {
-            fprintf(stderr,
-                    "usage: bench_train [--threads N] [--batch B] [--steps N] [--big] "
-                    "[--only-big] [--lora R] [--torch]\n");
+            fprintf(stderr, "usage: bench_train [--threads N] [--batch B] [--steps N] [--big] "
+                            "[--only-big] [--lora R] [--torch]\n");
             return 2;
         }
     }

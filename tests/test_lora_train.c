@@ -496,7 +496,8 @@ static void test_structure(void) {
         pu_tmodel_destroy(ref);
         fx_close(&x);
     }
-    if (PT_TEST("recompute (activation checkpointing) gives bitwise the same grads, 1 vs 2 threads")) {
+    if (PT_TEST(
+            "recompute (activation checkpointing) gives bitwise the same grads, 1 vs 2 threads")) {
         fixture x;
         fx_open(&x);
         pu_tmodel *a = NULL, *b = NULL;
@@ -703,8 +704,8 @@ static void test_nf4(void) {
             }
             PT_CHECK_MSG(worst < 1e-6, "QLoRA vs LoRA on dequantized: rel %.3g", worst);
             PT_CHECK(l4 < l0);
-            printf("    4 steps: loss %.6f -> %.6f, worst rel diff %.2e; NF4 base %lld bytes\n",
-                   l0, l4, worst, (long long)pu_tmodel_frozen_bytes(q));
+            printf("    4 steps: loss %.6f -> %.6f, worst rel diff %.2e; NF4 base %lld bytes\n", l0,
+                   l4, worst, (long long)pu_tmodel_frozen_bytes(q));
             pu_adamw_free(&oq);
             pu_adamw_free(&odd);
         }

@@ -82,8 +82,8 @@ static int run(const char *args, char **out) {
     return pt_run(cmd, out);
 }
 
-#define LORA_ARGS                                                                         \
-    "--steps 4 --batch 2 --seq 48 --lr 0.01 --warmup 1 --no-shuffle --pack --lora "       \
+#define LORA_ARGS                                                                      \
+    "--steps 4 --batch 2 --seq 48 --lr 0.01 --warmup 1 --no-shuffle --pack --lora "    \
     "--lora-r 4 --lora-alpha 8 --lora-targets wqkv,wo,w1,w2,w3,output --save-every 2 " \
     "--threads 2 -q"
 
@@ -152,13 +152,13 @@ static void check_lora_cli(void) {
     int na = read_losses(f, la, 8);
     PT_EQ_I64(na, 4);
     /* killed after step 3, resumed: bit-identical losses and adapter */
-    snprintf(args, sizeof args, "--data %s --out %s " LORA_ARGS " --lora-dropout 0.1 --kill-at-step 3",
-             data, b);
+    snprintf(args, sizeof args,
+             "--data %s --out %s " LORA_ARGS " --lora-dropout 0.1 --kill-at-step 3", data, b);
     rc = run(args, &out);
     PT_CHECK_MSG(rc != 0, "the killed run exited %d", rc);
     pu_free(out);
-    snprintf(args, sizeof args, "--data %s --out %s " LORA_ARGS " --lora-dropout 0.1 --resume", data,
-             b);
+    snprintf(args, sizeof args, "--data %s --out %s " LORA_ARGS " --lora-dropout 0.1 --resume",
+             data, b);
     rc = run(args, &out);
     PT_CHECK_MSG(rc == 0, "rc %d: %s", rc, out ? out : "");
     pu_free(out);
@@ -201,8 +201,7 @@ static void check_lora_init(void) {
     PT_EQ_I64(na, 4);
     PT_EQ_I64(nc, 1);
     if (na == 4 && nc == 1)
-        PT_CHECK_MSG(lc[0] == la[2], "--lora-init loss %.17g, original step 3 %.17g", lc[0],
-                     la[2]);
+        PT_CHECK_MSG(lc[0] == la[2], "--lora-init loss %.17g, original step 3 %.17g", lc[0], la[2]);
     PT_CHECK(la[3] < la[0]);
 }
 
@@ -232,8 +231,8 @@ static void check_errors(void) {
     pt_tmp_path("otherbase", ad, sizeof ad);
     char *out;
     /* an unknown target module, r = 0: usage errors naming the option */
-    snprintf(args, sizeof args, "--data %s --out %s --steps 1 --lora --lora-targets wqkv,foo",
-             data, d);
+    snprintf(args, sizeof args, "--data %s --out %s --steps 1 --lora --lora-targets wqkv,foo", data,
+             d);
     int rc = run(args, &out);
     PT_CHECK_MSG(rc == 2 && out && strstr(out, "foo"), "rc %d: %s", rc, out ? out : "");
     pu_free(out);
@@ -251,12 +250,12 @@ static void check_errors(void) {
     if (l)
         PT_OK(pu_lora_save(l, ad));
     pu_lora_destroy(l);
-    snprintf(args, sizeof args, "--data %s --out %s --steps 1 --batch 2 --seq 48 --lr 0.01 --lora "
-                                "--lora-init %s",
+    snprintf(args, sizeof args,
+             "--data %s --out %s --steps 1 --batch 2 --seq 48 --lr 0.01 --lora "
+             "--lora-init %s",
              data, d, ad);
     rc = run(args, &out);
-    PT_CHECK_MSG(rc == 1 && out && strstr(out, "adapter_model.safetensors") &&
-                     strstr(out, "shape"),
+    PT_CHECK_MSG(rc == 1 && out && strstr(out, "adapter_model.safetensors") && strstr(out, "shape"),
                  "rc %d: %s", rc, out ? out : "");
     pu_free(out);
     char mp[700];

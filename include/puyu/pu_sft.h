@@ -86,10 +86,10 @@ int32_t pu_sft_special_id(const pu_tok *t, const char *text);
 pu_status pu_sft_tokenize(const pu_tok *t, const pu_sft_record *r, pu_sft_tokens *out);
 
 typedef struct pu_sft_load_opts {
-    int64_t seq;              /* samples longer than seq tokens are cut to seq */
-    bool skip_bad;            /* skip (and count) bad records instead of failing */
-    const char *const *vars;  /* template variables, as pu_sft_record_parse */
-    pu_pool *pool;            /* tokenization threads; NULL: inline */
+    int64_t seq;             /* samples longer than seq tokens are cut to seq */
+    bool skip_bad;           /* skip (and count) bad records instead of failing */
+    const char *const *vars; /* template variables, as pu_sft_record_parse */
+    pu_pool *pool;           /* tokenization threads; NULL: inline */
 } pu_sft_load_opts;
 
 /* A dataset: every record of every file, tokenized, in file order. */
@@ -102,8 +102,8 @@ typedef struct pu_sft_data pu_sft_data;
 pu_status pu_sft_data_load(const char *const *paths, int n_paths, const pu_tok *t,
                            const pu_sft_load_opts *o, pu_sft_data **out);
 void pu_sft_data_destroy(pu_sft_data *d);
-int64_t pu_sft_data_n(const pu_sft_data *d);          /* samples kept */
-int64_t pu_sft_data_n_skipped(const pu_sft_data *d);  /* bad records skipped */
+int64_t pu_sft_data_n(const pu_sft_data *d);           /* samples kept */
+int64_t pu_sft_data_n_skipped(const pu_sft_data *d);   /* bad records skipped */
 int64_t pu_sft_data_n_truncated(const pu_sft_data *d); /* samples cut to seq */
 const pu_sft_tokens *pu_sft_data_get(const pu_sft_data *d, int64_t i);
 
@@ -130,8 +130,7 @@ void pu_sft_batch(const pu_sft_batcher *b, int64_t k, int64_t B, int32_t *ids, i
 /* Rows first .. first+B-1 of the (shuffled) row sequence, as pu_sft_batch
  * (pu_sft_batch(b, k, B, ...) == pu_sft_batch_at(b, k*B, B, ...)). */
 void pu_sft_batch_at(const pu_sft_batcher *b, int64_t first, int64_t B, int32_t *ids,
-                     int32_t *targets, int32_t *pos, int32_t *seg, int64_t *T,
-                     int64_t *n_targets);
+                     int32_t *targets, int32_t *pos, int32_t *seg, int64_t *T, int64_t *n_targets);
 /* T of batch k (its longest row) without filling anything. */
 int64_t pu_sft_batch_len(const pu_sft_batcher *b, int64_t k, int64_t B);
 /* the longest row (<= seq) */
@@ -153,29 +152,29 @@ typedef struct pu_sft_opts {
      * save_every, keep, resume, quiet, kill_at; config_path / init_dir /
      * data_dir / seq_schedule / eval_batches are not used */
     pu_train_opts train;
-    const char *base_dir;           /* -m: the model to fine-tune */
-    const char *tok_path;           /* -t: NULL = the model's tokenizer */
-    const char *const *data;        /* training files */
+    const char *base_dir;    /* -m: the model to fine-tune */
+    const char *tok_path;    /* -t: NULL = the model's tokenizer */
+    const char *const *data; /* training files */
     int n_data;
-    const char *const *eval_data;   /* held-out files (val_loss lines), or NULL */
+    const char *const *eval_data; /* held-out files (val_loss lines), or NULL */
     int n_eval;
-    const char *const *vars;        /* "key=value" template variables, NULL-terminated */
-    bool shuffle;                   /* seeded per-epoch shuffle (default) */
-    bool pack;                      /* pack samples into rows of seq tokens */
-    bool skip_bad;                  /* skip and count bad records */
+    const char *const *vars; /* "key=value" template variables, NULL-terminated */
+    bool shuffle;            /* seeded per-epoch shuffle (default) */
+    bool pack;               /* pack samples into rows of seq tokens */
+    bool skip_bad;           /* skip and count bad records */
     /* LoRA (--lora): only adapters train, the base stays memory-mapped
      * (pu_tmodel_opts.freeze_base); OUT/final/ and checkpoints hold the
      * adapter as a PEFT directory (+ the optimizer state in checkpoints). */
     bool lora;
-    bool qlora;             /* --qlora: LoRA over an NF4 base (implies lora, recompute) */
-    bool recompute;         /* activation checkpointing */
-    int64_t lora_r;         /* 8 */
-    double lora_alpha;      /* 16 */
-    double lora_dropout;    /* 0.05 */
-    bool lora_rslora;       /* scale alpha / sqrt(r) */
-    uint32_t lora_targets;  /* PU_LORA_DEFAULT_TARGETS */
-    const char *lora_init;  /* start from this adapter directory (its r, alpha, targets,
-                               rslora), or NULL: PEFT init */
+    bool qlora;            /* --qlora: LoRA over an NF4 base (implies lora, recompute) */
+    bool recompute;        /* activation checkpointing */
+    int64_t lora_r;        /* 8 */
+    double lora_alpha;     /* 16 */
+    double lora_dropout;   /* 0.05 */
+    bool lora_rslora;      /* scale alpha / sqrt(r) */
+    uint32_t lora_targets; /* PU_LORA_DEFAULT_TARGETS */
+    const char *lora_init; /* start from this adapter directory (its r, alpha, targets,
+                              rslora), or NULL: PEFT init */
 } pu_sft_opts;
 
 void pu_sft_opts_default(pu_sft_opts *o);

@@ -129,7 +129,7 @@ typedef struct pu_param {
                          slab entry starts) */
     int64_t numel;
     uint32_t flags;
-    pu_dtype dtype;   /* F32 for slab entries; the stored dtype of borrowed ones */
+    pu_dtype dtype; /* F32 for slab entries; the stored dtype of borrowed ones */
 } pu_param;
 
 typedef struct pu_tmodel pu_tmodel;
@@ -272,8 +272,7 @@ const float *pu_tmodel_hidden(const pu_tmodel *m);
  * dLoss/d(logp of each target) (NULL: none through the LM head), dhidden
  * (B*T, C) = dLoss/d(hidden) (NULL: none). pu_tmodel_backward(m, pool, s) is
  * the case dlogp = -s at every counted token. */
-void pu_tmodel_backward_logp(pu_tmodel *m, pu_pool *pool, const float *dlogp,
-                             const float *dhidden);
+void pu_tmodel_backward_logp(pu_tmodel *m, pu_pool *pool, const float *dlogp, const float *dhidden);
 
 /* ------------------------------------------------------------------------ */
 /* optimizer                                                                */

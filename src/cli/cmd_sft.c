@@ -42,8 +42,7 @@ int pu_cmd_sft(int argc, char **argv) {
     const char *data = NULL, *eval_data = NULL;
     pu_opt_list vars = {0};
     int64_t seed = 1, kill_at = 0;
-    double wd = o->adam.weight_decay, clip = o->adam.clip, b1 = o->adam.beta1,
-           b2 = o->adam.beta2;
+    double wd = o->adam.weight_decay, clip = o->adam.clip, b1 = o->adam.beta1, b2 = o->adam.beta2;
     double eps = o->adam.eps;
     bool resume = false, quiet = false, no_shuffle = false, pack = false, skip_bad = false;
     const char *targets = NULL;
@@ -59,8 +58,7 @@ int pu_cmd_sft(int argc, char **argv) {
         {"tokenizer", 't', PU_OPT_STRING, &so.tok_path, "TOK",
          "tokenizer (default: the model's); needs <|im_start|> and <|im_end|>", 0, 0},
         {"steps", 0, PU_OPT_INT, &o->steps, "N", "optimizer steps", 1, 1e12},
-        {"batch", 0, PU_OPT_INT, &o->batch, "B", "rows (samples, or packed rows) per step", 1,
-         1e9},
+        {"batch", 0, PU_OPT_INT, &o->batch, "B", "rows (samples, or packed rows) per step", 1, 1e9},
         {"seq", 0, PU_OPT_INT, &o->seq, "T",
          "tokens per row: longer samples are cut here (and counted)", 2, 1e7},
         {"lr", 0, PU_OPT_DOUBLE, &o->lr, "LR", "peak learning rate", 0, 10},
@@ -106,8 +104,7 @@ int pu_cmd_sft(int argc, char **argv) {
          "OUT/final/ is a PEFT adapter directory",
          0, 0},
         {"lora-r", 0, PU_OPT_INT, &so.lora_r, "R", "adapter rank", 1, 4096},
-        {"lora-alpha", 0, PU_OPT_DOUBLE, &so.lora_alpha, "A",
-         "adapter scale alpha / r", -1e6, 1e6},
+        {"lora-alpha", 0, PU_OPT_DOUBLE, &so.lora_alpha, "A", "adapter scale alpha / r", -1e6, 1e6},
         {"lora-dropout", 0, PU_OPT_DOUBLE, &so.lora_dropout, "P",
          "dropout on the adapter inputs while training", 0, 0.999},
         {"lora-targets", 0, PU_OPT_STRING, &targets, "LIST",
@@ -115,15 +112,13 @@ int pu_cmd_sft(int argc, char **argv) {
         {"lora-rslora", 0, PU_OPT_FLAG, &so.lora_rslora, NULL,
          "rank-stabilised scale alpha / sqrt(r)", 0, 0},
         {"lora-init", 0, PU_OPT_STRING, &so.lora_init, "ADAPTER_DIR",
-         "start from this PEFT adapter (its r, alpha and targets) instead of PEFT's init", 0,
-         0},
+         "start from this PEFT adapter (its r, alpha and targets) instead of PEFT's init", 0, 0},
         {"qlora", 0, PU_OPT_FLAG, &so.qlora, NULL,
          "QLoRA: LoRA over the base quantized to NF4 with double quantization (bitsandbytes' "
          "scheme), with activation checkpointing",
          0, 0},
         {"recompute", 0, PU_OPT_FLAG, &so.recompute, NULL,
-         "activation checkpointing: keep each layer's input, recompute the rest in backward",
-         0, 0},
+         "activation checkpointing: keep each layer's input, recompute the rest in backward", 0, 0},
         {"quiet", 'q', PU_OPT_FLAG, &quiet, NULL, "no progress output", 0, 0},
         {"kill-at-step", 0, PU_OPT_INT, &kill_at, "N",
          "testing: SIGKILL the process right after step N", 0, 1e12},
@@ -135,10 +130,12 @@ int pu_cmd_sft(int argc, char **argv) {
         "[--pack] [--no-shuffle] [--eval-data FILE] [--var name=X] [--lora [--lora-r R] "
         "[--lora-alpha A] [--lora-dropout P] [--lora-targets LIST] [--lora-init DIR] | --qlora]",
         "Supervised fine-tuning (all parameters, fp32 AdamW) on chat records rendered in the\n"
-        "InternLM2 chat format: [BOS] <|im_start|>role\\ncontent<|im_end|> turns joined by \"\\n\";\n"
+        "InternLM2 chat format: [BOS] <|im_start|>role\\ncontent<|im_end|> turns joined by "
+        "\"\\n\";\n"
         "the loss is the mean cross-entropy over the tokens of the scored messages (assistant\n"
         "turns by default, or per message \"loss\": true|false) and their <|im_end|>.\n"
-        "Metrics line of step k: {\"step\": k, \"loss\": L, ...} with L the loss of batch k before\n"
+        "Metrics line of step k: {\"step\": k, \"loss\": L, ...} with L the loss of batch k "
+        "before\n"
         "the update. Checkpoints OUT/step_N/ and --resume work as in `puyu train`; the result\n"
         "is OUT/final/, a model directory (`puyu generate -m OUT/final`).\n"
         "With --lora / --qlora only the adapters train (PEFT init: A Kaiming-uniform, B 0);\n"

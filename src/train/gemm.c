@@ -63,8 +63,7 @@ void pu_tmat_get(const pu_tmat *w, int64_t r, int64_t c0, int64_t n, float *dst)
 }
 
 /* B panels from a converted weight: every read is a contiguous run of a row */
-static void pack_b_w(float *bp, const gemm_ctx *g, int64_t j0, int64_t nc, int64_t p0,
-                     int64_t kc) {
+static void pack_b_w(float *bp, const gemm_ctx *g, int64_t j0, int64_t nc, int64_t p0, int64_t kc) {
     float tmp[KC];
     for (int64_t jp = 0; jp < nc; jp += NR) {
         float *dst = bp + jp * kc;

@@ -15,18 +15,18 @@
 #define MR 12
 #define NR 32
 
-static void sub6x16(int64_t kc, const float *ap, int64_t ri, int64_t pi, const float *bp,
-                    float *c, int64_t ldc, int mr, int nr, bool acc) {
+static void sub6x16(int64_t kc, const float *ap, int64_t ri, int64_t pi, const float *bp, float *c,
+                    int64_t ldc, int mr, int nr, bool acc) {
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
     __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
     for (int64_t p = 0; p < kc; p++) {
         __m256 b0 = _mm256_load_ps(bp), b1 = _mm256_load_ps(bp + 8);
         __m256 a;
-#define ROW(i, x0, x1)                      \
-    do {                                    \
+#define ROW(i, x0, x1)                        \
+    do {                                      \
         a = _mm256_broadcast_ss(ap + (i)*ri); \
-        x0 = _mm256_fmadd_ps(a, b0, x0);    \
-        x1 = _mm256_fmadd_ps(a, b1, x1);    \
+        x0 = _mm256_fmadd_ps(a, b0, x0);      \
+        x1 = _mm256_fmadd_ps(a, b1, x1);      \
     } while (0)
         ROW(0, c00, c01);
         ROW(1, c10, c11);

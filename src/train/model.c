@@ -40,9 +40,9 @@ struct pu_tmodel {
     int ntab;
     int64_t numel;
     float *params, *grads;
-    pu_tmat *mat;   /* (ntab) operand view of every entry (slab, borrowed or NF4) */
-    pu_nf4 *nf4;    /* (ntab) NF4 forms (QLoRA), n == 0 if none */
-    void **own;     /* owned frozen buffers (repacked wqkv, converted norms) */
+    pu_tmat *mat; /* (ntab) operand view of every entry (slab, borrowed or NF4) */
+    pu_nf4 *nf4;  /* (ntab) NF4 forms (QLoRA), n == 0 if none */
+    void **own;   /* owned frozen buffers (repacked wqkv, converted norms) */
     int n_own;
     int64_t frozen_bytes; /* bytes of frozen weights this model owns (NF4, repacks) */
     layer_idx *li;
@@ -247,16 +247,16 @@ static pu_status create(const pu_config *c, int64_t B, int64_t Tmax, const pu_mo
         add_lora(m, &cap, "output", C, V, &m->out_la, &m->out_lb);
 
     m->params = pu_try_malloc_aligned((size_t)(m->numel ? m->numel : 1) * sizeof(float), 64);
-    m->grads = m->fwd_only ? NULL
-                           : pu_try_malloc_aligned((size_t)(m->numel ? m->numel : 1) * sizeof(float),
-                                                   64);
+    m->grads = m->fwd_only
+                   ? NULL
+                   : pu_try_malloc_aligned((size_t)(m->numel ? m->numel : 1) * sizeof(float), 64);
     /* activations */
     int64_t N = B * Tmax, r = m->lora_r;
     int nlt = 0; /* adapted linears per layer */
     for (int t = 0; t < 5; t++)
         nlt += m->lora_r > 0 && (m->lora_targets & (1u << t));
-    int64_t full_layer = N * (C * 4 + 2 + H * D * 2 + Hkv * D * 2 + F * 3) + B * H * Tmax * Tmax +
-                         N * r * nlt;
+    int64_t full_layer =
+        N * (C * 4 + 2 + H * D * 2 + Hkv * D * 2 + F * 3) + B * H * Tmax * Tmax + N * r * nlt;
     int64_t fin = N * (2 * C + V + 4) + (m->out_la >= 0 ? N * r : 0);
     m->rope_P = Tmax; /* positions used by training are < Tmax (pos arrays are checked) */
     int64_t misc = N * QKV + 2 * Tmax * (D / 2);
@@ -264,14 +264,15 @@ static pu_status create(const pu_config *c, int64_t B, int64_t Tmax, const pu_mo
     int64_t lora_scr = r > 0 ? N * r + (m->lora_dropout > 0 ? N * maxin : 0) : 0;
     /* recompute: the residual input of every layer + one layer's activations,
      * rebuilt from it in backward (activation checkpointing) */
-    m->act_floats = (m->recompute ? L * N * C + full_layer : L * full_layer) + fin + misc +
-                    lora_scr;
+    m->act_floats =
+        (m->recompute ? L * N * C + full_layer : L * full_layer) + fin + misc + lora_scr;
     m->act = pu_try_malloc_aligned((size_t)m->act_floats * sizeof(float), 64);
     m->bwd_floats = m->fwd_only ? 0 : N * (2 * C + QKV + 2 * H * D + 2 * Hkv * D + 3 * F);
     m->bwd = m->fwd_only ? NULL : pu_try_malloc_aligned((size_t)m->bwd_floats * sizeof(float), 64);
     m->ids = pu_try_malloc((size_t)N * 4 * sizeof(int32_t));
     if (!m->params || (!m->fwd_only && (!m->grads || !m->bwd)) || !m->act || !m->ids) {
-        double gb = ((double)m->numel * 2 + (double)m->act_floats + (double)m->bwd_floats) * 4 / 1e9;
+        double gb =
+            ((double)m->numel * 2 + (double)m->act_floats + (double)m->bwd_floats) * 4 / 1e9;
         pu_tmodel_destroy(m);
         return pu_err_set(PU_ERR_NOMEM,
                           "train: cannot allocate %.2f GB for weights, gradients and activations "
@@ -421,9 +422,10 @@ void pu_tmodel_zero_grad(pu_tmodel *m) {
 /* fp32 weights of entry i (slab or borrowed F32; NULL for converted storage) */
 #define PW(i) (m->mat[(i)].f32)
 /* gradient of tensor i, NULL when frozen (the ops then skip the weight grad) */
-#define GW(i)                                                                            \
-    ((i) < 0 || !m->grads || (m->tab[(i)].flags & PU_PARAM_FROZEN) ? NULL                \
-                                                                   : m->grads + m->tab[(i)].offset)
+#define GW(i)                                                      \
+    ((i) < 0 || !m->grads || (m->tab[(i)].flags & PU_PARAM_FROZEN) \
+         ? NULL                                                    \
+         : m->grads + m->tab[(i)].offset)
 /* slab storage of entry i (not for borrowed ones) */
 #define SW(i) (m->params + m->tab[(i)].offset)
 
@@ -588,7 +590,6 @@ pu_status pu_tmodel_load_weights(pu_tmodel *m, const pu_model *src) {
     return PU_OK;
 }
 
-
 /* bytes of row r of a stored tensor */
 static const char *row_ptr(const pu_tensor *t, int64_t r) {
     return (const char *)t->data + r * t->shape[1] * (int64_t)pu_dtype_size(t->dtype);
@@ -657,9 +658,9 @@ static pu_status attach_base(pu_tmodel *m, const pu_model *src, bool qlora) {
              * the stored dtype: one owned copy of this layer's wqkv */
             const pu_tensor *tq = &lw->wq, *tk = &lw->wk, *tv = &lw->wv;
             if (!tq->data || !tk->data || !tv->data || tq->dtype != tk->dtype ||
-                       tq->dtype != tv->dtype || tq->ndim != 2 || tq->shape[0] != H * D ||
-                       tk->shape[0] != Hkv * D || tv->shape[0] != Hkv * D || tq->shape[1] != C ||
-                       tk->shape[1] != C || tv->shape[1] != C)
+                tq->dtype != tv->dtype || tq->ndim != 2 || tq->shape[0] != H * D ||
+                tk->shape[0] != Hkv * D || tv->shape[0] != Hkv * D || tq->shape[1] != C ||
+                tk->shape[1] != C || tv->shape[1] != C)
                 return pu_err_set(PU_ERR_FORMAT, "%s: layer %lld: missing or mis-shaped q/k/v",
                                   what, (long long)l);
             pu_dtype dt = tq->dtype;
@@ -709,8 +710,10 @@ static pu_status attach_base(pu_tmodel *m, const pu_model *src, bool qlora) {
 pu_status pu_tmodel_save_dir(const pu_tmodel *m, const char *dir) {
     bool borrowed = m->tab[m->emb].flags & PU_PARAM_BORROWED;
     if (borrowed && m->lora_r <= 0)
-        return pu_err_set(PU_ERR_INVALID, "%s: nothing to save: the base weights are frozen and "
-                                          "borrowed and there is no adapter", dir);
+        return pu_err_set(PU_ERR_INVALID,
+                          "%s: nothing to save: the base weights are frozen and "
+                          "borrowed and there is no adapter",
+                          dir);
     PU_TRY(pu_mkdir_p(dir));
     if (m->lora_r > 0) { /* the adapter as a PEFT directory */
         pu_lora *l = NULL;
@@ -819,7 +822,8 @@ static void lin_fwd(pu_tmodel *m, pu_pool *pool, float *y, const float *x, int w
 
 /* dx (N, K) += dy W [+ the adapter's part]; dW, dA, dB += when trainable */
 static void lin_bwd(pu_tmodel *m, pu_pool *pool, float *dx, const float *dy, const float *x, int wi,
-                    int ia, int ib, const float *us, int64_t N, int64_t M, int64_t K, uint64_t lid) {
+                    int ia, int ib, const float *us, int64_t N, int64_t M, int64_t K,
+                    uint64_t lid) {
     if (dx)
         pu_top_matmul_bwd_dx_w(pool, dx, dy, &m->mat[wi], N, M, K);
     float *gw = GW(wi);
@@ -856,7 +860,7 @@ static void lin_bwd(pu_tmodel *m, pu_pool *pool, float *dx, const float *dy, con
     }
 }
 
-#define LID(l, t) ((uint64_t)(l) * 8 + (uint64_t)(t))
+#define LID(l, t) ((uint64_t)(l)*8 + (uint64_t)(t))
 
 /* ---------------------------------------------------------------- forward */
 

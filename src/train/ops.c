@@ -186,8 +186,8 @@ void pu_top_matmul_fwd_w(pu_pool *pool, float *y, const float *x, const pu_tmat 
     pu_top_gemm_w(pool, y, M, x, K, 1, w, true, N, M, K, false);
 }
 
-void pu_top_matmul_bwd_dx_w(pu_pool *pool, float *dx, const float *dy, const pu_tmat *w,
-                            int64_t N, int64_t M, int64_t K) {
+void pu_top_matmul_bwd_dx_w(pu_pool *pool, float *dx, const float *dy, const pu_tmat *w, int64_t N,
+                            int64_t M, int64_t K) {
     pu_top_gemm_w(pool, dx, K, dy, M, 1, w, false, N, K, M, true);
 }
 

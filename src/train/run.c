@@ -377,13 +377,17 @@ static pu_status eval_val(run_state *r, int64_t T_step, double *out) {
     for (int64_t k = 0; k < nb; k++) {
         int64_t rows = 0, T = 0, lo, hi;
         bool packed = false;
-        PU_TRY(job->eval_batch(job->ctx, k, r->mb, T_step, r->ids, r->tg, r->pos, r->seg, &rows,
-                               &T, &packed));
+        PU_TRY(job->eval_batch(job->ctx, k, r->mb, T_step, r->ids, r->tg, r->pos, r->seg, &rows, &T,
+                               &packed));
         pu_split(rows, r->rank, r->nranks, &lo, &hi);
         if (hi <= lo)
             continue;
-        pu_tbatch bt = {r->ids + lo * T, r->tg + lo * T, packed ? r->pos + lo * T : NULL,
-                        packed ? r->seg + lo * T : NULL, hi - lo, T};
+        pu_tbatch bt = {r->ids + lo * T,
+                        r->tg + lo * T,
+                        packed ? r->pos + lo * T : NULL,
+                        packed ? r->seg + lo * T : NULL,
+                        hi - lo,
+                        T};
         double l;
         int64_t c;
         pu_tmodel_set_dropout(r->m, false, 0); /* evaluation: no adapter dropout */
@@ -428,8 +432,7 @@ static pu_status run(run_state *r) {
         int32_t *all_ids = r->ids + B * r->Tmax, *all_tg = r->tg + B * r->Tmax;
         int32_t *all_pos = r->pos + B * r->Tmax, *all_seg = r->seg + B * r->Tmax;
         bool packed = false;
-        PU_TRY(job->batch(job->ctx, &r->rng, s, B, all_ids, all_tg, all_pos, all_seg, &T,
-                          &packed));
+        PU_TRY(job->batch(job->ctx, &r->rng, s, B, all_ids, all_tg, all_pos, all_seg, &T, &packed));
         int64_t count = 0;
         for (int64_t i = 0; i < B * T; i++)
             count += all_tg[i] >= 0;
@@ -451,9 +454,12 @@ static pu_status run(run_state *r) {
             if (mz == ma)
                 continue;
             int64_t first = lo + ma;
-            pu_tbatch bt = {all_ids + first * T, all_tg + first * T,
+            pu_tbatch bt = {all_ids + first * T,
+                            all_tg + first * T,
                             packed ? all_pos + first * T : NULL,
-                            packed ? all_seg + first * T : NULL, mz - ma, T};
+                            packed ? all_seg + first * T : NULL,
+                            mz - ma,
+                            T};
             double l;
             int64_t c;
             /* adapter dropout masks from (seed, step, first row): resumable */
@@ -811,8 +817,11 @@ pu_status pu_train_run(const pu_train_opts *o, pu_pool *pool) {
         j.fracs[0] = 0;
         j.lens[0] = o->seq;
     }
-    pu_train_job job = {.ctx = &j, .label = "train", .items = "train tokens",
-                        .make_model = shard_make_model, .batch = shard_batch,
+    pu_train_job job = {.ctx = &j,
+                        .label = "train",
+                        .items = "train tokens",
+                        .make_model = shard_make_model,
+                        .batch = shard_batch,
                         .tokens_upto = shard_tokens_upto};
     for (int i = 0; i < j.nstages; i++)
         job.Tmax = j.lens[i] > job.Tmax ? j.lens[i] : job.Tmax;

@@ -93,8 +93,8 @@ static pu_status sft_make_model(void *ctx, const char *ckpt_dir, int64_t B, int6
     return PU_OK;
 }
 
-static pu_status sft_batch(void *ctx, pu_rng *rng, int64_t s, int64_t B, int32_t *ids,
-                           int32_t *tg, int32_t *pos, int32_t *seg, int64_t *T, bool *packed) {
+static pu_status sft_batch(void *ctx, pu_rng *rng, int64_t s, int64_t B, int32_t *ids, int32_t *tg,
+                           int32_t *pos, int32_t *seg, int64_t *T, bool *packed) {
     sft_job *j = ctx;
     int64_t nt;
     pu_sft_batch(j->tb, s, B, ids, tg, pos, seg, T, &nt);
@@ -122,8 +122,8 @@ static int64_t sft_eval_rows_n(void *ctx) {
 
 /* eval batch k: rows k*mb .. of the eval set in order (the last one shorter) */
 static pu_status sft_eval_batch(void *ctx, int64_t k, int64_t mb, int64_t T_step, int32_t *ids,
-                                int32_t *tg, int32_t *pos, int32_t *seg, int64_t *rows,
-                                int64_t *T, bool *packed) {
+                                int32_t *tg, int32_t *pos, int32_t *seg, int64_t *rows, int64_t *T,
+                                bool *packed) {
     sft_job *j = ctx;
     int64_t n = sft_eval_rows_n(ctx), first = k * mb;
     *rows = n - first < mb ? n - first : mb;
@@ -148,8 +148,8 @@ static pu_status sft_done(void *ctx, pu_tmodel *m) {
     pu_status s = pu_tmodel_save_dir(m, tmp);
     if (s == PU_OK && j->tok_file) {
         const char *ext = strrchr(j->tok_file, '.');
-        char *dst = pu_path_join(tmp, ext && !strcmp(ext, ".json") ? "tokenizer.json"
-                                                                   : "tokenizer.model");
+        char *dst =
+            pu_path_join(tmp, ext && !strcmp(ext, ".json") ? "tokenizer.json" : "tokenizer.model");
         s = pu_train_copy_file(j->tok_file, dst);
         pu_free(dst);
     }
@@ -204,8 +204,8 @@ static uint64_t data_hash(const pu_sft_data *d) {
 static pu_status load_set(sft_job *j, const char *const *paths, int n, pu_pool *pool,
                           pu_sft_data **d, const char *what) {
     const pu_sft_opts *o = j->o;
-    pu_sft_load_opts lo = {.seq = o->train.seq, .skip_bad = o->skip_bad, .vars = o->vars,
-                           .pool = pool};
+    pu_sft_load_opts lo = {
+        .seq = o->train.seq, .skip_bad = o->skip_bad, .vars = o->vars, .pool = pool};
     PU_TRY(pu_sft_data_load(paths, n, j->tok, &lo, d));
     if (!o->train.quiet)
         pu_log_info("sft: %s: %lld samples (%lld cut to --seq %lld, %lld bad records skipped)",

@@ -58,10 +58,10 @@ void pu_tmat_get(const pu_tmat *w, int64_t r, int64_t c0, int64_t n, float *dst)
  * bitsandbytes' dynamic map in blocks of 256 absmaxes, each with an fp32
  * scale, after subtracting the mean absmax (offset). */
 struct pu_nf4 {
-    int64_t n;         /* elements */
-    uint8_t *codes;    /* (n + 1) / 2 */
-    uint8_t *qabsmax;  /* (ceil(n / 64)) 8-bit codes of absmax - offset */
-    float *absmax2;    /* (ceil(n / 64 / 256)) scales of qabsmax blocks */
+    int64_t n;        /* elements */
+    uint8_t *codes;   /* (n + 1) / 2 */
+    uint8_t *qabsmax; /* (ceil(n / 64)) 8-bit codes of absmax - offset */
+    float *absmax2;   /* (ceil(n / 64 / 256)) scales of qabsmax blocks */
     float offset;
 };
 /* Quantize n floats (of dtype `dt` at src) into q (owned buffers). */
@@ -95,8 +95,8 @@ void pu_top_gemm_w(pu_pool *pool, float *c, int64_t ldc, const float *a, int64_t
 /* y (N, M) = x (N, K) · W^T ; dx (N, K) += dy (N, M) · W  (W (M, K) any storage) */
 void pu_top_matmul_fwd_w(pu_pool *pool, float *y, const float *x, const pu_tmat *w, int64_t N,
                          int64_t M, int64_t K);
-void pu_top_matmul_bwd_dx_w(pu_pool *pool, float *dx, const float *dy, const pu_tmat *w,
-                            int64_t N, int64_t M, int64_t K);
+void pu_top_matmul_bwd_dx_w(pu_pool *pool, float *dx, const float *dy, const pu_tmat *w, int64_t N,
+                            int64_t M, int64_t K);
 /* embedding rows of a table of any storage */
 void pu_top_embed_fwd_w(float *out, const int32_t *ids, const pu_tmat *table, int64_t N);
 
@@ -200,8 +200,8 @@ typedef struct pu_train_job {
      * checkpoints (owned, may stay NULL). It may set n_items, tok_hash,
      * eval_n and eval_batch of the job (through its ctx): the loop reads
      * them after this call. */
-    pu_status (*make_model)(void *ctx, const char *ckpt_dir, int64_t B, int64_t Tmax,
-                            pu_tmodel **m, char **tok_path);
+    pu_status (*make_model)(void *ctx, const char *ckpt_dir, int64_t B, int64_t Tmax, pu_tmodel **m,
+                            char **tok_path);
     /* The whole batch of step s (0-based): B rows of *T <= Tmax tokens in
      * ids / tg (B*Tmax entries each); pos / seg filled and *packed set when
      * the rows hold several documents. rng: the run's data RNG (checkpointed). */
