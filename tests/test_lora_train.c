@@ -567,6 +567,45 @@ static void test_structure(void) {
         pu_tmodel_destroy(b);
         fx_close(&x);
     }
+    if (PT_TEST("borrowed GGUF F16 base (separate, interleaved q/k/v) == its fp32 copy")) {
+        const char *paths[2] = {"tests/golden/gguf/gqa2-llama-f16.gguf",
+                                "../tests/golden/gguf/gqa2-llama-f16.gguf"};
+        const char *gp = pu_file_exists(paths[0]) ? paths[0] : paths[1];
+        pu_model *g = NULL;
+        if (!pu_file_exists(gp)) {
+            pt_skip("tests/golden/gguf/gqa2-llama-f16.gguf not found");
+        } else {
+            PT_OK(pu_model_load(gp, &g));
+        }
+        if (g) {
+            pu_tmodel_opts o;
+            pu_tmodel_opts_default(&o);
+            o.freeze_base = true;
+            pu_tmodel *a = NULL, *b = NULL;
+            PT_OK(pu_tmodel_create_from(g, 1, 12, &o, &a));
+            PT_OK(pu_tmodel_create_from(g, 1, 12, NULL, &b));
+            if (a && b) {
+                const pu_config *c = pu_tmodel_config(a);
+                int64_t qkv = (c->num_attention_heads + 2 * c->num_key_value_heads) * c->head_dim;
+                PT_EQ_I64(pu_tmodel_frozen_bytes(a),
+                          c->num_hidden_layers * qkv * c->hidden_size * 2); /* F16 repack only */
+                PT_EQ_I64(pu_tmodel_numel(a), 0);
+                int32_t ids[12], tg[12];
+                for (int i = 0; i < 12; i++)
+                    ids[i] = (i * 7 + 3) % (int32_t)c->vocab_size, tg[i] = (i * 5 + 1) % 50;
+                pu_tbatch bt = {ids, tg, NULL, NULL, 1, 12};
+                double la, lb;
+                int64_t na, nb;
+                PT_OK(pu_tmodel_forward(a, NULL, &bt, &la, &na));
+                PT_OK(pu_tmodel_forward(b, NULL, &bt, &lb, &nb));
+                PT_CHECK(memcmp(pu_tmodel_logits(a), pu_tmodel_logits(b),
+                                (size_t)(12 * c->vocab_size) * sizeof(float)) == 0);
+            }
+            pu_tmodel_destroy(a);
+            pu_tmodel_destroy(b);
+        }
+        pu_model_destroy(g);
+    }
     if (PT_TEST("PEFT init: A in +-1/sqrt(in), B zero; rslora scale; bad options")) {
         fixture x;
         fx_open(&x);
