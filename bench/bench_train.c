@@ -7,7 +7,14 @@
  * same run, and peak RSS against the estimate params + grads + 2 moments +
  * activations + backward buffers.
  *
- *   build/release/bench_train [--threads N] [--batch B] [--steps N] [--big] [--torch]
+ *   build/release/bench_train [--threads N] [--batch B] [--steps N] [--big] [--only-big]
+ *                             [--lora R] [--torch]
+ *
+ * --lora R also runs, per shape, the SFT step of LoRA (rank R, alpha 2R, on
+ * wqkv, wo, w1, w2, w3) over the same shape's base held frozen in F32 as a
+ * borrowed pu_model (no weight gradients, no moments for it), and prints the
+ * ratio LoRA / full tokens/s. The batch has the targets of every other
+ * position masked (-100) in both runs, as SFT has.
  *
  * --torch runs tools/bench_train_torch.py (the same model in PyTorch 1.13,
  * Debian python3-torch) right after, in the same run, and prints the ratio.
@@ -22,14 +29,43 @@
 #include "bench_common.h"
 #include "puyu/pu_train.h"
 
+/* user + system CPU seconds of the process (all threads) */
+static double cpu_seconds(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* The machine is shared: besides wall-clock tokens/s each run reports
+ * tokens per CPU-second times the thread count (what the run would reach
+ * with its threads never preempted); ratios use the latter. */
 static double bench_shape(pu_pool *pool, const char *name, pu_config *c, int64_t B, int64_t T,
-                          int steps, double peak) {
+                          int steps, double peak, int64_t lora) {
     pu_tmodel *m = NULL;
-    if (pu_tmodel_create(c, B, T, &m) != PU_OK) {
-        fprintf(stderr, "create: %s\n", pu_err_msg());
-        exit(1);
+    pu_model *base = NULL;
+    if (lora > 0) {
+        if (pu_model_init_random(c, PU_DTYPE_F32, 1, 0.02f, true, pool, &base) != PU_OK) {
+            fprintf(stderr, "random base: %s\n", pu_err_msg());
+            exit(1);
+        }
+        pu_tmodel_opts o;
+        pu_tmodel_opts_default(&o);
+        o.freeze_base = true;
+        o.lora_r = lora;
+        o.lora_alpha = 2.0 * (double)lora;
+        o.seed = 1;
+        if (pu_tmodel_create_from(base, B, T, &o, &m) != PU_OK) {
+            fprintf(stderr, "create: %s\n", pu_err_msg());
+            exit(1);
+        }
+    } else {
+        if (pu_tmodel_create(c, B, T, &m) != PU_OK) {
+            fprintf(stderr, "create: %s\n", pu_err_msg());
+            exit(1);
+        }
+        pu_tmodel_init_random(m, 1, 0.02f);
     }
-    pu_tmodel_init_random(m, 1, 0.02f);
     pu_adamw opt;
     pu_adamw_cfg ac = pu_adamw_default();
     pu_adamw_init(&opt, &ac, pu_tmodel_numel(m));
@@ -39,12 +75,13 @@ static double bench_shape(pu_pool *pool, const char *name, pu_config *c, int64_t
     pu_rng_seed(&r, 1);
     for (int64_t i = 0; i < N; i++)
         ids[i] = (int32_t)(pu_rng_u64(&r) % (uint64_t)c->vocab_size),
-        tg[i] = (int32_t)(pu_rng_u64(&r) % (uint64_t)c->vocab_size);
+        tg[i] = i % 2 ? PU_IGNORE_INDEX : (int32_t)(pu_rng_u64(&r) % (uint64_t)c->vocab_size);
     pu_tbatch bt = {ids, tg, NULL, NULL, B, T};
-    double tf = 0, tb = 0, to = 0, best = 1e30;
+    double tf = 0, tb = 0, to = 0, best = 1e30, cpu = 0;
     for (int s = 0; s <= steps; s++) {
         double l;
         int64_t cnt;
+        double c0 = cpu_seconds();
         double t0 = pu_time_now();
         pu_tmodel_zero_grad(m);
         pu_tmodel_forward(m, pool, &bt, &l, &cnt);
@@ -55,6 +92,7 @@ static double bench_shape(pu_pool *pool, const char *name, pu_config *c, int64_t
         double t3 = pu_time_now();
         if (s == 0)
             continue; /* warm-up */
+        cpu += cpu_seconds() - c0;
         tf += t1 - t0, tb += t2 - t1, to += t3 - t2;
         best = t3 - t0 < best ? t3 - t0 : best;
     }
@@ -63,49 +101,77 @@ static double bench_shape(pu_pool *pool, const char *name, pu_config *c, int64_t
         P += pu_tmodel_param(m, i)->numel;
     int64_t C = c->hidden_size, L = c->num_hidden_layers;
     /* matmul params (all but the embedding and norms) x 6 flops per token + attention */
-    double mm = (double)(P - c->vocab_size * C - (2 * L + 1) * C);
-    double flops = 6.0 * mm * (double)N +
+    int64_t PL = 0; /* adapter entries */
+    for (int i = 0; i < pu_tmodel_n_params(m); i++)
+        if (strstr(pu_tmodel_param(m, i)->name, ".lora_"))
+            PL += pu_tmodel_param(m, i)->numel;
+    double mm = (double)(P - PL - c->vocab_size * C - (2 * L + 1) * C);
+    /* full: 6 flops per weight and token (y, dx, dW); frozen base: 4 (no dW) */
+    double flops = (lora > 0 ? 4.0 : 6.0) * mm * (double)N + 6.0 * (double)PL * (double)N +
                    6.0 * 2.0 * (double)L * (double)B * (double)T * (double)T * (double)C;
     double avg = (tf + tb + to) / steps;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    double est = (4.0 * (double)pu_tmodel_numel(m) * 4 + (double)pu_tmodel_act_bytes(m)) / 1e6;
-    printf("[%s] %.2fM params, batch %lld x seq %lld, %d threads\n", name, (double)P / 1e6,
-           (long long)B, (long long)T, pu_pool_size(pool));
+    double est = (4.0 * (double)pu_tmodel_numel(m) * 4 + (double)pu_tmodel_act_bytes(m) +
+                  (base ? (double)pu_model_weight_bytes(base) : 0)) /
+                 1e6;
+    if (lora > 0)
+        printf("[%s, LoRA r %lld over a frozen F32 base] %.2fM params (%.2fM trainable), batch "
+               "%lld x seq %lld, %d threads\n",
+               name, (long long)lora, (double)(P - PL) / 1e6, (double)PL / 1e6, (long long)B,
+               (long long)T, pu_pool_size(pool));
+    else
+        printf("[%s, full] %.2fM params, batch %lld x seq %lld, %d threads\n", name,
+               (double)P / 1e6, (long long)B, (long long)T, pu_pool_size(pool));
     printf("  step %.3f s (best %.3f): forward %.3f, backward %.3f, adamw %.3f\n", avg, best,
            tf / steps, tb / steps, to / steps);
+    double cpu_tps = (double)N / (cpu / steps / (double)pu_pool_size(pool));
     printf("  %.0f tokens/s (best %.0f); %.1f GFLOP/s = %.0f%% of the FMA peak %.0f GFLOP/s\n",
            (double)N / avg, (double)N / best, flops / avg / 1e9, 100 * flops / avg / 1e9 / peak,
            peak);
-    printf("  peak RSS %.0f MB; estimate (params+grads+2 moments+activations) %.0f MB (x%.2f)\n",
-           (double)ru.ru_maxrss / 1e3, est, (double)ru.ru_maxrss / 1e3 / est);
+    printf(
+        "  CPU-time normalised: %.0f tokens/s (%.1f CPU-s per step, %.0f%% of %d threads busy)\n",
+        cpu_tps, cpu / steps, 100.0 * cpu / steps / avg / (double)pu_pool_size(pool),
+        pu_pool_size(pool));
+    printf("  peak RSS %.0f MB (process so far); estimate (trainable x 4 + activations%s) %.0f MB "
+           "(x%.2f)\n",
+           (double)ru.ru_maxrss / 1e3, base ? " + frozen base" : "", est,
+           (double)ru.ru_maxrss / 1e3 / est);
     pu_free(ids), pu_free(tg);
     pu_adamw_free(&opt);
     pu_tmodel_destroy(m);
-    return (double)N / avg;
+    pu_model_destroy(base);
+    return cpu_tps;
 }
 
 /* Run tools/bench_train_torch.py with the same settings and print its
- * tokens/s per shape next to ours (ours[0]: 15M, ours[1]: 110M). */
-static void torch_compare(int threads, int64_t B, int steps, bool big, const double *ours) {
+ * tokens/s per shape next to ours (ours[0]: 15M, ours[1]: 110M, [2], [3]:
+ * their LoRA runs). */
+static void torch_compare(int threads, int64_t B, int steps, bool big, bool only_big, int64_t lora,
+                          const double *ours) {
     char cmd[512];
     snprintf(cmd, sizeof cmd,
-             "/usr/bin/python3 tools/bench_train_torch.py --threads %d --batch %lld --steps %d%s",
-             threads, (long long)B, steps, big ? " --big" : "");
+             "/usr/bin/python3 tools/bench_train_torch.py --threads %d --batch %lld --steps %d%s%s "
+             "--lora %lld",
+             threads, (long long)B, steps, big ? " --big" : "", only_big ? " --only-big" : "",
+             (long long)lora);
     FILE *p = popen(cmd, "r");
     if (!p) {
         printf("torch: cannot run %s\n", cmd);
         return;
     }
     char line[256], name[32];
-    double tps;
+    double tps, stp, ctps;
     int got = 0;
     while (fgets(line, sizeof line, p)) {
-        if (sscanf(line, "torch %31s %lf", name, &tps) != 2)
+        if (sscanf(line, "torch %31s %lf %lf %lf", name, &tps, &stp, &ctps) != 4)
             continue;
-        int which = strcmp(name, "15M") == 0 ? 0 : 1;
-        printf("  PyTorch %s shape: %.0f tokens/s; puyu/PyTorch = %.2fx\n", name, tps,
-               ours[which] / tps);
+        int which = !strncmp(name, "15M", 3) ? 0 : 1;
+        if (strstr(name, "-lora"))
+            which += 2;
+        printf("  PyTorch %s: %.0f tokens/s wall, %.0f CPU-time normalised; puyu/PyTorch = %.2fx "
+               "(normalised)\n",
+               name, tps, ctps, ours[which] / ctps);
         got++;
     }
     int rc = pclose(p);
@@ -122,7 +188,8 @@ static void torch_compare(int threads, int64_t B, int steps, bool big, const dou
 int main(int argc, char **argv) {
     int threads = 2, steps = 3;
     int64_t B = 4;
-    bool big = false, torch = false;
+    bool big = false, torch = false, only_big = false;
+    int64_t lora = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc)
             threads = atoi(argv[++i]);
@@ -132,11 +199,15 @@ int main(int argc, char **argv) {
             steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--big"))
             big = true;
+        else if (!strcmp(argv[i], "--only-big"))
+            big = only_big = true;
+        else if (!strcmp(argv[i], "--lora") && i + 1 < argc)
+            lora = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--torch"))
             torch = true;
         else {
-            fprintf(stderr,
-                    "usage: bench_train [--threads N] [--batch B] [--steps N] [--big] [--torch]\n");
+            fprintf(stderr, "usage: bench_train [--threads N] [--batch B] [--steps N] [--big] "
+                            "[--only-big] [--lora R] [--torch]\n");
             return 2;
         }
     }
@@ -150,16 +221,27 @@ int main(int argc, char **argv) {
     c.vocab_size = 32000, c.hidden_size = 288, c.intermediate_size = 768;
     c.num_hidden_layers = 6, c.num_attention_heads = 6, c.num_key_value_heads = 6;
     c.head_dim = 48, c.max_position_embeddings = 256, c.rms_norm_eps = 1e-5;
-    double ours[2] = {0, 0};
-    ours[0] = bench_shape(pool, "llama2.c 15M shape", &c, B, 256, steps, peak);
+    c.bias = false;
+    double ours[4] = {0, 0, 0, 0};
+    if (!only_big) {
+        ours[0] = bench_shape(pool, "llama2.c 15M shape", &c, B, 256, steps, peak, 0);
+        if (lora > 0) {
+            ours[2] = bench_shape(pool, "llama2.c 15M shape", &c, B, 256, steps, peak, lora);
+            printf("  LoRA / full tokens/s = %.2fx\n", ours[2] / ours[0]);
+        }
+    }
     if (big) {
         c.hidden_size = 768, c.intermediate_size = 2048, c.num_hidden_layers = 12;
         c.num_attention_heads = 12, c.num_key_value_heads = 4, c.head_dim = 64;
         c.max_position_embeddings = 256;
-        ours[1] = bench_shape(pool, "110M shape", &c, B, 256, steps, peak);
+        ours[1] = bench_shape(pool, "110M shape", &c, B, 256, steps, peak, 0);
+        if (lora > 0) {
+            ours[3] = bench_shape(pool, "110M shape", &c, B, 256, steps, peak, lora);
+            printf("  LoRA / full tokens/s = %.2fx\n", ours[3] / ours[1]);
+        }
     }
     if (torch)
-        torch_compare(threads, B, steps, big, ours);
+        torch_compare(threads, B, steps, big, only_big, lora, ours);
     pu_pool_destroy(pool);
     return 0;
 }

@@ -9,7 +9,11 @@ a private OpenBLAS, e.g.
   apt-get download libopenblas0-pthread && dpkg -x libopenblas0-pthread_*.deb ob
   LD_LIBRARY_PATH=$PWD/ob/usr/lib/x86_64-linux-gnu/openblas-pthread \\
   OPENBLAS_CORETYPE=SkylakeX /usr/bin/python3 tools/bench_train_torch.py
-Prints one line per shape: "torch <name> <tokens/s> <step seconds>".
+Prints one line per shape: "torch <name> <tokens/s> <step seconds> <tokens per
+CPU-second x threads>".
+--lora R adds a LoRA run per shape (name "<name>-lora"): every base weight
+frozen (requires_grad False), PEFT-style adapters y += (x A^T) B^T * alpha/r
+on wqkv, wo, w1, w2, w3, AdamW over the adapters only.
 """
 import argparse
 import math
@@ -17,6 +21,20 @@ import time
 
 import torch
 import torch.nn.functional as F
+
+
+class LoraLinear(torch.nn.Module):
+    """frozen base Linear + trainable low-rank adapter (PEFT semantics)"""
+
+    def __init__(s, base, r, alpha):
+        super().__init__()
+        s.base = base
+        s.A = torch.nn.Parameter((torch.rand(r, base.in_features) * 2 - 1) / math.sqrt(base.in_features))
+        s.B = torch.nn.Parameter(torch.zeros(base.out_features, r))
+        s.scale = alpha / r
+
+    def forward(s, x):
+        return s.base(x) + (x @ s.A.t()) @ s.B.t() * s.scale
 
 
 class Block(torch.nn.Module):
@@ -58,13 +76,23 @@ def rot(x):
     return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
 
 
-def bench(name, V, C, L, H, Hkv, Fd, B, T, steps):
+def bench(name, V, C, L, H, Hkv, Fd, B, T, steps, lora=0):
     torch.manual_seed(0)
     emb = torch.nn.Embedding(V, C)
     blocks = torch.nn.ModuleList([Block(C, H, Hkv, Fd) for _ in range(L)])
     nw = torch.nn.Parameter(torch.ones(C))
     head = torch.nn.Linear(C, V, bias=False)
     params = list(emb.parameters()) + list(blocks.parameters()) + [nw] + list(head.parameters())
+    if lora:
+        for p in params:
+            p.requires_grad_(False)
+        params = []
+        for b in blocks:
+            for n in ["wqkv", "wo", "w1", "w2", "w3"]:
+                m = LoraLinear(getattr(b, n), lora, 2.0 * lora)
+                setattr(b, n, m)
+                params += [m.A, m.B]
+        name += "-lora"
     opt = torch.optim.AdamW(params, lr=1e-4)
     D = C // H
     inv = 1.0 / (10000.0 ** (torch.arange(0, D, 2).float() / D))
@@ -74,9 +102,10 @@ def bench(name, V, C, L, H, Hkv, Fd, B, T, steps):
     mask = torch.full((T, T), float("-inf")).triu(1)
     ids = torch.randint(0, V, (B, T))
     tg = torch.randint(0, V, (B, T))
-    best, tot = 1e30, 0.0
+    best, tot, cpu = 1e30, 0.0, 0.0
     for s in range(steps + 1):
         t0 = time.time()
+        c0 = time.process_time()
         opt.zero_grad()
         x = emb(ids)
         for b in blocks:
@@ -86,10 +115,13 @@ def bench(name, V, C, L, H, Hkv, Fd, B, T, steps):
         opt.step()
         dt = time.time() - t0
         if s:
+            cpu += time.process_time() - c0
             tot += dt
             best = min(best, dt)
     avg = tot / steps
-    print("torch %s %.0f %.3f (best %.3f)" % (name, B * T / avg, avg, best), flush=True)
+    # tokens per CPU-second x threads: robust when other processes share the cores
+    ctps = B * T / (cpu / steps / torch.get_num_threads())
+    print("torch %s %.0f %.3f %.0f (best %.3f)" % (name, B * T / avg, avg, ctps, best), flush=True)
 
 
 def main():
@@ -98,11 +130,18 @@ def main():
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--big", action="store_true")
+    ap.add_argument("--only-big", action="store_true", help="skip the 15M shape")
+    ap.add_argument("--lora", type=int, default=0, help="also a LoRA run of rank R per shape")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    bench("15M", 32000, 288, 6, 6, 6, 768, a.batch, 256, a.steps)
-    if a.big:
+    if not a.only_big:
+        bench("15M", 32000, 288, 6, 6, 6, 768, a.batch, 256, a.steps)
+        if a.lora:
+            bench("15M", 32000, 288, 6, 6, 6, 768, a.batch, 256, a.steps, a.lora)
+    if a.big or a.only_big:
         bench("110M", 32000, 768, 12, 12, 4, 2048, a.batch, 256, a.steps)
+        if a.lora:
+            bench("110M", 32000, 768, 12, 12, 4, 2048, a.batch, 256, a.steps, a.lora)
 
 
 if __name__ == "__main__":

@@ -137,6 +137,11 @@ const char *pu_model_format(const pu_model *m);
  * (tokenizer.model in the directory, the .gguf itself), else NULL. */
 const char *pu_model_tokenizer_path(const pu_model *m);
 int64_t pu_model_n_params(const pu_model *m);
+/* The pages of [p, p + n) inside a memory-mapped weight file are not needed
+ * for now: the kernel may drop them from this process (they are read from
+ * the file again if touched). A no-op for memory the model owns (converted
+ * tensors, random models). QLoRA calls it after quantizing a tensor. */
+void pu_model_drop_pages(const pu_model *m, const void *p, size_t n);
 /* bytes of weight data (as stored) */
 int64_t pu_model_weight_bytes(const pu_model *m);
 /* Human-readable summary for `puyu info` (config, params, dtypes, memory). */

@@ -162,6 +162,19 @@ typedef struct pu_sft_opts {
     bool shuffle;            /* seeded per-epoch shuffle (default) */
     bool pack;               /* pack samples into rows of seq tokens */
     bool skip_bad;           /* skip and count bad records */
+    /* LoRA (--lora): only adapters train, the base stays memory-mapped
+     * (pu_tmodel_opts.freeze_base); OUT/final/ and checkpoints hold the
+     * adapter as a PEFT directory (+ the optimizer state in checkpoints). */
+    bool lora;
+    bool qlora;            /* --qlora: LoRA over an NF4 base (implies lora, recompute) */
+    bool recompute;        /* activation checkpointing */
+    int64_t lora_r;        /* 8 */
+    double lora_alpha;     /* 16 */
+    double lora_dropout;   /* 0.05 */
+    bool lora_rslora;      /* scale alpha / sqrt(r) */
+    uint32_t lora_targets; /* PU_LORA_DEFAULT_TARGETS */
+    const char *lora_init; /* start from this adapter directory (its r, alpha, targets,
+                              rslora), or NULL: PEFT init */
 } pu_sft_opts;
 
 void pu_sft_opts_default(pu_sft_opts *o);

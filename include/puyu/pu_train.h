@@ -36,25 +36,57 @@
  * thread count (tested for 1 vs 2 threads), which is what makes --resume
  * bit-exact even with a different --threads.
  *
- * Limits: fp32 only (no bf16 mixed precision yet); attention keeps the
- * (B, H, T, T) probabilities for backward (O(T^2) memory: fine for the
+ * Frozen weights, LoRA, QLoRA, two models (pu_tmodel_create_from):
+ *  - A tmodel built over a loaded pu_model with freeze_base BORROWS every
+ *    base weight (PU_PARAM_BORROWED | PU_PARAM_FROZEN): the table entry keeps
+ *    its name/shape/dtype, a view (src/train/train_impl.h pu_tmat) points
+ *    into the model's memory map, and the slab, the gradients and the AdamW
+ *    moments hold only the trainable entries (pu_tmodel_numel counts them).
+ *    The two products a frozen linear needs (y = x W^T, dx += dy W; no dW)
+ *    read BF16/F16 weights through the training GEMM, which converts each
+ *    B panel while packing it (src/train/gemm.c pack_b_w): never a full fp32
+ *    copy. F32 weights take the unchanged fp32 path. Only separate or
+ *    RoPE-interleaved q/k/v (GGUF, llama2.c) are repacked once, in their
+ *    stored dtype. Any number of tmodels may borrow one pu_model: a policy
+ *    and a frozen reference (forward_only: no gradients, no backward
+ *    buffers) cost one mmap.
+ *  - LoRA (pu_lora.h semantics, PEFT init and keys): extra trainable table
+ *    entries right after their layer's; forward y += s (drop(x) A^T) B^T,
+ *    backward dB += dy^T u, g = s dy B, dA += g^T drop(x), dx += drop'(g A).
+ *    Dropout masks are a hash of (per-forward key, linear, element): nothing
+ *    stored, rebuilt in backward. pu_tmodel_lora_export / _import convert to
+ *    and from pu_lora (files: pu_lora_save / pu_lora_load, src/model/lora.c).
+ *  - QLoRA (qlora): the layer linears are quantized at creation to NF4 with
+ *    double quantization exactly as bitsandbytes does (blocks of 64, the NF4
+ *    table, absmax - mean(absmax) to 8 bits with the dynamic map in blocks
+ *    of 256 with an fp32 scale each; src/train/nf4.c), ~4.13 bits a weight,
+ *    dequantized on the fly in the same panel packing.
+ *  - Activation checkpointing (recompute): only each layer's residual input
+ *    is kept; backward rebuilds the layer from it (bitwise the same grads).
+ *  - Alignment hooks: pu_tmodel_token_logps (log p of every target),
+ *    pu_tmodel_hidden (final hidden states) and pu_tmodel_backward_logp
+ *    (backward from dLoss/dlogp per token and/or dLoss/dhidden; the mean CE
+ *    backward is its special case, bitwise).
+ *
+ * Where the pieces live, in design.md terms. The training model is the
+ * `model` role (weights, forward, backward, adapters, value head inputs);
+ * it is built in src/train/ (model.c, ops.c, gemm*.c, nf4.c) because it
+ * shares the training ops, and it reads base weights only through the
+ * public pu_model views. `train` owns the optimizer (optim.c), data
+ * loaders, the loops (run.c: pretraining; SFT, DPO, PPO build on the same
+ * tmodel), checkpoints (ckpt.c) and data parallel (dp.c). Adapter files
+ * (PEFT) and inference-side adapters live in `model` (src/model/lora.c).
+ *
+ * Limits: fp32 math (bf16 storage only for frozen weights); attention keeps
+ * the (B, H, T, T) probabilities for backward (O(T^2) memory: fine for the
  * short-context stages, a flash-style recomputing backward is needed for
  * 32k); dynamic-NTK rope scaling is ignored in training (plain RoPE).
  *
- * Plan for what follows (designed in, not built yet):
- *  - Frozen weights + LoRA: PU_PARAM_FROZEN (pu_tmodel_set_flags) already
- *    makes backward skip a tensor's weight gradient (dx still flows through
- *    it) and pu_adamw_step / pu_grad_norm skip it (tested). LoRA A/B
- *    adapters become extra table entries
- *    ("...wqkv.lora_A", rows grouped like wqkv per spec A.4) whose matmuls
- *    are added after the base matmul in forward/backward.
- *  - Value/reward head: an extra table entry "v_head.weight" (1, C) and a
- *    head selector in pu_tmodel_forward; the final hidden states xnf are
- *    already saved for it.
  *  - The loop (optimizer, schedule, accumulation, checkpoints, resume,
  *    eval, metrics) is shared with `puyu sft` (pu_sft.h): pu_train_run is
  *    pu_train_loop (src/train/train_impl.h) with a token-shard batch source;
  *    pu_sft_run the same loop with the SFT batcher.
+ * Also built:
  *  - SFT packing with per-document attention: pu_tbatch carries optional
  *    `pos` (RoPE position per token, restarting at 0 per document) and `seg`
  *    (document id per token; attention only within equal seg). Both are
@@ -64,6 +96,9 @@
  *    backward reports finished table entries through pu_tmodel_set_grad_hook
  *    so gradient buckets are all-reduced while earlier layers still compute.
  *    ZeRO-1 (moments sharded by slab ranges) is designed there, not built.
+ *  - Next: a value/reward head is a table entry "v_head.weight" (1, C) of
+ *    the alignment module over pu_tmodel_hidden + pu_tmodel_backward_logp's
+ *    dhidden.
  */
 #ifndef PU_TRAIN_H
 #define PU_TRAIN_H
@@ -73,6 +108,7 @@
 
 #include "puyu/pu_core.h"
 #include "puyu/pu_kernels.h"
+#include "puyu/pu_lora.h"
 #include "puyu/pu_model.h"
 
 #define PU_IGNORE_INDEX (-100)
@@ -82,16 +118,22 @@
 
 enum {
     PU_PARAM_NO_DECAY = 1u << 0, /* excluded from weight decay (norms, embeddings) */
-    PU_PARAM_FROZEN = 1u << 1,   /* no gradient, no update (LoRA base weights; future) */
+    PU_PARAM_FROZEN = 1u << 1,   /* no gradient, no update, not in the gradient norm */
+    PU_PARAM_BORROWED = 1u << 2, /* frozen base weight read from a pu_model in its stored
+                                    dtype (no room in the slab, no fp32 copy, no grads) */
+    PU_PARAM_NF4 = 1u << 3,      /* borrowed and held as NF4 (QLoRA) */
 };
 
 typedef struct pu_param {
     char name[80];    /* HF InternLM2 tensor name */
     int ndim;         /* 1 or 2 */
     int64_t shape[2]; /* (rows, cols) or (n) */
-    int64_t offset;   /* in floats from the start of the slab (64-byte aligned) */
+    int64_t offset;   /* in floats from the start of the slab (64-byte aligned);
+                         borrowed entries take no room (offset = where the next
+                         slab entry starts) */
     int64_t numel;
     uint32_t flags;
+    pu_dtype dtype; /* F32 for slab entries; the stored dtype of borrowed ones */
 } pu_param;
 
 typedef struct pu_tmodel pu_tmodel;
@@ -101,6 +143,63 @@ typedef struct pu_tmodel pu_tmodel;
  * Errors (bad config, no memory) name the field. Returns owned. */
 pu_status pu_tmodel_create(const pu_config *c, int64_t B, int64_t Tmax, pu_tmodel **out);
 void pu_tmodel_destroy(pu_tmodel *m);
+
+/* A training model over a loaded base model. */
+typedef struct pu_tmodel_opts {
+    /* true: the base weights are borrowed from `base` (frozen, PU_PARAM_BORROWED:
+     * read in their stored dtype F32/BF16/F16 by the matmuls, converted panel
+     * by panel; no fp32 copy, no gradients, no moments); `base` must outlive
+     * the tmodel and may back any number of tmodels (policy + reference).
+     * false: an fp32 trainable copy (full fine-tuning). */
+    bool freeze_base;
+    /* with freeze_base: the 5 linears of every layer are quantized at
+     * creation to NF4 with double quantization (bitsandbytes' scheme, see
+     * src/train/nf4.c), dequantized on the fly; embedding, norms and the LM
+     * head stay as stored */
+    bool qlora;
+    /* activation checkpointing: keep only each layer's residual input and
+     * rebuild the layer's activations in backward (bitwise the same grads) */
+    bool recompute;
+    /* no gradients and no backward buffers (a frozen reference model) */
+    bool forward_only;
+    /* LoRA adapters (pu_lora.h semantics) when lora_r > 0: y += s (drop(x) A^T) B^T
+     * on the linears in lora_targets (bitmask of pu_lora_target), s = alpha / r
+     * or alpha / sqrt(r) (rslora); PEFT init (A kaiming-uniform from seed, B 0) */
+    int64_t lora_r;
+    double lora_alpha, lora_dropout;
+    bool lora_rslora;
+    uint32_t lora_targets;
+    uint64_t seed;         /* LoRA init and dropout masks */
+    const char *base_name; /* adapter_config.json base_model_name_or_path (copied) */
+} pu_tmodel_opts;
+/* freeze_base false, no LoRA, alpha 16, the default targets */
+void pu_tmodel_opts_default(pu_tmodel_opts *o);
+/* Shapes from base's config; B, Tmax as pu_tmodel_create. o NULL: defaults. */
+pu_status pu_tmodel_create_from(const pu_model *base, int64_t B, int64_t Tmax,
+                                const pu_tmodel_opts *o, pu_tmodel **out);
+/* bytes of frozen weights the tmodel holds itself (NF4 forms, repacked
+ * q/k/v); borrowed views cost nothing */
+int64_t pu_tmodel_frozen_bytes(const pu_tmodel *m);
+
+/* LoRA. Adapter entries are ordinary trainable table entries named with
+ * PEFT's keys ("base_model.model.model.layers.<i>.attention.wqkv.lora_A.weight"
+ * (r, in), "...lora_B.weight" (out, r), "base_model.model.output.lora_A.weight"),
+ * placed right after their layer's entries (after output.weight for the head),
+ * so optimizer, clipping, weight decay, checkpoints and gradient hooks treat
+ * them like any weight. */
+int64_t pu_tmodel_lora_r(const pu_tmodel *m); /* 0: no adapters */
+float pu_tmodel_lora_scale(const pu_tmodel *m);
+/* PEFT init again: A ~ U(-1/sqrt(in), 1/sqrt(in)) from (seed, entry), B = 0 */
+void pu_tmodel_lora_init(pu_tmodel *m, uint64_t seed);
+/* Dropout of the adapter inputs on (training) or off (evaluation); key seeds
+ * the masks of the next forward (each forward then advances it), so a run
+ * that sets it per step is reproducible and resumable. */
+void pu_tmodel_set_dropout(pu_tmodel *m, bool on, uint64_t key);
+/* Copy the adapter out into a new pu_lora (r, alpha, dropout, rslora,
+ * targets, base_name of the options) / in from one (r and targets must
+ * match, shapes are checked). */
+pu_status pu_tmodel_lora_export(const pu_tmodel *m, pu_lora **out);
+pu_status pu_tmodel_lora_import(pu_tmodel *m, const pu_lora *l);
 
 const pu_config *pu_tmodel_config(const pu_tmodel *m);
 int pu_tmodel_n_params(const pu_tmodel *m); /* number of table entries */
@@ -127,8 +226,15 @@ void pu_tmodel_init_random(pu_tmodel *m, uint64_t seed, float std);
  * rotate-half). The configs must agree in every shape. */
 pu_status pu_tmodel_load_weights(pu_tmodel *m, const pu_model *src);
 /* Write a model directory: config.json (pu_config_to_json, torch_dtype
- * float32) + model.safetensors (F32, HF names); each file atomically. */
+ * float32) + model.safetensors (F32, HF names); each file atomically. With
+ * adapters, also the PEFT adapter files (adapter_config.json +
+ * adapter_model.safetensors); over a borrowed base only those: checkpoints
+ * and results of LoRA runs hold the adapter alone. */
 pu_status pu_tmodel_save_dir(const pu_tmodel *m, const char *dir);
+/* The inverse, for resuming: the trainable weights of a tmodel from a
+ * directory pu_tmodel_save_dir wrote (the model weights unless borrowed,
+ * the adapter when there is one). */
+pu_status pu_tmodel_load_dir(pu_tmodel *m, const char *dir);
 
 void pu_tmodel_zero_grad(pu_tmodel *m);
 
@@ -160,6 +266,17 @@ typedef void (*pu_grad_hook_fn)(void *ctx, int first, int end);
 void pu_tmodel_set_grad_hook(pu_tmodel *m, pu_grad_hook_fn fn, void *ctx);
 /* Logits of the last forward, (B, T, V) — overwritten by backward. */
 const float *pu_tmodel_logits(const pu_tmodel *m);
+/* log p(target) of every position of the last forward, (B*T); 0 where the
+ * target is ignored (DPO / PPO sum them per sequence). */
+const float *pu_tmodel_token_logps(const pu_tmodel *m);
+/* final hidden states of the last forward (after the final RMSNorm, the LM
+ * head's input), (B*T, C): value / reward heads read them. */
+const float *pu_tmodel_hidden(const pu_tmodel *m);
+/* Backward of the last forward from given gradients: dlogp (B*T) =
+ * dLoss/d(logp of each target) (NULL: none through the LM head), dhidden
+ * (B*T, C) = dLoss/d(hidden) (NULL: none). pu_tmodel_backward(m, pool, s) is
+ * the case dlogp = -s at every counted token. */
+void pu_tmodel_backward_logp(pu_tmodel *m, pu_pool *pool, const float *dlogp, const float *dhidden);
 
 /* ------------------------------------------------------------------------ */
 /* optimizer                                                                */

@@ -1,12 +1,13 @@
 /*
  * cmd_sft.c — `puyu sft`: supervised fine-tuning of a model on chat records
- * (full parameters). Parsing and printing only; the work is pu_sft_run.
+ * (full parameters, LoRA or QLoRA). Parsing and printing only; the work is pu_sft_run.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "cli/cmds.h"
 #include "cli/opts.h"
+#include "puyu/pu_lora.h"
 #include "puyu/pu_sft.h"
 
 /* "a,b,c" -> owned array of owned strings */
@@ -44,6 +45,7 @@ int pu_cmd_sft(int argc, char **argv) {
     double wd = o->adam.weight_decay, clip = o->adam.clip, b1 = o->adam.beta1, b2 = o->adam.beta2;
     double eps = o->adam.eps;
     bool resume = false, quiet = false, no_shuffle = false, pack = false, skip_bad = false;
+    const char *targets = NULL;
     const pu_opt opts[] = {
         {"model", 'm', PU_OPT_STRING, &so.base_dir, "BASE", "the model directory to fine-tune", 0,
          0},
@@ -97,6 +99,26 @@ int pu_cmd_sft(int argc, char **argv) {
         {"keep", 0, PU_OPT_INT, &o->keep, "K", "keep the last K checkpoints", 1, 1e9},
         {"resume", 0, PU_OPT_FLAG, &resume, NULL,
          "continue from OUT/latest (bit-exact; starts fresh if there is none)", 0, 0},
+        {"lora", 0, PU_OPT_FLAG, &so.lora, NULL,
+         "LoRA: train low-rank adapters only; the base stays memory-mapped and frozen; "
+         "OUT/final/ is a PEFT adapter directory",
+         0, 0},
+        {"lora-r", 0, PU_OPT_INT, &so.lora_r, "R", "adapter rank", 1, 4096},
+        {"lora-alpha", 0, PU_OPT_DOUBLE, &so.lora_alpha, "A", "adapter scale alpha / r", -1e6, 1e6},
+        {"lora-dropout", 0, PU_OPT_DOUBLE, &so.lora_dropout, "P",
+         "dropout on the adapter inputs while training", 0, 0.999},
+        {"lora-targets", 0, PU_OPT_STRING, &targets, "LIST",
+         "adapted linears: wqkv,wo,w1,w2,w3[,output] (default wqkv,wo,w1,w2,w3)", 0, 0},
+        {"lora-rslora", 0, PU_OPT_FLAG, &so.lora_rslora, NULL,
+         "rank-stabilised scale alpha / sqrt(r)", 0, 0},
+        {"lora-init", 0, PU_OPT_STRING, &so.lora_init, "ADAPTER_DIR",
+         "start from this PEFT adapter (its r, alpha and targets) instead of PEFT's init", 0, 0},
+        {"qlora", 0, PU_OPT_FLAG, &so.qlora, NULL,
+         "QLoRA: LoRA over the base quantized to NF4 with double quantization (bitsandbytes' "
+         "scheme), with activation checkpointing",
+         0, 0},
+        {"recompute", 0, PU_OPT_FLAG, &so.recompute, NULL,
+         "activation checkpointing: keep each layer's input, recompute the rest in backward", 0, 0},
         {"quiet", 'q', PU_OPT_FLAG, &quiet, NULL, "no progress output", 0, 0},
         {"kill-at-step", 0, PU_OPT_INT, &kill_at, "N",
          "testing: SIGKILL the process right after step N", 0, 1e12},
@@ -105,7 +127,8 @@ int pu_cmd_sft(int argc, char **argv) {
     const pu_cmd_spec spec = {
         "puyu sft",
         "-m BASE --data FILE.jsonl[,FILE2...] --out DIR --steps N --batch B --seq T --lr LR "
-        "[--pack] [--no-shuffle] [--eval-data FILE] [--var name=X]",
+        "[--pack] [--no-shuffle] [--eval-data FILE] [--var name=X] [--lora [--lora-r R] "
+        "[--lora-alpha A] [--lora-dropout P] [--lora-targets LIST] [--lora-init DIR] | --qlora]",
         "Supervised fine-tuning (all parameters, fp32 AdamW) on chat records rendered in the\n"
         "InternLM2 chat format: [BOS] <|im_start|>role\\ncontent<|im_end|> turns joined by "
         "\"\\n\";\n"
@@ -114,7 +137,10 @@ int pu_cmd_sft(int argc, char **argv) {
         "Metrics line of step k: {\"step\": k, \"loss\": L, ...} with L the loss of batch k "
         "before\n"
         "the update. Checkpoints OUT/step_N/ and --resume work as in `puyu train`; the result\n"
-        "is OUT/final/, a model directory (`puyu generate -m OUT/final`)."};
+        "is OUT/final/, a model directory (`puyu generate -m OUT/final`).\n"
+        "With --lora / --qlora only the adapters train (PEFT init: A Kaiming-uniform, B 0);\n"
+        "checkpoints hold the adapter and its optimizer state, OUT/final/ is a PEFT adapter\n"
+        "directory (adapter_config.json + adapter_model.safetensors) for --lora DIR."};
     int rc = pu_opts_parse(&spec, opts, argc, argv, NULL, NULL);
     if (rc) {
         pu_free(vars.items);
@@ -132,6 +158,15 @@ int pu_cmd_sft(int argc, char **argv) {
             pu_free(vars.items);
             return 2;
         }
+    if (targets) {
+        if (pu_lora_parse_targets(targets, &so.lora_targets) != PU_OK) {
+            fprintf(stderr, "puyu sft: --lora-targets: %s\n", pu_err_msg());
+            pu_free(vars.items);
+            return 2;
+        }
+        if (!so.lora && !so.qlora)
+            fprintf(stderr, "puyu sft: warning: --lora-targets without --lora has no effect\n");
+    }
     int nd = 0, ne = 0;
     char **dl = split_list(data, &nd), **el = split_list(eval_data, &ne);
     const char **vl = pu_calloc((size_t)vars.n + 1, sizeof(char *));

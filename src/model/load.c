@@ -11,6 +11,8 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include "model/loaders.h"
@@ -383,4 +385,18 @@ void pu_model_describe(const pu_model *m, int64_t n_ctx, pu_str *out) {
     put_bytes(out, "KV cache (f32)", kv);
     put_bytes(out, "activations (per token)", act);
     put_bytes(out, "total (decode)", s.bytes + kv + act);
+}
+
+void pu_model_drop_pages(const pu_model *m, const void *p, size_t n) {
+    const char *a = p, *b = a + n;
+    for (int i = 0; i < m->n_maps; i++) {
+        const char *lo = m->maps[i].data, *hi = lo + m->maps[i].size;
+        if (!lo || a < lo || b > hi)
+            continue;
+        uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+        uintptr_t s0 = ((uintptr_t)a + pg - 1) / pg * pg, s1 = (uintptr_t)b / pg * pg;
+        if (s1 > s0) /* whole pages inside the range; read-only private file map: re-read on use */
+            (void)madvise((void *)s0, s1 - s0, MADV_DONTNEED);
+        return;
+    }
 }

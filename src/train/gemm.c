@@ -48,7 +48,41 @@ typedef struct {
     int64_t ars, acs, brs, bcs, M, N, K;
     bool accumulate;
     ukernel_fn uk;
+    const pu_tmat *bw; /* B from a weight matrix of any storage (NULL: b, brs, bcs) */
+    bool bt;           /* B = W^T */
 } gemm_ctx;
+
+void pu_tmat_get(const pu_tmat *w, int64_t r, int64_t c0, int64_t n, float *dst) {
+    int64_t off = r * w->cols + c0;
+    if (w->f32)
+        memcpy(dst, w->f32 + off, (size_t)n * sizeof(float));
+    else if (w->nf4)
+        pu_nf4_dequant(w->nf4, off, n, dst);
+    else
+        w->cvt(dst, (const char *)w->data + off * (int64_t)pu_dtype_size(w->dtype), n);
+}
+
+/* B panels from a converted weight: every read is a contiguous run of a row */
+static void pack_b_w(float *bp, const gemm_ctx *g, int64_t j0, int64_t nc, int64_t p0, int64_t kc) {
+    float tmp[KC];
+    for (int64_t jp = 0; jp < nc; jp += NR) {
+        float *dst = bp + jp * kc;
+        int64_t nr = nc - jp < NR ? nc - jp : NR;
+        if (g->bt) { /* B(p, j) = W[j][p]: row j, columns p0 .. p0+kc */
+            for (int64_t j = 0; j < nr; j++) {
+                pu_tmat_get(g->bw, j0 + jp + j, p0, kc, tmp);
+                for (int64_t p = 0; p < kc; p++)
+                    dst[p * NR + j] = tmp[p];
+            }
+        } else { /* B(p, j) = W[p][j]: row p, columns j0+jp .. +nr */
+            for (int64_t p = 0; p < kc; p++)
+                pu_tmat_get(g->bw, p0 + p, j0 + jp, nr, dst + p * NR);
+        }
+        if (nr < NR)
+            for (int64_t p = 0; p < kc; p++)
+                memset(dst + p * NR + nr, 0, (size_t)(NR - nr) * sizeof(float));
+    }
+}
 
 static void pack_a(float *ap, const gemm_ctx *g, int64_t i0, int64_t mc, int64_t p0, int64_t kc) {
     for (int64_t ip = 0; ip < mc; ip += MR) {
@@ -77,6 +111,10 @@ static void pack_a(float *ap, const gemm_ctx *g, int64_t i0, int64_t mc, int64_t
 }
 
 static void pack_b(float *bp, const gemm_ctx *g, int64_t j0, int64_t nc, int64_t p0, int64_t kc) {
+    if (g->bw) {
+        pack_b_w(bp, g, j0, nc, p0, kc);
+        return;
+    }
     for (int64_t jp = 0; jp < nc; jp += NR) {
         float *dst = bp + jp * kc;
         int64_t nr = nc - jp < NR ? nc - jp : NR;
@@ -154,6 +192,17 @@ static void gemm_worker(void *vc, int ith, int nth) {
     pu_free_aligned(bp);
 }
 
+static void run_gemm(pu_pool *pool, gemm_ctx *g) {
+    if (pu_cpu_simd_active() >= PU_SIMD_AVX512)
+        g->uk = pu_top_ukernel_avx512;
+    else if (pu_cpu_simd_active() >= PU_SIMD_AVX2)
+        g->uk = pu_top_ukernel_avx2;
+    if ((double)g->M * (double)g->N * (double)g->K < 65536.0 || g->M <= MR)
+        gemm_worker(g, 0, 1);
+    else
+        pu_pool_run(pool, gemm_worker, g);
+}
+
 void pu_top_gemm(pu_pool *pool, float *c, int64_t ldc, const float *a, int64_t ars, int64_t acs,
                  const float *b, int64_t brs, int64_t bcs, int64_t M, int64_t N, int64_t K,
                  bool accumulate) {
@@ -165,11 +214,27 @@ void pu_top_gemm(pu_pool *pool, float *c, int64_t ldc, const float *a, int64_t a
                 memset(c + i * ldc, 0, (size_t)N * sizeof(float));
         return;
     }
-    gemm_ctx g = {c, ldc, a, b, ars, acs, brs, bcs, M, N, K, accumulate, ukernel_ref};
-    if (pu_cpu_simd_active() >= PU_SIMD_AVX512)
-        g.uk = pu_top_ukernel_avx512;
-    if ((double)M * (double)N * (double)K < 65536.0 || M <= MR)
-        gemm_worker(&g, 0, 1);
-    else
-        pu_pool_run(pool, gemm_worker, &g);
+    gemm_ctx g = {c, ldc, a, b, ars, acs, brs, bcs, M, N, K, accumulate, ukernel_ref, NULL, false};
+    run_gemm(pool, &g);
+}
+
+void pu_top_gemm_w(pu_pool *pool, float *c, int64_t ldc, const float *a, int64_t ars, int64_t acs,
+                   const pu_tmat *w, bool wt, int64_t M, int64_t N, int64_t K, bool accumulate) {
+    if (w->f32) { /* the fp32 path, unchanged */
+        if (wt)
+            pu_top_gemm(pool, c, ldc, a, ars, acs, w->f32, 1, w->cols, M, N, K, accumulate);
+        else
+            pu_top_gemm(pool, c, ldc, a, ars, acs, w->f32, w->cols, 1, M, N, K, accumulate);
+        return;
+    }
+    if (M <= 0 || N <= 0)
+        return;
+    if (K <= 0) {
+        if (!accumulate)
+            for (int64_t i = 0; i < M; i++)
+                memset(c + i * ldc, 0, (size_t)N * sizeof(float));
+        return;
+    }
+    gemm_ctx g = {c, ldc, a, NULL, ars, acs, 0, 0, M, N, K, accumulate, ukernel_ref, w, wt};
+    run_gemm(pool, &g);
 }

@@ -181,6 +181,22 @@ void pu_top_matmul_bwd(pu_pool *pool, const pu_kernels *k, pu_tws *ws, float *dx
         pu_top_gemm(pool, dw, K, dy, 1, M, x, K, 1, M, K, N, true);
 }
 
+void pu_top_matmul_fwd_w(pu_pool *pool, float *y, const float *x, const pu_tmat *w, int64_t N,
+                         int64_t M, int64_t K) {
+    pu_top_gemm_w(pool, y, M, x, K, 1, w, true, N, M, K, false);
+}
+
+void pu_top_matmul_bwd_dx_w(pu_pool *pool, float *dx, const float *dy, const pu_tmat *w, int64_t N,
+                            int64_t M, int64_t K) {
+    pu_top_gemm_w(pool, dx, K, dy, M, 1, w, false, N, K, M, true);
+}
+
+void pu_top_embed_fwd_w(float *out, const int32_t *ids, const pu_tmat *table, int64_t N) {
+    int64_t C = table->cols;
+    for (int64_t n = 0; n < N; n++)
+        pu_tmat_get(table, ids[n], 0, C, out + n * C);
+}
+
 /* ---------------------------------------------------------------- rope */
 
 void pu_top_rope_tables(const pu_config *c, int64_t P, float *cs, float *sn) {
@@ -408,6 +424,7 @@ typedef struct {
     const int32_t *targets;
     int64_t N, V;
     float scale;
+    const float *rscale; /* per-row scales or NULL */
 } xent_ctx;
 
 /* lse = max + log(sum exp(l - max)) with the SIMD exp of the kernel table on
@@ -457,13 +474,14 @@ static void xent_bwd_worker(void *vc, int ith, int nth) {
     for (int64_t n = lo; n < hi; n++) {
         float *l = c->logits + n * V;
         int32_t tg = c->targets[n];
-        if (tg < 0) {
+        float sc = c->rscale ? c->rscale[n] : c->scale;
+        if (tg < 0 || (c->rscale && sc == 0.0f)) {
             memset(l, 0, (size_t)V * sizeof(float));
             continue;
         }
         c->k->exp_sum(l, V, c->clse[n]); /* l = exp(l - lse) = softmax */
-        c->k->scale(l, c->scale, V);
-        l[tg] -= c->scale;
+        c->k->scale(l, sc, V);
+        l[tg] -= sc;
     }
 }
 
@@ -471,5 +489,17 @@ void pu_top_xent_bwd(pu_pool *pool, const pu_kernels *k, float *logits, const fl
                      const int32_t *targets, int64_t N, int64_t V, float scale) {
     xent_ctx c = {
         .k = k, .logits = logits, .clse = lse, .targets = targets, .N = N, .V = V, .scale = scale};
+    pu_pool_run(pool, xent_bwd_worker, &c);
+}
+
+void pu_top_xent_bwd_rows(pu_pool *pool, const pu_kernels *k, float *logits, const float *lse,
+                          const int32_t *targets, int64_t N, int64_t V, const float *rscale) {
+    xent_ctx c = {.k = k,
+                  .logits = logits,
+                  .clse = lse,
+                  .targets = targets,
+                  .N = N,
+                  .V = V,
+                  .rscale = rscale};
     pu_pool_run(pool, xent_bwd_worker, &c);
 }

@@ -50,7 +50,7 @@ static void norm_worker(void *vc, int ith, int nth) {
     int pi = 0;
     for (int64_t b = lo; b < hi; b++) {
         while (pi + 1 < np && c->first[pi + 1] <= b)
-            pi++;
+            pi++; /* the last entry starting at or before b (frozen ones start and end there) */
         const pu_param *p = pu_tmodel_param(c->m, pi);
         int64_t j0 = (b - c->first[pi]) * NORM_BLOCK;
         int64_t j1 = j0 + NORM_BLOCK < p->numel ? j0 + NORM_BLOCK : p->numel;
@@ -70,7 +70,9 @@ double pu_grad_norm(pu_tmodel *m, pu_pool *pool) {
     c.first = pu_malloc((size_t)(np + 1) * sizeof(int64_t));
     for (int i = 0; i < np; i++) {
         c.first[i] = c.nblocks;
-        c.nblocks += (pu_tmodel_param(m, i)->numel + NORM_BLOCK - 1) / NORM_BLOCK;
+        const pu_param *p = pu_tmodel_param(m, i);
+        if (!(p->flags & PU_PARAM_FROZEN)) /* frozen entries add exact zeros: skip them */
+            c.nblocks += (p->numel + NORM_BLOCK - 1) / NORM_BLOCK;
     }
     c.first[np] = c.nblocks;
     c.partial = pu_calloc((size_t)(c.nblocks ? c.nblocks : 1), sizeof(double));

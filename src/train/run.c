@@ -303,11 +303,8 @@ static pu_status parse_hex(const char *s, uint64_t *v, const char *what) {
 /* load the checkpoint dir (name under out) into r; r->m, r->opt exist */
 static pu_status load_ckpt(run_state *r, const char *name) {
     char *dir = pu_path_join(r->o->out_dir, name);
-    pu_model *src = NULL;
-    pu_status s = pu_model_load(dir, &src);
-    if (s == PU_OK)
-        s = pu_tmodel_load_weights(r->m, src);
-    pu_model_destroy(src);
+    /* the trainable weights: the model, or only the adapter over a frozen base */
+    pu_status s = pu_tmodel_load_dir(r->m, dir);
     char *sp = pu_path_join(dir, "train_state.safetensors");
     pu_st_in f;
     if (s == PU_OK)
@@ -393,6 +390,7 @@ static pu_status eval_val(run_state *r, int64_t T_step, double *out) {
                         T};
         double l;
         int64_t c;
+        pu_tmodel_set_dropout(r->m, false, 0); /* evaluation: no adapter dropout */
         PU_TRY(pu_tmodel_forward(r->m, r->pool, &bt, &l, &c));
         sum += l;
         cnt += c;
@@ -464,6 +462,11 @@ static pu_status run(run_state *r) {
                             T};
             double l;
             int64_t c;
+            /* adapter dropout masks from (seed, step, first row): resumable */
+            pu_tmodel_set_dropout(r->m, true,
+                                  o->seed * 0x9E3779B97F4A7C15ull ^
+                                      (uint64_t)s * 0xC2B2AE3D27D4EB4Full ^
+                                      (uint64_t)first * 0x165667B19E3779F9ull);
             PU_TRY(pu_tmodel_forward(r->m, r->pool, &bt, &l, &c));
             lsum += l;
             if (r->dpg && a == last) /* buckets start as this backward finishes them */

@@ -14,7 +14,8 @@
  * The model: sft_make_model() builds the training model from the base model
  * directory (-m); it is the one place a variant (frozen base + adapters)
  * changes. OUT/final/ = the trained weights as a model directory (F32,
- * config.json, tokenizer copied), written atomically after the last step.
+ * config.json, tokenizer copied), or with --lora / --qlora the adapter as a
+ * PEFT directory, written atomically after the last step.
  */
 #include <string.h>
 #include <sys/stat.h>
@@ -31,6 +32,10 @@ void pu_sft_opts_default(pu_sft_opts *o) {
     o->train.warmup = -1;
     o->train.adam.weight_decay = 0.0;
     o->shuffle = true;
+    o->lora_r = 8;
+    o->lora_alpha = 16;
+    o->lora_dropout = 0.05;
+    o->lora_targets = PU_LORA_DEFAULT_TARGETS;
 }
 
 typedef struct sft_job {
@@ -44,15 +49,45 @@ typedef struct sft_job {
     int64_t tok_step, tok_sum; /* tokens_upto cache */
 } sft_job;
 
-/* Build the training model from the base model: same config, the base's
- * weights (on resume the checkpoint's weights replace them afterwards). */
+/* Build the training model from the base model: full fine-tuning = an fp32
+ * copy of the base's weights; LoRA = the base borrowed (frozen, memory-mapped
+ * or NF4) + adapters, PEFT-initialised or from --lora-init. On resume the
+ * checkpoint's weights (model or adapter) replace them afterwards. */
 static pu_status sft_make_model(void *ctx, const char *ckpt_dir, int64_t B, int64_t Tmax,
                                 pu_tmodel **m, char **tok_path) {
     sft_job *j = ctx;
-    PU_TRY(pu_tmodel_create(pu_model_config(j->base), B, Tmax, m));
-    pu_status s = pu_tmodel_load_weights(*m, j->base);
-    if (s != PU_OK)
-        return pu_err_prefix(s, "%s: ", j->o->base_dir);
+    const pu_sft_opts *so = j->o;
+    pu_tmodel_opts to;
+    pu_tmodel_opts_default(&to);
+    to.recompute = so->recompute || so->qlora;
+    pu_lora *init = NULL;
+    if (so->lora || so->qlora) {
+        to.freeze_base = true;
+        to.qlora = so->qlora;
+        to.lora_r = so->lora_r;
+        to.lora_alpha = so->lora_alpha;
+        to.lora_dropout = so->lora_dropout;
+        to.lora_rslora = so->lora_rslora;
+        to.lora_targets = so->lora_targets;
+        to.seed = so->train.seed;
+        to.base_name = so->base_dir;
+        if (so->lora_init) {
+            PU_TRY(pu_lora_load(so->lora_init, pu_model_config(j->base), &init));
+            to.lora_r = init->r;
+            to.lora_alpha = init->alpha;
+            to.lora_rslora = init->use_rslora;
+            to.lora_targets = init->targets;
+        }
+    }
+    pu_status s = pu_tmodel_create_from(j->base, B, Tmax, &to, m);
+    if (s == PU_OK && init)
+        s = pu_tmodel_lora_import(*m, init);
+    pu_lora_destroy(init);
+    if (s != PU_OK) {
+        pu_tmodel_destroy(*m);
+        *m = NULL;
+        return pu_err_prefix(s, "%s: ", so->lora_init && init ? so->lora_init : so->base_dir);
+    }
     if (j->tok_file)
         *tok_path = pu_strdup(j->tok_file);
     return PU_OK;

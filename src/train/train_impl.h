@@ -35,6 +35,44 @@ void pu_top_rmsnorm_fwd(pu_pool *pool, float *y, float *rstd, const float *x, co
 void pu_top_rmsnorm_bwd(pu_pool *pool, float *dx, float *dw, const float *dy, const float *x,
                         const float *rstd, const float *w, int64_t N, int64_t C);
 
+/* A weight matrix (rows, cols), row-major, as a GEMM operand: fp32 (f32 set:
+ * the slab or a borrowed F32 tensor), or a stored dtype converted to fp32 on
+ * the fly while the GEMM packs its panels (data + dtype: BF16/F16 views of a
+ * memory-mapped pu_model), or NF4 with double quantization (nf4). Never a
+ * full fp32 copy. */
+typedef struct pu_nf4 pu_nf4;
+typedef struct pu_tmat {
+    int64_t rows, cols;
+    const float *f32;
+    const void *data;
+    pu_dtype dtype;
+    void (*cvt)(float *dst, const void *src, int64_t n); /* dtype -> f32 */
+    const pu_nf4 *nf4;
+} pu_tmat;
+/* dst[i] = W[r][c0 + i] for i < n, in fp32 */
+void pu_tmat_get(const pu_tmat *w, int64_t r, int64_t c0, int64_t n, float *dst);
+
+/* NF4 with double quantization (bitsandbytes' scheme, see pu_train.h):
+ * 4-bit codes of the NF4 table in blocks of 64 (two per byte, the first
+ * element in the high nibble), absmax per block quantized to 8 bits with
+ * bitsandbytes' dynamic map in blocks of 256 absmaxes, each with an fp32
+ * scale, after subtracting the mean absmax (offset). */
+struct pu_nf4 {
+    int64_t n;        /* elements */
+    uint8_t *codes;   /* (n + 1) / 2 */
+    uint8_t *qabsmax; /* (ceil(n / 64)) 8-bit codes of absmax - offset */
+    float *absmax2;   /* (ceil(n / 64 / 256)) scales of qabsmax blocks */
+    float offset;
+};
+/* Quantize n floats (of dtype `dt` at src) into q (owned buffers). */
+void pu_nf4_quantize(pu_nf4 *q, const void *src, pu_dtype dt, int64_t n);
+void pu_nf4_free(pu_nf4 *q);
+/* dst[i] = dequant(element start + i) */
+void pu_nf4_dequant(const pu_nf4 *q, int64_t start, int64_t n, float *dst);
+int64_t pu_nf4_bytes(const pu_nf4 *q);
+extern const float pu_nf4_table[16];
+extern const float pu_nf4_dyn8[256];
+
 /* y (N, M) = x (N, K) · w^T, w (M, K). Overwrites y. */
 void pu_top_matmul_fwd(pu_pool *pool, const pu_kernels *k, float *y, const float *x, const float *w,
                        int64_t N, int64_t M, int64_t K);
@@ -49,10 +87,26 @@ void pu_top_matmul_bwd(pu_pool *pool, const pu_kernels *k, pu_tws *ws, float *dx
 void pu_top_gemm(pu_pool *pool, float *c, int64_t ldc, const float *a, int64_t ars, int64_t acs,
                  const float *b, int64_t brs, int64_t bcs, int64_t M, int64_t N, int64_t K,
                  bool accumulate);
+/* The same with B = W^T (wt: B(p, j) = W[j][p]) or B = W (B(p, j) =
+ * W[p][j]) for a weight matrix of any storage (pu_tmat); fp32 matrices take
+ * exactly the pu_top_gemm path (bitwise identical). */
+void pu_top_gemm_w(pu_pool *pool, float *c, int64_t ldc, const float *a, int64_t ars, int64_t acs,
+                   const pu_tmat *w, bool wt, int64_t M, int64_t N, int64_t K, bool accumulate);
+/* y (N, M) = x (N, K) · W^T ; dx (N, K) += dy (N, M) · W  (W (M, K) any storage) */
+void pu_top_matmul_fwd_w(pu_pool *pool, float *y, const float *x, const pu_tmat *w, int64_t N,
+                         int64_t M, int64_t K);
+void pu_top_matmul_bwd_dx_w(pu_pool *pool, float *dx, const float *dy, const pu_tmat *w, int64_t N,
+                            int64_t M, int64_t K);
+/* embedding rows of a table of any storage */
+void pu_top_embed_fwd_w(float *out, const int32_t *ids, const pu_tmat *table, int64_t N);
+
 /* 12 x 32 microkernel (gemm_avx512.c): c (mr x nr valid) (+)= A · Bp with
  * A(i, p) = ap[i*ri + p*pi] for all 12 rows, Bp a packed (kc, 32) panel */
 void pu_top_ukernel_avx512(int64_t kc, const float *ap, int64_t ri, int64_t pi, const float *bp,
                            float *c, int64_t ldc, int mr, int nr, bool acc);
+/* the same tile for AVX2 + FMA (gemm_avx2.c): four 6 x 16 passes */
+void pu_top_ukernel_avx2(int64_t kc, const float *ap, int64_t ri, int64_t pi, const float *bp,
+                         float *c, int64_t ldc, int mr, int nr, bool acc);
 
 /* cos/sin tables (P, D/2) for positions 0..P-1, fp32 angles as HF/forward.c;
  * linear rope scaling divides positions by the factor. */
@@ -91,6 +145,13 @@ double pu_top_xent_fwd(pu_pool *pool, const pu_kernels *k, float *lse, float *lo
  * rows with ignored targets become 0 (overwrites). */
 void pu_top_xent_bwd(pu_pool *pool, const pu_kernels *k, float *logits, const float *lse,
                      const int32_t *targets, int64_t N, int64_t V, float scale);
+/* The same with a weight per row: dlogits[n] = rscale[n] * (softmax - onehot)
+ * (rows with rscale 0 or an ignored target become 0). */
+void pu_top_xent_bwd_rows(pu_pool *pool, const pu_kernels *k, float *logits, const float *lse,
+                          const int32_t *targets, int64_t N, int64_t V, const float *rscale);
+
+/* the operand view of table entry i (tests check borrowing: no copies) */
+const pu_tmat *pu_tmodel_mat_(const pu_tmodel *m, int i);
 
 /* ------------------------------------------------------------------------ */
 /* safetensors writing / reading of flat F32 tensors (ckpt.c)               */
