@@ -17,5 +17,7 @@ int pu_cmd_serve(int argc, char **argv);
 int pu_cmd_chat(int argc, char **argv);
 int pu_cmd_train(int argc, char **argv);
 int pu_cmd_plot(int argc, char **argv);
+int pu_cmd_sandbox(int argc, char **argv);
+int pu_cmd_agent(int argc, char **argv);
 
 #endif
