@@ -40,6 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agent_impl.h"
 #include "puyu/pu_sandbox.h"
 
 extern char **environ;
@@ -172,6 +173,26 @@ static pu_status build_bpf(void) {
     seccomp_release(ctx);
     pthread_mutex_unlock(&g_bpf_mu);
     return st;
+}
+
+void pu_agent_sigpipe_block(sigset_t *old) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, old);
+}
+
+void pu_agent_sigpipe_restore(const sigset_t *old) {
+    if (!sigismember(old, SIGPIPE)) {
+        /* drop a SIGPIPE raised while blocked, then unblock */
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGPIPE);
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&set, NULL, &zero) > 0)
+            ;
+    }
+    pthread_sigmask(SIG_SETMASK, old, NULL);
 }
 
 static int bpf_memfd(void) {
@@ -577,6 +598,9 @@ static pu_status spawn(const sbx_cfg *c, const char *workdir, bool session, sbx_
     pid_t pid = fork();
     if (pid == 0) {
         /* child: async-signal-safe calls only */
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
         setpgid(0, 0);
         signal(SIGPIPE, SIG_DFL);
         child_fd(c_in, 0);
@@ -793,7 +817,17 @@ static void sink_out(void *ud, const char *d, size_t n) {
 
 /* Run the pump until: (session) a full response line or EOF on resp;
  * (run) stdout + stderr EOF. Deadline: kill everything on expiry. */
+static void pump_run_(sbx_proc *p, pump *pm, double deadline);
+
+/* a program that exits before reading its input must not SIGPIPE the caller */
 static void pump_run(sbx_proc *p, pump *pm, double deadline) {
+    sigset_t old;
+    pu_agent_sigpipe_block(&old);
+    pump_run_(p, pm, deadline);
+    pu_agent_sigpipe_restore(&old);
+}
+
+static void pump_run_(sbx_proc *p, pump *pm, double deadline) {
     out_sink os = {pm, p->t0};
     for (;;) {
         if (pm->want_resp && (memchr(pm->resp.p ? pm->resp.p : "", '\n', pm->resp.len) ||
