@@ -72,6 +72,7 @@ int pu_cmd_eval(int argc, char **argv) {
     const char *model = NULL, *tok = NULL, *tasks_s = NULL, *data = NULL, *out = "eval_out";
     const char *api = NULL, *api_model = NULL, *lens_s = NULL, *depths_s = NULL;
     int64_t limit = 0, shots = -1, ctx = 0, max_tokens = 0, batch = 0;
+    double exec_timeout = 10;
     bool no_resume = false, list = false, quiet = false, chat = false;
     const pu_opt opts[] = {
         {"model", 'm', PU_OPT_STRING, &model, "MODEL", "model directory, .gguf or llama2.c .bin", 0,
@@ -95,6 +96,8 @@ int pu_cmd_eval(int argc, char **argv) {
          1e9},
         {"max-tokens", 0, PU_OPT_INT, &max_tokens, "N",
          "generation limit (default: each task's own)", 0, 1e9},
+        {"exec-timeout", 0, PU_OPT_DOUBLE, &exec_timeout, "S",
+         "pass@1 (humaneval): seconds per sample in the sandbox", 0.01, 3600},
         {"batch", 0, PU_OPT_INT, &batch, "N",
          "gen: sequences decoded together by the batching engine (0 = 16, 1 = one at a time)", 0,
          4096},
@@ -184,6 +187,7 @@ int pu_cmd_eval(int argc, char **argv) {
     o.n_ctx = ctx;
     o.max_tokens = max_tokens;
     o.batch = batch;
+    o.exec_timeout_s = exec_timeout;
     o.no_resume = no_resume;
     o.chat = chat;
     o.progress = !quiet;
