@@ -88,6 +88,8 @@ static pu_status fake_chat(void *ud, const char *messages, const char *tools,
     pu_str_puts(&f->last_prompt, messages);
     pu_str_clear(&f->last_tools);
     pu_str_puts(&f->last_tools, tools ? tools : "");
+    if (!f->calls)
+        pu_str_puts(&f->first_prompt, tools ? tools : "");
     if (f->fail_at && f->calls + 1 == f->fail_at) {
         f->calls++;
         return pu_err_set(PU_ERR_FORMAT, "http://x: reply is not JSON: <html>");
@@ -526,6 +528,90 @@ static void check_react(void) {
     pu_agent_tools_destroy(t);
 }
 
+static void check_tooluse(void) {
+    const char *data =
+        "[{\"conversations\": [{\"from\": \"human\", \"value\": \"Weather in Paris?\"},"
+        " {\"from\": \"function_call\", \"value\": \"{\\\"name\\\": \\\"get_weather\\\", "
+        "\\\"arguments\\\": {\\\"city\\\": \\\"Paris\\\", \\\"days\\\": 2}}\"}],"
+        " \"tools\": \"[{\\\"name\\\": \\\"get_weather\\\", \\\"description\\\": \\\"w\\\", "
+        "\\\"parameters\\\": {\\\"type\\\": \\\"object\\\", \\\"properties\\\": {}}}]\"},"
+        " {\"conversations\": [{\"from\": \"human\", \"value\": \"hi\"}, {\"from\": \"gpt\", "
+        "\"value\": \"hello\"}], \"tools\": \"[]\"},"
+        " {\"conversations\": [{\"from\": \"human\", \"value\": \"Area?\"},"
+        " {\"from\": \"function_call\", \"value\": \"{\\\"name\\\": \\\"area\\\", "
+        "\\\"arguments\\\": \\\"{\\\\\\\"w\\\\\\\": 2}\\\"}\"}], \"tools\": \"[]\"},"
+        " {\"conversations\": [{\"from\": \"human\", \"value\": \"x\"},"
+        " {\"from\": \"function_call\", \"value\": \"{\\\"name\\\": \\\"f\\\", "
+        "\\\"arguments\\\": {}}\"}], \"tools\": \"[]\"}]";
+    char path[512];
+    pt_tmp_path("tooluse.json", path, sizeof path);
+    PT_OK(pu_file_write_atomic(path, data, strlen(data)));
+    const char *replies[] = {
+        "<|action_start|><|plugin|>\n{\"name\": \"get_weather\", \"parameters\": {\"days\": "
+        "2.0, \"city\": \"Paris\"}}<|action_end|>",
+        "<|action_start|><|plugin|>\n{\"name\": \"area\", \"parameters\": {\"w\": 3}}",
+        "I do not know."};
+    fake f = {.replies = replies, .n = 3};
+    pu_agent_llm llm = {.ud = &f, .complete = fake_complete};
+    pu_agent_tooluse_opts o = {.path = path, .protocol = PU_AGENT_NATIVE};
+    pu_agent_tooluse_score sc;
+    PT_OK(pu_agent_tooluse_eval(&llm, &o, &sc));
+    PT_EQ_I64(sc.n, 3);
+    PT_EQ_I64(sc.name_ok, 2);
+    PT_EQ_I64(sc.exact_ok, 1);
+    PT_EQ_I64(sc.no_call, 1);
+    PT_CHECK_MSG(has(f.first_prompt.p, "<|im_start|>system name=<|plugin|>") &&
+                     has(f.first_prompt.p, "get_weather") && has(f.first_prompt.p, "Weather in Paris?"),
+                 "tooluse prompt:\n%s", f.first_prompt.p);
+    const char *chat_replies[] = {
+        "{\"role\": \"assistant\", \"content\": null, \"tool_calls\": [{\"id\": \"1\", \"type\": "
+        "\"function\", \"function\": {\"name\": \"get_weather\", \"arguments\": "
+        "\"{\\\"city\\\": \\\"Paris\\\", \\\"days\\\": 2}\"}}]}",
+        "{\"role\": \"assistant\", \"content\": \"no\"}"};
+    fake g = {.replies = chat_replies, .n = 2};
+    pu_agent_llm chat = {.ud = &g, .chat = fake_chat};
+    o.protocol = PU_AGENT_OPENAI;
+    PT_OK(pu_agent_tooluse_eval(&chat, &o, &sc));
+    PT_EQ_I64(sc.n, 3);
+    PT_EQ_I64(sc.exact_ok, 1);
+    PT_EQ_I64(sc.no_call, 2);
+    PT_CHECK_MSG(has(g.first_prompt.p, "\"type\":\"function\"") &&
+                     has(g.first_prompt.p, "get_weather"),
+                 "tools: %s", g.first_prompt.p);
+    PT_CHECK(pu_agent_json_equal("{\"a\": [1, 2.0], \"b\": {}}", "{\"b\": {}, \"a\": [1.0, 2]}"));
+    PT_CHECK(!pu_agent_json_equal("{\"a\": 1}", "{\"a\": \"1\"}"));
+    /* the shared LLaMA-Factory file loads and is scored */
+    char real[512];
+    if (pt_shared_path("agent/glaive_toolcall_en_demo.json", real, sizeof real)) {
+        fake h = {.replies = replies, .n = 1};
+        pu_agent_llm l2 = {.ud = &h, .complete = fake_complete};
+        pu_agent_tooluse_opts o2 = {.path = real, .limit = 20, .protocol = PU_AGENT_NATIVE};
+        PT_OK(pu_agent_tooluse_eval(&l2, &o2, &sc));
+        PT_EQ_I64(sc.n, 20);
+        PT_CHECK(sc.exact_ok <= sc.name_ok && sc.name_ok <= sc.n);
+        fake_free(&h);
+    }
+    char model[512], tok[512], evdata[512];
+    if (pt_shared_path("models/stories260K/stories260K.bin", model, sizeof model) &&
+        pt_shared_path("models/stories260K/tok512.model", tok, sizeof tok) &&
+        pt_shared_path("eval", evdata, sizeof evdata)) {
+        char out[512], cmd[4096], *txt = NULL;
+        pt_tmp_path("tooluse_cli", out, sizeof out);
+        snprintf(cmd, sizeof cmd,
+                 "%s eval -m %s -t %s --tasks tooluse_en --limit 2 --data %s --out %s 2>&1",
+                 pt_bin(), model, tok, evdata, out);
+        int rc = pt_run(cmd, &txt);
+        PT_CHECK_MSG(rc == 0 && has(txt, "| tooluse_en | tool | 2 |"), "eval tooluse: %d %s", rc,
+                     txt ? txt : "");
+        pu_free(txt);
+    }
+    const char *bad = "{\"not\": \"an array\"}";
+    PT_OK(pu_file_write_atomic(path, bad, strlen(bad)));
+    PT_CHECK(pu_agent_tooluse_eval(&chat, &o, &sc) == PU_ERR_FORMAT);
+    fake_free(&f);
+    fake_free(&g);
+}
+
 extern char **environ;
 
 static pid_t serve_start(const char *model, const char *tok, const char *log, char *url,
@@ -624,6 +710,8 @@ PT_SUITE(agent) {
         check_openai();
     if (PT_TEST("agent react protocol (fake model)"))
         check_react();
+    if (PT_TEST("tool-use eval: first call name + arguments exact match"))
+        check_tooluse();
     if (PT_TEST("puyu agent --api against puyu serve (stories260K)"))
         check_cli_serve();
 }

@@ -97,6 +97,16 @@ typedef struct pu_agent_api_cfg {
 pu_status pu_agent_llm_api(const pu_agent_api_cfg *cfg, pu_agent_llm *llm);
 void pu_agent_llm_api_free(pu_agent_llm *llm);
 
+/* A local model: text completion with the session (greedy at temp 0), the
+ * newest context kept when a prompt outgrows n_ctx - max_tokens. The model,
+ * tokenizer and session are borrowed. Free with pu_agent_llm_local_free. */
+typedef struct pu_model pu_model;
+typedef struct pu_tok pu_tok;
+typedef struct pu_session pu_session;
+pu_status pu_agent_llm_local(pu_model *m, pu_tok *tok, pu_session *s, int64_t max_tokens,
+                             double temperature, pu_agent_llm *llm);
+void pu_agent_llm_local_free(pu_agent_llm *llm);
+
 /* ------------------------------------------------------------------------ */
 /* the agent loop                                                           */
 
@@ -148,6 +158,31 @@ pu_status pu_agent_render_native(const pu_agent *a, pu_str *out);
  * (name + arguments JSON in args). Returns PU_ERR_FORMAT when neither is found. */
 pu_status pu_agent_parse_react(const char *reply, bool *final, pu_str *text, pu_str *name,
                                pu_str *args);
+
+/* ------------------------------------------------------------------------ */
+/* tool-use evaluation (first tool call: name + arguments exact match)      */
+
+typedef struct pu_agent_tooluse_opts {
+    const char *path;           /* ShareGPT tool-call file (LLaMA-Factory glaive format) */
+    int64_t limit;              /* items (0 = all) */
+    pu_agent_protocol protocol; /* NATIVE (llm.complete) or OPENAI (llm.chat) */
+    FILE *predictions;          /* JSONL per item (may be NULL) */
+} pu_agent_tooluse_opts;
+
+typedef struct pu_agent_tooluse_score {
+    int64_t n;         /* items scored (conversations with a function call) */
+    int64_t name_ok;   /* first call names the gold function */
+    int64_t exact_ok;  /* ... with arguments equal as JSON (numbers by value) */
+    int64_t no_call;   /* the model answered without a call */
+} pu_agent_tooluse_score;
+
+/* For each conversation with a function_call turn: the turns before the first
+ * call (+ its tools) go to the model once; its first call is compared with
+ * the gold call. Errors name the file and item. */
+pu_status pu_agent_tooluse_eval(const pu_agent_llm *llm, const pu_agent_tooluse_opts *o,
+                                pu_agent_tooluse_score *sc);
+/* JSON equality with numbers compared by value (1 == 1.0), key order ignored */
+bool pu_agent_json_equal(const char *a, const char *b);
 
 /* Make s valid UTF-8 (invalid bytes -> U+FFFD) into out (cleared first). */
 void pu_agent_utf8_sanitize(const char *s, size_t n, pu_str *out);

@@ -1,5 +1,6 @@
 /*
- * llm.c — the agent's OpenAI-compatible endpoint adapter: POST
+ * llm.c — the agent's model adapters. A local model: text completion with
+ * pu_eval_generate_local. An OpenAI-compatible endpoint: POST
  * /v1/chat/completions with messages (+ tools, stop), return
  * choices[0].message. HTTP via the eval module's client (pu_eval_http_post;
  * env PUYU_API_KEY becomes "Authorization: Bearer"). Errors name the URL and
@@ -11,6 +12,8 @@
 
 #include "puyu/pu_agent.h"
 #include "puyu/pu_eval.h"
+#include "puyu/pu_model.h"
+#include "puyu/pu_tok.h"
 
 typedef struct api {
     char *url;
@@ -94,6 +97,11 @@ pu_status pu_agent_llm_api(const pu_agent_api_cfg *cfg, pu_agent_llm *llm) {
         pu_str_puts(&u, "/v1/chat/completions");
     else if (!strcmp(path, "/v1"))
         pu_str_puts(&u, "/chat/completions");
+    else if (u.len >= 15 && !strcmp(u.p + u.len - 15, "/v1/completions")) {
+        u.len -= 12;
+        u.p[u.len] = 0;
+        pu_str_puts(&u, "/chat/completions");
+    }
     else if (u.len < 17 || strcmp(u.p + u.len - 17, "/chat/completions"))
         pu_str_puts(&u, "/chat/completions");
     p->url = pu_str_steal(&u);
@@ -113,5 +121,59 @@ void pu_agent_llm_api_free(pu_agent_llm *llm) {
         pu_free(p->model);
         pu_free(p);
     }
+    memset(llm, 0, sizeof *llm);
+}
+
+/* ------------------------------------------------------------------------ */
+/* local model                                                               */
+
+typedef struct local_llm {
+    pu_model *m;
+    pu_tok *tok;
+    pu_session *s;
+    int64_t max_tokens;
+    double temp;
+} local_llm;
+
+static pu_status local_complete(void *ud, const char *prompt, const char *const *stops,
+                                int n_stops, pu_str *out) {
+    local_llm *l = ud;
+    pu_tok_encode_opts eo = pu_tok_encode_default_opts();
+    eo.add_bos = pu_tok_bos(l->tok) >= 0;
+    eo.parse_special = true;
+    int32_t *ids = NULL;
+    int64_t n = 0;
+    PU_TRY(pu_tok_encode(l->tok, prompt, strlen(prompt), &eo, &ids, &n));
+    /* keep the newest context when the conversation outgrows it */
+    int64_t room = pu_session_n_ctx(l->s) - l->max_tokens;
+    int64_t off = room > 0 && n > room ? n - room : 0;
+    pu_eval_gen_params gp = {.max_tokens = l->max_tokens,
+                             .stops = stops,
+                             .n_stops = n_stops,
+                             .temperature = (float)l->temp,
+                             .seed = 1};
+    pu_status st = pu_eval_generate_local(l->s, pu_model_config(l->m)->vocab_size, l->tok,
+                                          ids + off, n - off, &gp, out);
+    pu_free(ids);
+    return st;
+}
+
+pu_status pu_agent_llm_local(pu_model *m, pu_tok *tok, pu_session *s, int64_t max_tokens,
+                             double temperature, pu_agent_llm *llm) {
+    memset(llm, 0, sizeof *llm);
+    local_llm *l = pu_calloc(1, sizeof *l);
+    int64_t nc = pu_session_n_ctx(s);
+    l->m = m;
+    l->tok = tok;
+    l->s = s;
+    l->max_tokens = max_tokens > 0 && max_tokens < nc / 2 ? max_tokens : nc / 2;
+    l->temp = temperature;
+    llm->ud = l;
+    llm->complete = local_complete;
+    return PU_OK;
+}
+
+void pu_agent_llm_local_free(pu_agent_llm *llm) {
+    pu_free(llm->ud);
     memset(llm, 0, sizeof *llm);
 }

@@ -23,37 +23,6 @@
 #include "puyu/pu_model.h"
 #include "puyu/pu_tok.h"
 
-typedef struct local_llm {
-    pu_model *m;
-    pu_tok *tok;
-    pu_session *s;
-    int64_t max_tokens;
-    double temp;
-} local_llm;
-
-static pu_status local_complete(void *ud, const char *prompt, const char *const *stops,
-                                int n_stops, pu_str *out) {
-    local_llm *l = ud;
-    pu_tok_encode_opts eo = pu_tok_encode_default_opts();
-    eo.add_bos = pu_tok_bos(l->tok) >= 0;
-    eo.parse_special = true;
-    int32_t *ids = NULL;
-    int64_t n = 0;
-    PU_TRY(pu_tok_encode(l->tok, prompt, strlen(prompt), &eo, &ids, &n));
-    /* keep the newest context when the conversation outgrows it */
-    int64_t room = pu_session_n_ctx(l->s) - l->max_tokens;
-    int64_t off = room > 0 && n > room ? n - room : 0;
-    pu_eval_gen_params gp = {.max_tokens = l->max_tokens,
-                             .stops = stops,
-                             .n_stops = n_stops,
-                             .temperature = (float)l->temp,
-                             .seed = 1};
-    pu_status st = pu_eval_generate_local(l->s, pu_model_config(l->m)->vocab_size, l->tok,
-                                          ids + off, n - off, &gp, out);
-    pu_free(ids);
-    return st;
-}
-
 typedef struct printer {
     bool verbose;
 } printer;
@@ -157,7 +126,11 @@ int pu_cmd_agent(int argc, char **argv) {
     }
 
     pu_agent_llm llm = {0};
-    local_llm loc = {0};
+    struct {
+        pu_model *m;
+        pu_tok *tok;
+        pu_session *s;
+    } loc = {0};
     int exit_code = 0;
     FILE *log = NULL;
     pu_agent *ag = NULL;
@@ -175,10 +148,7 @@ int pu_cmd_agent(int argc, char **argv) {
             nc = 4096;
         if (pu_session_create(loc.m, nc, NULL, &loc.s) != PU_OK)
             goto fail;
-        loc.max_tokens = max_tokens < nc / 2 ? max_tokens : nc / 2;
-        loc.temp = temp;
-        llm.ud = &loc;
-        llm.complete = local_complete;
+        pu_agent_llm_local(loc.m, loc.tok, loc.s, max_tokens, temp, &llm);
     }
     if (log_path && !(log = fopen(log_path, "a"))) {
         pu_err_set(PU_ERR_IO, "--log %s: cannot open", log_path);
@@ -251,6 +221,8 @@ done:
         fclose(log);
     if (api_url)
         pu_agent_llm_api_free(&llm);
+    else
+        pu_agent_llm_local_free(&llm);
     pu_session_destroy(loc.s);
     pu_tok_destroy(loc.tok);
     pu_model_destroy(loc.m);
