@@ -33,8 +33,7 @@ static void calc_is(const char *expr, const char *want) {
 static void calc_err(const char *expr, pu_status want, const char *msg) {
     pu_str out = {0};
     pu_status st = pu_calc_eval(expr, &out);
-    PT_CHECK_MSG(st == want && strstr(pu_err_msg(), msg), "calc %s: %d %s", expr, st,
-                 pu_err_msg());
+    PT_CHECK_MSG(st == want && strstr(pu_err_msg(), msg), "calc %s: %d %s", expr, st, pu_err_msg());
     pu_str_free(&out);
 }
 
@@ -44,7 +43,7 @@ static void calc_err(const char *expr, pu_status want, const char *msg) {
 typedef struct fake {
     const char *const *replies; /* one per call; the last repeats */
     int n, calls;
-    pu_str last_prompt;   /* complete: the prompt; chat: the messages JSON */
+    pu_str last_prompt; /* complete: the prompt; chat: the messages JSON */
     pu_str last_tools;
     pu_str first_prompt;
     int fail_at; /* call index (1-based) that returns an error, 0 = never */
@@ -105,7 +104,9 @@ static void fake_free(fake *f) {
     pu_str_free(&f->first_prompt);
 }
 
-static bool has(const char *s, const char *sub) { return s && strstr(s, sub); }
+static bool has(const char *s, const char *sub) {
+    return s && strstr(s, sub);
+}
 
 static bool g_sbx_checked, g_sbx_ok;
 static bool sandbox_ok(void) {
@@ -237,8 +238,7 @@ static void check_tools(void) {
                              "{\"path\": \"link\"}"};
         for (int i = 0; i < 3; i++) {
             PT_OK(pu_agent_tools_call(t, "read_file", esc[i], &r, &err));
-            PT_CHECK_MSG(err && !has(r.p, "SECRET") && !has(r.p, "root:"), "escape %d: %s", i,
-                         r.p);
+            PT_CHECK_MSG(err && !has(r.p, "SECRET") && !has(r.p, "root:"), "escape %d: %s", i, r.p);
         }
         p = pu_path_join(wd, "link");
         unlink(p);
@@ -295,10 +295,11 @@ static void check_native(void) {
                      has(f.last_prompt.p, "<|im_start|>environment name=<|plugin|>\n42<|im_end|>"),
                  "last prompt:\n%s", f.last_prompt.p);
     if (py)
-        PT_CHECK_MSG(has(f.last_prompt.p, "<|action_start|><|interpreter|>\n```python\nx = 6 * 7") &&
-                         has(f.last_prompt.p,
-                             "<|im_start|>environment name=<|interpreter|>\n42\n<|im_end|>"),
-                     "interpreter turn:\n%s", f.last_prompt.p);
+        PT_CHECK_MSG(
+            has(f.last_prompt.p, "<|action_start|><|interpreter|>\n```python\nx = 6 * 7") &&
+                has(f.last_prompt.p,
+                    "<|im_start|>environment name=<|interpreter|>\n42\n<|im_end|>"),
+            "interpreter turn:\n%s", f.last_prompt.p);
     /* a second question in the same session: python variables persist */
     if (py) {
         const char *r2[] = {"<|action_start|><|interpreter|>\n```python\nx + 1\n```<|action_end|>",
@@ -327,8 +328,7 @@ static void check_native(void) {
         json_decref(j);
         lines++;
     }
-    PT_CHECK_MSG(lines >= 7 && tools_seen >= 2, "transcript: %d lines, %d tool", lines,
-                 tools_seen);
+    PT_CHECK_MSG(lines >= 7 && tools_seen >= 2, "transcript: %d lines, %d tool", lines, tools_seen);
     pu_free(data);
     pu_str_free(&ans);
     pu_agent_destroy(a);
@@ -561,7 +561,8 @@ static void check_tooluse(void) {
     PT_EQ_I64(sc.exact_ok, 1);
     PT_EQ_I64(sc.no_call, 1);
     PT_CHECK_MSG(has(f.first_prompt.p, "<|im_start|>system name=<|plugin|>") &&
-                     has(f.first_prompt.p, "get_weather") && has(f.first_prompt.p, "Weather in Paris?"),
+                     has(f.first_prompt.p, "get_weather") &&
+                     has(f.first_prompt.p, "Weather in Paris?"),
                  "tooluse prompt:\n%s", f.first_prompt.p);
     const char *chat_replies[] = {
         "{\"role\": \"assistant\", \"content\": null, \"tool_calls\": [{\"id\": \"1\", \"type\": "
@@ -672,7 +673,8 @@ static void check_cli_serve(void) {
         snprintf(cmd, sizeof cmd,
                  "%s agent --api %s --model stories --tools %s --system 'Be brief.' -p "
                  "'Once upon a time' --max-turns %d --max-tokens 16 --protocol %s --log %s 2>&1",
-                 pt_bin(), url, proto ? "''" : "calculator", proto ? 1 : 2, proto ? "react" : "openai", tlog);
+                 pt_bin(), url, proto ? "''" : "calculator", proto ? 1 : 2,
+                 proto ? "react" : "openai", tlog);
         int rc = pt_run(cmd, &out);
         PT_CHECK_MSG(rc == 0 || rc == 3, "agent --api (%s) rc %d: %s", proto ? "react" : "openai",
                      rc, out ? out : "");
@@ -687,8 +689,8 @@ static void check_cli_serve(void) {
     pu_free(data);
     /* an endpoint error is reported with the transcript path */
     char cmd[1024], *out = NULL;
-    snprintf(cmd, sizeof cmd,
-             "%s agent --api %s/nope --tools calculator -p hi --log %s 2>&1", pt_bin(), url, tlog);
+    snprintf(cmd, sizeof cmd, "%s agent --api %s/nope --tools calculator -p hi --log %s 2>&1",
+             pt_bin(), url, tlog);
     int rc = pt_run(cmd, &out);
     PT_CHECK_MSG(rc == 1 && has(out, "HTTP 404") && has(out, "transcript"), "404: rc %d %s", rc,
                  out ? out : "");

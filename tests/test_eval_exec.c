@@ -132,8 +132,7 @@ PT_SUITE(eval_exec) {
         PT_OK(pu_json_load_file(p, &r));
         json_t *he_r = json_object_get(json_object_get(r, "tasks"), "humaneval");
         json_t *v = json_object_get(he_r, "pass@1");
-        PT_CHECK_MSG(json_is_number(v), "pass@1 missing: %s",
-                     json_dumps(he_r, JSON_COMPACT) ?: "");
+        PT_CHECK_MSG(json_is_number(v), "pass@1 missing: %s", json_dumps(he_r, JSON_COMPACT) ?: "");
         if (json_is_number(v))
             printf("    eval_exec: stories260K humaneval pass@1 = %.3f (3 problems)\n",
                    json_number_value(v));

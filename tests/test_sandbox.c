@@ -72,8 +72,8 @@ static void check_network(void) {
              port);
     pu_sandbox_opts o = {.timeout_s = 10};
     pu_sandbox_result r = run(&o, code);
-    PT_CHECK_MSG(!strstr(r.out, "CONNECTED") && strstr(r.out, "blocked"), "network: %s %s",
-                 r.out, r.err);
+    PT_CHECK_MSG(!strstr(r.out, "CONNECTED") && strstr(r.out, "blocked"), "network: %s %s", r.out,
+                 r.err);
     fcntl(ls, F_SETFL, O_NONBLOCK);
     int c = accept(ls, NULL, NULL);
     PT_CHECK_MSG(c < 0, "the listener got a connection from the sandbox");
@@ -109,8 +109,8 @@ static void check_host_files(void) {
              "'", proj, "'", "'", tmp, "'", cwd, cwd);
     pu_sandbox_opts o = {.timeout_s = 10};
     pu_sandbox_result r = run(&o, code);
-    PT_CHECK_MSG(!strstr(r.out, "TOPSECRET") && !strstr(r.out, "READ"), "host files: %s %s",
-                 r.out, r.err);
+    PT_CHECK_MSG(!strstr(r.out, "TOPSECRET") && !strstr(r.out, "READ"), "host files: %s %s", r.out,
+                 r.err);
     PT_CHECK_MSG(strstr(r.out, "nols /home") && strstr(r.out, "nols /root") &&
                      strstr(r.out, "ls /tmp []") && strstr(r.out, "ls /etc ['ld.so.cache']"),
                  "listing: %s", r.out);
@@ -210,8 +210,8 @@ static void check_limits(void) {
                                   "    b = bytearray(2 << 30); print('ALLOCATED', len(b))\n"
                                   "except MemoryError:\n"
                                   "    print('MemoryError')\n");
-    PT_CHECK_MSG(strstr(r.out, "MemoryError") && !strstr(r.out, "ALLOCATED"), "2 GB: %s %s",
-                 r.out, r.err);
+    PT_CHECK_MSG(strstr(r.out, "MemoryError") && !strstr(r.out, "ALLOCATED"), "2 GB: %s %s", r.out,
+                 r.err);
     pu_sandbox_result_free(&r);
 
     o = (pu_sandbox_opts){.timeout_s = 1};
@@ -271,19 +271,18 @@ static void check_kill_parent(void) {
 }
 
 static void check_seccomp(void) {
-    const char *code =
-        "import ctypes, errno\n"
-        "libc = ctypes.CDLL(None, use_errno=True)\n"
-        "def t(name, rc):\n"
-        "    print(name, 'ALLOWED' if rc == 0 else 'denied', ctypes.get_errno())\n"
-        "t('ptrace', libc.ptrace(0, 0, 0, 0))\n"                 /* PTRACE_TRACEME */
-        "t('unshare', libc.unshare(0x10000000))\n"              /* CLONE_NEWUSER */
-        "t('unshare_net', libc.unshare(0x40000000))\n"          /* CLONE_NEWNET */
-        "t('keyctl', libc.syscall(250, 0, 0, 0, 0, 0))\n"       /* keyctl GET_KEYRING_ID */
-        "t('mount', libc.mount(b'none', b'/tmp', b'tmpfs', 0, None))\n"
-        "t('bpf', libc.syscall(321, 0, 0, 0))\n"
-        "t('perf', libc.syscall(298, 0, 0, -1, -1, 0))\n"
-        "import os\nprint('pid', os.getpid())\n";
+    const char *code = "import ctypes, errno\n"
+                       "libc = ctypes.CDLL(None, use_errno=True)\n"
+                       "def t(name, rc):\n"
+                       "    print(name, 'ALLOWED' if rc == 0 else 'denied', ctypes.get_errno())\n"
+                       "t('ptrace', libc.ptrace(0, 0, 0, 0))\n"          /* PTRACE_TRACEME */
+                       "t('unshare', libc.unshare(0x10000000))\n"        /* CLONE_NEWUSER */
+                       "t('unshare_net', libc.unshare(0x40000000))\n"    /* CLONE_NEWNET */
+                       "t('keyctl', libc.syscall(250, 0, 0, 0, 0, 0))\n" /* keyctl GET_KEYRING_ID */
+                       "t('mount', libc.mount(b'none', b'/tmp', b'tmpfs', 0, None))\n"
+                       "t('bpf', libc.syscall(321, 0, 0, 0))\n"
+                       "t('perf', libc.syscall(298, 0, 0, -1, -1, 0))\n"
+                       "import os\nprint('pid', os.getpid())\n";
     pu_sandbox_opts o = {.timeout_s = 10};
     pu_sandbox_result r = run(&o, code);
     PT_CHECK_MSG(!strstr(r.out, "ALLOWED") && strstr(r.out, "ptrace denied") &&
@@ -316,8 +315,7 @@ static void check_fail_closed(void) {
     snprintf(cmd, sizeof cmd, "echo \"print('RAN')\" | PUYU_BWRAP=%s %s sandbox run 2>/dev/null",
              fake, pt_bin());
     int rc = pt_run(cmd, &out);
-    PT_CHECK_MSG(rc == 1 && (!out || !strstr(out, "RAN")), "cli rc %d out %s", rc,
-                 out ? out : "");
+    PT_CHECK_MSG(rc == 1 && (!out || !strstr(out, "RAN")), "cli rc %d out %s", rc, out ? out : "");
     pu_free(out);
     /* unsafe mode runs without bwrap (rlimits + timeout only) */
     o.unsafe_no_sandbox = true;

@@ -42,10 +42,10 @@ pu_status pu_calc_eval(const char *expr, pu_str *out);
 typedef struct pu_agent_tools pu_agent_tools;
 
 typedef struct pu_agent_tools_opts {
-    const char *names;        /* comma list: python, calculator, files (NULL = none) */
-    const char *tools_file;   /* user tools JSON (NULL = none) */
-    pu_sandbox_opts sandbox;  /* for python (its workdir is also read_file's root) */
-    double user_timeout_s;    /* user tool commands (0 = 30) */
+    const char *names;       /* comma list: python, calculator, files (NULL = none) */
+    const char *tools_file;  /* user tools JSON (NULL = none) */
+    pu_sandbox_opts sandbox; /* for python (its workdir is also read_file's root) */
+    double user_timeout_s;   /* user tool commands (0 = 30) */
 } pu_agent_tools_opts;
 
 pu_status pu_agent_tools_create(const pu_agent_tools_opts *o, pu_agent_tools **out);
@@ -80,8 +80,8 @@ typedef struct pu_agent_llm {
     /* Chat completion (OpenAI endpoints): messages = JSON array, tools = JSON
      * array or NULL; reply = the assistant message object as JSON text
      * ({"role":"assistant","content":...,"tool_calls":[...]}). NULL if unsupported. */
-    pu_status (*chat)(void *ud, const char *messages, const char *tools,
-                      const char *const *stops, int n_stops, pu_str *reply);
+    pu_status (*chat)(void *ud, const char *messages, const char *tools, const char *const *stops,
+                      int n_stops, pu_str *reply);
 } pu_agent_llm;
 
 /* An OpenAI-compatible endpoint: url = http://host:port[/v1[/chat/completions]];
@@ -90,7 +90,7 @@ typedef struct pu_agent_llm {
 typedef struct pu_agent_api_cfg {
     const char *url;
     const char *model;
-    double timeout_s; /* 0 = 600 */
+    double timeout_s;   /* 0 = 600 */
     int64_t max_tokens; /* 0 = 1024 */
     double temperature;
 } pu_agent_api_cfg;
@@ -131,17 +131,17 @@ typedef struct pu_agent_opts {
 
 typedef struct pu_agent pu_agent;
 
-pu_status pu_agent_create(const pu_agent_llm *llm, pu_agent_tools *tools,
-                          const pu_agent_opts *o, pu_agent **out);
+pu_status pu_agent_create(const pu_agent_llm *llm, pu_agent_tools *tools, const pu_agent_opts *o,
+                          pu_agent **out);
 void pu_agent_destroy(pu_agent *a);
 /* Forget the conversation (the python session and its variables stay). */
 void pu_agent_reset(pu_agent *a);
 
 typedef struct pu_agent_outcome {
-    int turns;        /* model calls made */
-    int tool_calls;   /* tool calls executed (including failed ones) */
-    int tool_errors;  /* of which returned an error to the model */
-    bool finished;    /* a final answer (false: stopped at max_turns) */
+    int turns;       /* model calls made */
+    int tool_calls;  /* tool calls executed (including failed ones) */
+    int tool_errors; /* of which returned an error to the model */
+    bool finished;   /* a final answer (false: stopped at max_turns) */
 } pu_agent_outcome;
 
 /* Add a user message and run the loop; answer receives the final answer
@@ -170,10 +170,10 @@ typedef struct pu_agent_tooluse_opts {
 } pu_agent_tooluse_opts;
 
 typedef struct pu_agent_tooluse_score {
-    int64_t n;         /* items scored (conversations with a function call) */
-    int64_t name_ok;   /* first call names the gold function */
-    int64_t exact_ok;  /* ... with arguments equal as JSON (numbers by value) */
-    int64_t no_call;   /* the model answered without a call */
+    int64_t n;        /* items scored (conversations with a function call) */
+    int64_t name_ok;  /* first call names the gold function */
+    int64_t exact_ok; /* ... with arguments equal as JSON (numbers by value) */
+    int64_t no_call;  /* the model answered without a call */
 } pu_agent_tooluse_score;
 
 /* For each conversation with a function_call turn: the turns before the first

@@ -70,7 +70,9 @@ static json_t *jstr(const char *s, size_t n) {
     return j;
 }
 
-static json_t *jstrz(const char *s) { return jstr(s, s ? strlen(s) : 0); }
+static json_t *jstrz(const char *s) {
+    return jstr(s, s ? strlen(s) : 0);
+}
 
 static void emit(pu_agent *a, json_t *m) {
     if (!a->o.log && !a->o.on_message)
@@ -131,8 +133,8 @@ static void build_system(pu_agent *a) {
         json_t *e;
         json_array_foreach(arr, i, e) {
             json_t *fn = json_object_get(e, "function");
-            char *params = json_dumps(json_object_get(fn, "parameters"),
-                                      JSON_COMPACT | JSON_PRESERVE_ORDER);
+            char *params =
+                json_dumps(json_object_get(fn, "parameters"), JSON_COMPACT | JSON_PRESERVE_ORDER);
             pu_str_appendf(&s, "%s: %s Arguments: %s\n",
                            json_string_value(json_object_get(fn, "name")),
                            json_string_value(json_object_get(fn, "description"))
@@ -255,11 +257,10 @@ pu_status pu_agent_render_native(const pu_agent *a, pu_str *out) {
         json_decref(keep);
         json_decref(arr);
     }
-    pu_chat_render_opts ro = {.add_generation_prompt = true,
-                              .tools_json = plugins,
-                              .interpreter = pu_agent_tools_has(a->tools, "python")
-                                                 ? k_interpreter_decl
-                                                 : NULL};
+    pu_chat_render_opts ro = {
+        .add_generation_prompt = true,
+        .tools_json = plugins,
+        .interpreter = pu_agent_tools_has(a->tools, "python") ? k_interpreter_decl : NULL};
     if (st == PU_OK)
         st = pu_chat_render(&c, &ro, out);
     free(plugins);
@@ -446,9 +447,10 @@ static pu_status turn_native(pu_agent *a, pu_str *answer, bool *called, pu_agent
         pu_chat_call *k = &r.calls[i];
         if (k->kind == PU_CHAT_CALL_PLUGIN && (!k->name || !*k->name)) {
             pu_str e = {0};
-            pu_str_appendf(&e, "error: malformed tool call (%s); write "
-                               "<|action_start|><|plugin|>\n{\"name\": TOOL, \"parameters\": "
-                               "{...}}<|action_end|>",
+            pu_str_appendf(&e,
+                           "error: malformed tool call (%s); write "
+                           "<|action_start|><|plugin|>\n{\"name\": TOOL, \"parameters\": "
+                           "{...}}<|action_end|>",
                            perr);
             add_error_result(a, ids[i], "invalid", e.p, oc);
             pu_str_free(&e);
@@ -480,8 +482,8 @@ static pu_status turn_native(pu_agent *a, pu_str *answer, bool *called, pu_agent
 static pu_status turn_openai(pu_agent *a, pu_str *answer, bool *called, pu_agent_outcome *oc) {
     char *msgs = json_dumps(a->msgs, JSON_COMPACT | JSON_PRESERVE_ORDER);
     pu_str reply = {0};
-    pu_status st = a->llm.chat(a->llm.ud, msgs, pu_agent_tools_openai_json(a->tools), NULL, 0,
-                               &reply);
+    pu_status st =
+        a->llm.chat(a->llm.ud, msgs, pu_agent_tools_openai_json(a->tools), NULL, 0, &reply);
     free(msgs);
     if (st != PU_OK) {
         pu_str_free(&reply);
@@ -497,10 +499,10 @@ static pu_status turn_openai(pu_agent *a, pu_str *answer, bool *called, pu_agent
     json_t *m = json_object();
     json_object_set_new(m, "role", json_string("assistant"));
     json_t *content = json_object_get(r, "content");
-    json_object_set_new(m, "content", json_is_string(content)
-                                          ? jstr(json_string_value(content),
-                                                 json_string_length(content))
-                                          : json_string(""));
+    json_object_set_new(m, "content",
+                        json_is_string(content)
+                            ? jstr(json_string_value(content), json_string_length(content))
+                            : json_string(""));
     json_t *tcs = json_object_get(r, "tool_calls");
     json_t *calls = json_array();
     size_t i;
@@ -517,8 +519,8 @@ static pu_status turn_openai(pu_agent *a, pu_str *answer, bool *called, pu_agent
         }
         json_t *args = json_object_get(fn, "arguments");
         char *as = json_is_string(args) ? pu_strdup(json_string_value(args))
-                   : args             ? json_dumps(args, JSON_COMPACT | JSON_PRESERVE_ORDER)
-                                      : pu_strdup("{}");
+                   : args               ? json_dumps(args, JSON_COMPACT | JSON_PRESERVE_ORDER)
+                                        : pu_strdup("{}");
         json_array_append_new(calls, make_call(id, mstr(fn, "name"), as));
         if (json_is_string(args) || !args)
             pu_free(as);
@@ -621,8 +623,9 @@ static pu_status turn_react(pu_agent *a, pu_str *answer, bool *called, pu_agent_
     if (ps != PU_OK) {
         *called = true; /* ask again */
         pu_str e = {0};
-        pu_str_appendf(&e, "error: %s. Reply with \"Action:\" + \"Action Input:\" lines, or "
-                           "\"Final Answer:\".",
+        pu_str_appendf(&e,
+                       "error: %s. Reply with \"Action:\" + \"Action Input:\" lines, or "
+                       "\"Final Answer:\".",
                        pu_err_msg());
         add_error_result(a, id, "invalid", e.p, oc);
         pu_str_free(&e);

@@ -27,7 +27,9 @@ typedef struct {
     int depth;
 } calc;
 
-static i128 i128_abs(i128 x) { return x < 0 ? -x : x; }
+static i128 i128_abs(i128 x) {
+    return x < 0 ? -x : x;
+}
 
 static i128 gcd(i128 a, i128 b) {
     a = i128_abs(a);
@@ -65,8 +67,12 @@ static bool mk(calc *c, i128 n, i128 d, rat *out) {
     return true;
 }
 
-static bool mul_ok(i128 a, i128 b, i128 *r) { return !__builtin_mul_overflow(a, b, r); }
-static bool add_ok(i128 a, i128 b, i128 *r) { return !__builtin_add_overflow(a, b, r); }
+static bool mul_ok(i128 a, i128 b, i128 *r) {
+    return !__builtin_mul_overflow(a, b, r);
+}
+static bool add_ok(i128 a, i128 b, i128 *r) {
+    return !__builtin_add_overflow(a, b, r);
+}
 
 static bool r_add(calc *c, rat a, rat b, bool sub, rat *out) {
     i128 g = gcd(a.d, b.d), x, y, d, bn = sub ? -b.n : b.n;

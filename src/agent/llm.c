@@ -101,8 +101,7 @@ pu_status pu_agent_llm_api(const pu_agent_api_cfg *cfg, pu_agent_llm *llm) {
         u.len -= 12;
         u.p[u.len] = 0;
         pu_str_puts(&u, "/chat/completions");
-    }
-    else if (u.len < 17 || strcmp(u.p + u.len - 17, "/chat/completions"))
+    } else if (u.len < 17 || strcmp(u.p + u.len - 17, "/chat/completions"))
         pu_str_puts(&u, "/chat/completions");
     p->url = pu_str_steal(&u);
     p->model = cfg->model ? pu_strdup(cfg->model) : NULL;
@@ -135,8 +134,8 @@ typedef struct local_llm {
     double temp;
 } local_llm;
 
-static pu_status local_complete(void *ud, const char *prompt, const char *const *stops,
-                                int n_stops, pu_str *out) {
+static pu_status local_complete(void *ud, const char *prompt, const char *const *stops, int n_stops,
+                                pu_str *out) {
     local_llm *l = ud;
     pu_tok_encode_opts eo = pu_tok_encode_default_opts();
     eo.add_bos = pu_tok_bos(l->tok) >= 0;

@@ -118,16 +118,60 @@ static pu_status build_bpf(void) {
         pthread_mutex_unlock(&g_bpf_mu);
         return pu_err_set(PU_ERR_UNSUPPORTED, "sandbox: seccomp_init failed");
     }
-    static const char *const deny[] = {
-        "ptrace", "process_vm_readv", "process_vm_writev", "keyctl", "add_key", "request_key",
-        "mount", "umount", "umount2", "pivot_root", "chroot", "move_mount", "open_tree",
-        "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr", "bpf", "perf_event_open",
-        "unshare", "setns", "kexec_load", "kexec_file_load", "init_module", "finit_module",
-        "delete_module", "reboot", "swapon", "swapoff", "userfaultfd", "io_uring_setup",
-        "io_uring_enter", "io_uring_register", "open_by_handle_at", "name_to_handle_at", "acct",
-        "quotactl", "syslog", "iopl", "ioperm", "lookup_dcookie", "fanotify_init",
-        "settimeofday", "clock_settime", "adjtimex", "clock_adjtime", "sethostname",
-        "setdomainname", "vhangup", "nfsservctl", "uselib", "pidfd_getfd", "kcmp"};
+    static const char *const deny[] = {"ptrace",
+                                       "process_vm_readv",
+                                       "process_vm_writev",
+                                       "keyctl",
+                                       "add_key",
+                                       "request_key",
+                                       "mount",
+                                       "umount",
+                                       "umount2",
+                                       "pivot_root",
+                                       "chroot",
+                                       "move_mount",
+                                       "open_tree",
+                                       "fsopen",
+                                       "fsconfig",
+                                       "fsmount",
+                                       "fspick",
+                                       "mount_setattr",
+                                       "bpf",
+                                       "perf_event_open",
+                                       "unshare",
+                                       "setns",
+                                       "kexec_load",
+                                       "kexec_file_load",
+                                       "init_module",
+                                       "finit_module",
+                                       "delete_module",
+                                       "reboot",
+                                       "swapon",
+                                       "swapoff",
+                                       "userfaultfd",
+                                       "io_uring_setup",
+                                       "io_uring_enter",
+                                       "io_uring_register",
+                                       "open_by_handle_at",
+                                       "name_to_handle_at",
+                                       "acct",
+                                       "quotactl",
+                                       "syslog",
+                                       "iopl",
+                                       "ioperm",
+                                       "lookup_dcookie",
+                                       "fanotify_init",
+                                       "settimeofday",
+                                       "clock_settime",
+                                       "adjtimex",
+                                       "clock_adjtime",
+                                       "sethostname",
+                                       "setdomainname",
+                                       "vhangup",
+                                       "nfsservctl",
+                                       "uselib",
+                                       "pidfd_getfd",
+                                       "kcmp"};
     int rc = 0;
     for (size_t i = 0; i < sizeof deny / sizeof deny[0] && rc == 0; i++) {
         int nr = seccomp_syscall_resolve_name(deny[i]);
@@ -138,7 +182,7 @@ static pu_status build_bpf(void) {
     /* clone3 passes flags in memory BPF cannot read: ENOSYS makes glibc use clone */
     if (rc == 0)
         rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
-    static const uint64_t nsflags[] = {CLONE_NEWUSER, CLONE_NEWNS,  CLONE_NEWNET, CLONE_NEWPID,
+    static const uint64_t nsflags[] = {CLONE_NEWUSER, CLONE_NEWNS,  CLONE_NEWNET,   CLONE_NEWPID,
                                        CLONE_NEWIPC,  CLONE_NEWUTS, CLONE_NEWCGROUP};
     for (size_t i = 0; i < sizeof nsflags / sizeof nsflags[0] && rc == 0; i++)
         rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
@@ -156,8 +200,7 @@ static pu_status build_bpf(void) {
             rc = -1;
     }
     if (rc != 0) {
-        st = pu_err_set(PU_ERR_UNSUPPORTED, "sandbox: building the seccomp filter failed (%d)",
-                        rc);
+        st = pu_err_set(PU_ERR_UNSUPPORTED, "sandbox: building the seccomp filter failed (%d)", rc);
     } else {
         off_t n = lseek(fd, 0, SEEK_END);
         g_bpf = pu_malloc((size_t)n + 1);
@@ -219,7 +262,9 @@ typedef struct sbx_cfg {
     bool unsafe;
 } sbx_cfg;
 
-static bool is_exec(const char *p) { return access(p, X_OK) == 0; }
+static bool is_exec(const char *p) {
+    return access(p, X_OK) == 0;
+}
 
 static bool find_in_path(const char *name, char *out, size_t cap) {
     const char *path = getenv("PATH");
@@ -513,9 +558,20 @@ static pu_status spawn(const sbx_cfg *c, const char *workdir, bool session, sbx_
             av_add(&a, "/etc/ld.so.cache");
             av_add(&a, "/etc/ld.so.cache");
         }
-        const char *rest[] = {"--proc", "/proc", "--dev", "/dev", "--unshare-all", "--unshare-user",
-                              "--disable-userns", "--die-with-parent", "--new-session",
-                              "--hostname", "sandbox", "--cap-drop", "ALL", "--clearenv"};
+        const char *rest[] = {"--proc",
+                              "/proc",
+                              "--dev",
+                              "/dev",
+                              "--unshare-all",
+                              "--unshare-user",
+                              "--disable-userns",
+                              "--die-with-parent",
+                              "--new-session",
+                              "--hostname",
+                              "sandbox",
+                              "--cap-drop",
+                              "ALL",
+                              "--clearenv"};
         for (size_t i = 0; i < sizeof rest / sizeof rest[0]; i++)
             av_add(&a, rest[i]);
         snprintf(buf, sizeof buf, "%lld", (long long)c->max_file_mb << 20);
@@ -557,17 +613,22 @@ static pu_status spawn(const sbx_cfg *c, const char *workdir, bool session, sbx_
         av_add(&a, "-");
     }
     /* the environment bwrap (or, unsafe, python) starts with */
-    const char *envp[] = {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/work", "LANG=C.UTF-8",
-                          "PYTHONIOENCODING=utf-8", "PYTHONDONTWRITEBYTECODE=1",
-                          "MPLBACKEND=Agg", "OMP_NUM_THREADS=1", NULL};
+    const char *envp[] = {"PATH=/usr/local/bin:/usr/bin:/bin",
+                          "HOME=/work",
+                          "LANG=C.UTF-8",
+                          "PYTHONIOENCODING=utf-8",
+                          "PYTHONDONTWRITEBYTECODE=1",
+                          "MPLBACKEND=Agg",
+                          "OMP_NUM_THREADS=1",
+                          NULL};
     char unsafe_home[4200];
     if (c->unsafe) {
         snprintf(unsafe_home, sizeof unsafe_home, "HOME=%s", workdir);
         envp[1] = unsafe_home;
     }
 
-    int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1}, rq[2] = {-1, -1},
-        rs[2] = {-1, -1}, stp[2] = {-1, -1}, ex[2] = {-1, -1};
+    int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1}, rq[2] = {-1, -1}, rs[2] = {-1, -1},
+        stp[2] = {-1, -1}, ex[2] = {-1, -1};
     int bpf = -1, wdfd = -1;
     pu_status st = PU_OK;
     if (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC) ||
@@ -585,7 +646,8 @@ static pu_status spawn(const sbx_cfg *c, const char *workdir, bool session, sbx_
         goto fail;
     }
     int c_in = hi_fd(in[0]), c_out = hi_fd(out[1]), c_err = hi_fd(err[1]), c_rq = hi_fd(rq[0]),
-        c_rs = hi_fd(rs[1]), c_st = hi_fd(stp[1]), c_ex = hi_fd(ex[1]), c_bpf = hi_fd(bpf), c_wd = hi_fd(wdfd);
+        c_rs = hi_fd(rs[1]), c_st = hi_fd(stp[1]), c_ex = hi_fd(ex[1]), c_bpf = hi_fd(bpf),
+        c_wd = hi_fd(wdfd);
     in[0] = out[1] = err[1] = rq[0] = rs[1] = stp[1] = ex[1] = bpf = wdfd = -1;
     struct rlimit rl_as = {(rlim_t)c->mem_mb << 20, (rlim_t)c->mem_mb << 20};
     struct rlimit rl_cpu = {(rlim_t)c->cpu_s, (rlim_t)c->cpu_s + 1};
@@ -667,9 +729,9 @@ static pu_status spawn(const sbx_cfg *c, const char *workdir, bool session, sbx_
     if (r == (ssize_t)sizeof e) {
         waitpid(pid, NULL, 0);
         p->pid = -1;
-        st = pu_err_set(c->unsafe ? PU_ERR_IO : PU_ERR_UNSUPPORTED,
-                        "sandbox: cannot start %s: %s%s", exe, strerror(e),
-                        c->unsafe ? "" : " (refusing to run code unconfined)");
+        st =
+            pu_err_set(c->unsafe ? PU_ERR_IO : PU_ERR_UNSUPPORTED, "sandbox: cannot start %s: %s%s",
+                       exe, strerror(e), c->unsafe ? "" : " (refusing to run code unconfined)");
         goto fail;
     }
     p->in_fd = in[1];
@@ -775,10 +837,10 @@ typedef struct pump {
     const char *in;
     size_t in_len, in_off;
     cap_buf out, err;
-    pu_str status;   /* bwrap's JSON status lines */
-    pu_str resp;     /* session response line(s) */
-    bool want_resp;  /* stop when a full response line arrived */
-    bool resp_eof;   /* response pipe closed */
+    pu_str status;  /* bwrap's JSON status lines */
+    pu_str resp;    /* session response line(s) */
+    bool want_resp; /* stop when a full response line arrived */
+    bool resp_eof;  /* response pipe closed */
     bool timed_out;
     double first_out; /* seconds since t0, -1 none */
 } pump;
@@ -800,8 +862,12 @@ static int read_into(int *fd, void (*sink)(void *, const char *, size_t), void *
     }
 }
 
-static void sink_cap(void *ud, const char *d, size_t n) { cap_add(ud, d, n); }
-static void sink_str(void *ud, const char *d, size_t n) { pu_str_append(ud, d, n); }
+static void sink_cap(void *ud, const char *d, size_t n) {
+    cap_add(ud, d, n);
+}
+static void sink_str(void *ud, const char *d, size_t n) {
+    pu_str_append(ud, d, n);
+}
 
 typedef struct out_sink {
     pump *pm;
@@ -830,8 +896,8 @@ static void pump_run(sbx_proc *p, pump *pm, double deadline) {
 static void pump_run_(sbx_proc *p, pump *pm, double deadline) {
     out_sink os = {pm, p->t0};
     for (;;) {
-        if (pm->want_resp && (memchr(pm->resp.p ? pm->resp.p : "", '\n', pm->resp.len) ||
-                              pm->resp_eof))
+        if (pm->want_resp &&
+            (memchr(pm->resp.p ? pm->resp.p : "", '\n', pm->resp.len) || pm->resp_eof))
             break;
         if (!pm->want_resp && p->out_fd < 0 && p->err_fd < 0)
             break;
@@ -932,7 +998,9 @@ static int exit_code_of(int ws) {
     return -1;
 }
 
-static bool status_has_exit(const pu_str *s) { return s->p && strstr(s->p, "\"exit-code\""); }
+static bool status_has_exit(const pu_str *s) {
+    return s->p && strstr(s->p, "\"exit-code\"");
+}
 
 /* bwrap's first stderr line, for setup errors */
 static pu_status setup_error(const char *errtext, const sbx_cfg *c) {
@@ -1131,7 +1199,9 @@ pu_status pu_sandbox_session_open(const pu_sandbox_opts *o, pu_sandbox_session *
     return PU_OK;
 }
 
-const char *pu_sandbox_session_workdir(const pu_sandbox_session *s) { return s->workdir; }
+const char *pu_sandbox_session_workdir(const pu_sandbox_session *s) {
+    return s->workdir;
+}
 
 static void session_stop(pu_sandbox_session *s) {
     if (!s->alive && s->p.pid <= 0)

@@ -60,8 +60,8 @@ static json_t *args_obj(json_t *a) {
     return a ? json_incref(a) : json_object();
 }
 
-static pu_status ask_native(const pu_agent_llm *llm, json_t *msgs, const char *tools,
-                            char **name, json_t **args) {
+static pu_status ask_native(const pu_agent_llm *llm, json_t *msgs, const char *tools, char **name,
+                            json_t **args) {
     pu_chat c;
     pu_chat_init(&c);
     pu_chat_add(&c, "system", NULL, pu_chat_default_system());
@@ -70,13 +70,14 @@ static pu_status ask_native(const pu_agent_llm *llm, json_t *msgs, const char *t
     json_array_foreach(msgs, i, m) {
         const char *role = json_string_value(json_object_get(m, "role"));
         const char *content = json_string_value(json_object_get(m, "content"));
-        pu_chat_msg *cm = pu_chat_add(&c, !strcmp(role, "tool") ? "environment" : role,
-                                      !strcmp(role, "tool") ? "plugin" : NULL,
-                                      content ? content : "");
+        pu_chat_msg *cm =
+            pu_chat_add(&c, !strcmp(role, "tool") ? "environment" : role,
+                        !strcmp(role, "tool") ? "plugin" : NULL, content ? content : "");
         json_t *tc = json_array_get(json_object_get(m, "tool_calls"), 0);
         if (tc) {
             json_t *fn = json_object_get(tc, "function");
-            pu_chat_add_call(cm, PU_CHAT_CALL_PLUGIN, json_string_value(json_object_get(fn, "name")),
+            pu_chat_add_call(cm, PU_CHAT_CALL_PLUGIN,
+                             json_string_value(json_object_get(fn, "name")),
                              json_string_value(json_object_get(fn, "arguments")), NULL);
         }
     }
@@ -113,7 +114,8 @@ static pu_status ask_openai(const pu_agent_llm *llm, json_t *msgs, const char *t
         if (json_object_get(f, "function"))
             json_array_append(tools, f);
         else
-            json_array_append_new(tools, json_pack("{s:s, s:O}", "type", "function", "function", f));
+            json_array_append_new(tools,
+                                  json_pack("{s:s, s:O}", "type", "function", "function", f));
     }
     json_decref(fns);
     char *ts = json_dumps(tools, JSON_COMPACT | JSON_PRESERVE_ORDER);
@@ -125,7 +127,8 @@ static pu_status ask_openai(const pu_agent_llm *llm, json_t *msgs, const char *t
     free(ms);
     if (st == PU_OK) {
         json_t *r = json_loadb(reply.p ? reply.p : "", reply.len, 0, NULL);
-        json_t *fn = json_object_get(json_array_get(json_object_get(r, "tool_calls"), 0), "function");
+        json_t *fn =
+            json_object_get(json_array_get(json_object_get(r, "tool_calls"), 0), "function");
         const char *nm = json_string_value(json_object_get(fn, "name"));
         if (nm) {
             *name = pu_strdup(nm);
@@ -159,8 +162,10 @@ pu_status pu_agent_tooluse_eval(const pu_agent_llm *llm, const pu_agent_tooluse_
         json_t *conv = json_object_get(item, "conversations");
         const char *tools = json_string_value(json_object_get(item, "tools"));
         if (!json_is_array(conv) || !tools) {
-            st = pu_err_set(PU_ERR_FORMAT, "%s: item %zu: expected \"conversations\" and a "
-                                           "\"tools\" string", o->path, i);
+            st = pu_err_set(PU_ERR_FORMAT,
+                            "%s: item %zu: expected \"conversations\" and a "
+                            "\"tools\" string",
+                            o->path, i);
             break;
         }
         json_t *msgs = json_array(), *gold = NULL;
@@ -171,15 +176,17 @@ pu_status pu_agent_tooluse_eval(const pu_agent_llm *llm, const pu_agent_tooluse_
             const char *from = json_string_value(json_object_get(turn, "from"));
             const char *val = json_string_value(json_object_get(turn, "value"));
             if (!from || !val) {
-                st = pu_err_set(PU_ERR_FORMAT, "%s: item %zu turn %zu: expected from/value", o->path,
-                                i, k);
+                st = pu_err_set(PU_ERR_FORMAT, "%s: item %zu turn %zu: expected from/value",
+                                o->path, i, k);
                 break;
             }
             if (!strcmp(from, "function_call")) {
                 gold = json_loads(val, 0, NULL);
                 if (!json_is_object(gold)) {
-                    st = pu_err_set(PU_ERR_FORMAT, "%s: item %zu turn %zu: function_call is not a "
-                                                   "JSON object", o->path, i, k);
+                    st = pu_err_set(PU_ERR_FORMAT,
+                                    "%s: item %zu turn %zu: function_call is not a "
+                                    "JSON object",
+                                    o->path, i, k);
                 }
                 break;
             }
@@ -222,12 +229,11 @@ pu_status pu_agent_tooluse_eval(const pu_agent_llm *llm, const pu_agent_tooluse_
         sc->exact_ok += exact;
         sc->no_call += !name;
         if (o->predictions) {
-            json_t *p = json_pack("{s:I, s:s, s:O, s:o, s:o, s:b, s:b}", "item", (json_int_t)i,
-                                  "gold_name", gname ? gname : "", "gold_arguments",
-                                  gargs ? gargs : json_null(), "name",
-                                  name ? json_string(name) : json_null(), "arguments",
-                                  args ? json_incref(args) : json_null(), "name_ok", name_ok,
-                                  "exact", exact);
+            json_t *p = json_pack(
+                "{s:I, s:s, s:O, s:o, s:o, s:b, s:b}", "item", (json_int_t)i, "gold_name",
+                gname ? gname : "", "gold_arguments", gargs ? gargs : json_null(), "name",
+                name ? json_string(name) : json_null(), "arguments",
+                args ? json_incref(args) : json_null(), "name_ok", name_ok, "exact", exact);
             char *s = json_dumps(p, JSON_COMPACT | JSON_PRESERVE_ORDER);
             fprintf(o->predictions, "%s\n", s);
             free(s);

@@ -127,20 +127,23 @@ static pu_status check_params_schema(const json_t *p, const char *what) {
     json_t *v;
     json_object_foreach(props, k, v) {
         if (!json_is_object(v))
-            return pu_err_set(PU_ERR_FORMAT, "%s.parameters.properties.%s: expected a schema object",
-                              what, k);
+            return pu_err_set(PU_ERR_FORMAT,
+                              "%s.parameters.properties.%s: expected a schema object", what, k);
         json_t *t = json_object_get(v, "type");
         if (json_is_string(t)) {
             if (!valid_type(json_string_value(t)))
                 return pu_err_set(PU_ERR_FORMAT,
-                                  "%s.parameters.properties.%s.type: unknown JSON type \"%s\"", what,
-                                  k, json_string_value(t));
+                                  "%s.parameters.properties.%s.type: unknown JSON type \"%s\"",
+                                  what, k, json_string_value(t));
         } else if (json_is_array(t)) {
             size_t i;
             json_t *e;
-            json_array_foreach(t, i, e) if (!json_is_string(e) || !valid_type(json_string_value(e)))
-                return pu_err_set(PU_ERR_FORMAT, "%s.parameters.properties.%s.type[%zu]: not a JSON type",
-                                  what, k, i);
+            json_array_foreach(t, i, e) if (
+                !json_is_string(e) ||
+                !valid_type(json_string_value(
+                    e))) return pu_err_set(PU_ERR_FORMAT,
+                                           "%s.parameters.properties.%s.type[%zu]: not a JSON type",
+                                           what, k, i);
         } else if (t) {
             return pu_err_set(PU_ERR_FORMAT, "%s.parameters.properties.%s.type: expected a string",
                               what, k);
@@ -175,8 +178,8 @@ static bool type_matches(const char *t, const json_t *v) {
     if (!strcmp(t, "number"))
         return json_is_number(v);
     if (!strcmp(t, "integer"))
-        return json_is_integer(v) || (json_is_real(v) && json_real_value(v) ==
-                                                              (double)(int64_t)json_real_value(v));
+        return json_is_integer(v) ||
+               (json_is_real(v) && json_real_value(v) == (double)(int64_t)json_real_value(v));
     if (!strcmp(t, "boolean"))
         return json_is_boolean(v);
     if (!strcmp(t, "array"))
@@ -270,14 +273,15 @@ static pu_status add_builtin(pu_agent_tools *t, const char *name) {
     if (find_tool(t, name))
         return PU_OK;
     if (!strcmp(name, "python")) {
-        add_tool(t, TOOL_PYTHON, "python",
-                 fn_schema("python",
-                           "Run Python 3 code in a stateful sandboxed interpreter (variables persist "
-                           "between calls; no network; files in the current directory persist). "
-                           "Returns what it prints and the value of a final expression.",
-                           "{\"type\": \"object\", \"properties\": {\"code\": {\"type\": "
-                           "\"string\", \"description\": \"the Python code to run\"}}, "
-                           "\"required\": [\"code\"]}"));
+        add_tool(
+            t, TOOL_PYTHON, "python",
+            fn_schema("python",
+                      "Run Python 3 code in a stateful sandboxed interpreter (variables persist "
+                      "between calls; no network; files in the current directory persist). "
+                      "Returns what it prints and the value of a final expression.",
+                      "{\"type\": \"object\", \"properties\": {\"code\": {\"type\": "
+                      "\"string\", \"description\": \"the Python code to run\"}}, "
+                      "\"required\": [\"code\"]}"));
     } else if (!strcmp(name, "calculator")) {
         add_tool(t, TOOL_CALC, "calculator",
                  fn_schema("calculator",
@@ -295,7 +299,8 @@ static pu_status add_builtin(pu_agent_tools *t, const char *name) {
                            "[\"path\"]}"));
     } else {
         return pu_err_set(PU_ERR_INVALID,
-                          "--tools: unknown tool \"%s\" (built-in: python, calculator, files)", name);
+                          "--tools: unknown tool \"%s\" (built-in: python, calculator, files)",
+                          name);
     }
     return PU_OK;
 }
@@ -320,14 +325,16 @@ pu_status pu_agent_tools_add_json(pu_agent_tools *t, const char *json, size_t le
         }
         json_t *ty = json_object_get(e, "type");
         json_t *fn = json_object_get(e, "function");
-        if (!json_is_string(ty) || strcmp(json_string_value(ty), "function") || !json_is_object(fn)) {
-            st = pu_err_set(PU_ERR_FORMAT, "%s: expected {\"type\": \"function\", \"function\": {...}}",
-                            what);
+        if (!json_is_string(ty) || strcmp(json_string_value(ty), "function") ||
+            !json_is_object(fn)) {
+            st = pu_err_set(PU_ERR_FORMAT,
+                            "%s: expected {\"type\": \"function\", \"function\": {...}}", what);
             goto out;
         }
         json_t *nm = json_object_get(fn, "name");
         if (!json_is_string(nm) || !valid_name(json_string_value(nm))) {
-            st = pu_err_set(PU_ERR_FORMAT, "%s.function.name: expected 1-64 of [A-Za-z0-9_-]", what);
+            st =
+                pu_err_set(PU_ERR_FORMAT, "%s.function.name: expected 1-64 of [A-Za-z0-9_-]", what);
             goto out;
         }
         const char *name = json_string_value(nm);
@@ -445,7 +452,9 @@ void pu_agent_tools_destroy(pu_agent_tools *t) {
     pu_free(t);
 }
 
-int pu_agent_tools_count(const pu_agent_tools *t) { return t ? t->n : 0; }
+int pu_agent_tools_count(const pu_agent_tools *t) {
+    return t ? t->n : 0;
+}
 bool pu_agent_tools_has(const pu_agent_tools *t, const char *name) {
     return t && find_tool(t, name);
 }
@@ -519,8 +528,9 @@ static void format_sandbox(const pu_sandbox_result *r, double timeout, pu_str *o
     }
     pu_str_free(&clean);
     if (r->timed_out)
-        pu_str_appendf(out, "%s[timed out after %g s: the interpreter was killed and restarts "
-                            "on the next call]",
+        pu_str_appendf(out,
+                       "%s[timed out after %g s: the interpreter was killed and restarts "
+                       "on the next call]",
                        out->len ? "\n" : "", timeout);
     else if (r->killed)
         pu_str_appendf(out, "%s[the interpreter was killed (exit %d)]", out->len ? "\n" : "",
@@ -735,8 +745,9 @@ pu_status pu_agent_tools_call(pu_agent_tools *t, const char *name, const char *a
     json_t *args = json_loads(args_json && *args_json ? args_json : "{}",
                               JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
     if (!args) {
-        pu_str_appendf(res, "error: arguments are not valid JSON (%s at column %d); send a JSON "
-                            "object matching the tool's parameters",
+        pu_str_appendf(res,
+                       "error: arguments are not valid JSON (%s at column %d); send a JSON "
+                       "object matching the tool's parameters",
                        je.text, je.column);
         return PU_OK;
     }

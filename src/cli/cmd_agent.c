@@ -50,34 +50,45 @@ static void on_message(void *ud, const char *json) {
 }
 
 int pu_cmd_agent(int argc, char **argv) {
-    const char *model = NULL, *tok_path = NULL, *api_url = NULL, *api_key = NULL,
-               *api_model = NULL, *tools = "python,calculator,files", *tools_file = NULL,
-               *prompt = NULL, *protocol = NULL, *log_path = NULL, *workdir = NULL,
-               *system = NULL;
+    const char *model = NULL, *tok_path = NULL, *api_url = NULL, *api_key = NULL, *api_model = NULL,
+               *tools = "python,calculator,files", *tools_file = NULL, *prompt = NULL,
+               *protocol = NULL, *log_path = NULL, *workdir = NULL, *system = NULL;
     int64_t max_turns = 8, max_tokens = 512, ctx = 0, mem = 1024;
     double temp = 0, timeout = 30;
     bool verbose_tools = false, unsafe = false;
     const pu_opt opts[] = {
-        {"model", 'm', PU_OPT_STRING, &model, "MODEL", "local model (InternLM2: native protocol); with --api: the \"model\" name sent", 0, 0},
-        {"tokenizer", 't', PU_OPT_STRING, &tok_path, "TOK", "tokenizer (default: the model's)", 0, 0},
-        {"api", 0, PU_OPT_STRING, &api_url, "URL", "OpenAI-compatible endpoint (http://host:port)", 0, 0},
+        {"model", 'm', PU_OPT_STRING, &model, "MODEL",
+         "local model (InternLM2: native protocol); with --api: the \"model\" name sent", 0, 0},
+        {"tokenizer", 't', PU_OPT_STRING, &tok_path, "TOK", "tokenizer (default: the model's)", 0,
+         0},
+        {"api", 0, PU_OPT_STRING, &api_url, "URL", "OpenAI-compatible endpoint (http://host:port)",
+         0, 0},
         {"api-key", 0, PU_OPT_STRING, &api_key, "KEY", "API key (default: env PUYU_API_KEY)", 0, 0},
         {"api-model", 0, PU_OPT_STRING, &api_model, "NAME", "\"model\" sent to --api", 0, 0},
-        {"tools", 0, PU_OPT_STRING, &tools, "LIST", "built-in tools: python,calculator,files (\"\" = none)", 0, 0},
-        {"tools-file", 0, PU_OPT_STRING, &tools_file, "FILE", "user tools: JSON array of OpenAI tools + \"command\"", 0, 0},
-        {"prompt", 'p', PU_OPT_STRING, &prompt, "TEXT", "one prompt (default: one per stdin line)", 0, 0},
+        {"tools", 0, PU_OPT_STRING, &tools, "LIST",
+         "built-in tools: python,calculator,files (\"\" = none)", 0, 0},
+        {"tools-file", 0, PU_OPT_STRING, &tools_file, "FILE",
+         "user tools: JSON array of OpenAI tools + \"command\"", 0, 0},
+        {"prompt", 'p', PU_OPT_STRING, &prompt, "TEXT", "one prompt (default: one per stdin line)",
+         0, 0},
         {"max-turns", 0, PU_OPT_INT, &max_turns, "N", "model calls per prompt", 1, 1000},
-        {"protocol", 0, PU_OPT_STRING, &protocol, "P", "native | openai | react (default: native for -m, openai for --api)", 0, 0},
-        {"log", 0, PU_OPT_STRING, &log_path, "FILE", "transcript: one JSON message per line (appended)", 0, 0},
+        {"protocol", 0, PU_OPT_STRING, &protocol, "P",
+         "native | openai | react (default: native for -m, openai for --api)", 0, 0},
+        {"log", 0, PU_OPT_STRING, &log_path, "FILE",
+         "transcript: one JSON message per line (appended)", 0, 0},
         {"system", 0, PU_OPT_STRING, &system, "TEXT", "system prompt", 0, 0},
-        {"workdir", 0, PU_OPT_STRING, &workdir, "DIR", "the python tool's work dir (default: a temp dir)", 0, 0},
+        {"workdir", 0, PU_OPT_STRING, &workdir, "DIR",
+         "the python tool's work dir (default: a temp dir)", 0, 0},
         {"timeout", 0, PU_OPT_DOUBLE, &timeout, "S", "python tool: seconds per call", 0.01, 86400},
         {"mem", 0, PU_OPT_INT, &mem, "MB", "python tool: address-space limit", 16, 1 << 20},
         {"max-tokens", 0, PU_OPT_INT, &max_tokens, "N", "tokens per model reply", 1, 1 << 20},
         {"temp", 0, PU_OPT_DOUBLE, &temp, "T", "temperature (0 = greedy)", 0, 100},
-        {"ctx", 'c', PU_OPT_INT, &ctx, "N", "context limit (local; default min(model, 4096))", 16, 1e9},
-        {"show", 0, PU_OPT_FLAG, &verbose_tools, NULL, "print every message (tool calls, results) to stderr", 0, 0},
-        {"unsafe-no-sandbox", 0, PU_OPT_FLAG, &unsafe, NULL, "python tool WITHOUT namespaces/seccomp", 0, 0},
+        {"ctx", 'c', PU_OPT_INT, &ctx, "N", "context limit (local; default min(model, 4096))", 16,
+         1e9},
+        {"show", 0, PU_OPT_FLAG, &verbose_tools, NULL,
+         "print every message (tool calls, results) to stderr", 0, 0},
+        {"unsafe-no-sandbox", 0, PU_OPT_FLAG, &unsafe, NULL,
+         "python tool WITHOUT namespaces/seccomp", 0, 0},
         PU_OPT_END,
     };
     const pu_cmd_spec spec = {
@@ -135,8 +146,8 @@ int pu_cmd_agent(int argc, char **argv) {
     FILE *log = NULL;
     pu_agent *ag = NULL;
     if (api_url) {
-        pu_agent_api_cfg cfg = {.url = api_url, .model = api_model, .max_tokens = max_tokens,
-                                .temperature = temp};
+        pu_agent_api_cfg cfg = {
+            .url = api_url, .model = api_model, .max_tokens = max_tokens, .temperature = temp};
         if (pu_agent_llm_api(&cfg, &llm) != PU_OK)
             goto fail;
     } else {

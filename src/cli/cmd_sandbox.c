@@ -52,8 +52,9 @@ int pu_cmd_sandbox(int argc, char **argv) {
         PU_OPT_END,
     };
     const pu_cmd_spec spec = {
-        "puyu sandbox", "run|check [--timeout S] [--mem MB] [--workdir DIR] [--json] "
-                        "[--unsafe-no-sandbox] < program.py",
+        "puyu sandbox",
+        "run|check [--timeout S] [--mem MB] [--workdir DIR] [--json] "
+        "[--unsafe-no-sandbox] < program.py",
         "run: execute the Python program on stdin with the system's python3 inside bubblewrap\n"
         "(new user/net/pid/mount/ipc/uts namespaces, read-only /usr only, writable /work),\n"
         "a seccomp filter, rlimits, a wall-clock timeout and capped output.\n"

@@ -36,9 +36,8 @@ pu_status pu_eval_exec_code(const char *prompt, const char *completion, const ch
     fenced_code(completion ? completion : "", &prog);
     pu_str_puts(&prog, "\n\n");
     pu_str_puts(&prog, test ? test : "");
-    pu_sandbox_opts o = {.timeout_s = timeout_s > 0 ? timeout_s : 10,
-                         .mem_mb = 1024,
-                         .max_output = 64 << 10};
+    pu_sandbox_opts o = {
+        .timeout_s = timeout_s > 0 ? timeout_s : 10, .mem_mb = 1024, .max_output = 64 << 10};
     pu_sandbox_result r;
     pu_status st = pu_sandbox_run(&o, prog.p, prog.len, &r);
     pu_str_free(&prog);
