@@ -687,6 +687,21 @@ static void check_cli_serve(void) {
     PT_CHECK_MSG(has(data, "\"role\":\"assistant\"") && has(data, "Once upon a time"),
                  "transcript: %s", data ? data : "");
     pu_free(data);
+    /* interactive: one prompt per stdin line, /reset between */
+    {
+        char cmd2[2048], *o2 = NULL;
+        snprintf(cmd2, sizeof cmd2,
+                 "printf 'Once\\n/reset\\nThe cat\\n' | %s agent --api %s --tools '' --max-turns 1 "
+                 "--max-tokens 8 2>/dev/null",
+                 pt_bin(), url);
+        int rc2 = pt_run(cmd2, &o2);
+        int lines = 0;
+        for (const char *q = o2; q && *q; q++)
+            lines += *q == '\n';
+        PT_CHECK_MSG((rc2 == 0 || rc2 == 3) && lines >= 2, "interactive: rc %d, %d lines: %s", rc2,
+                     lines, o2 ? o2 : "");
+        pu_free(o2);
+    }
     /* an endpoint error is reported with the transcript path */
     char cmd[1024], *out = NULL;
     snprintf(cmd, sizeof cmd, "%s agent --api %s/nope --tools calculator -p hi --log %s 2>&1",

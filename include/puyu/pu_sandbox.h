@@ -3,7 +3,7 @@
  *
  * Containment (all on by default, nothing to configure):
  *  - bubblewrap (Debian's bwrap) builds the namespaces: new user, network
- *    (only a down loopback: no network), PID, mount, IPC, UTS and cgroup
+ *    (only its own loopback: no network), PID, mount, IPC, UTS and cgroup
  *    namespaces; the host filesystem is not visible except /usr (the Python
  *    runtime; plus the interpreter's own prefix when it lives outside /usr)
  *    and /etc/ld.so.cache, all read-only; a private /proc and /dev; an empty
