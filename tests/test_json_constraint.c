@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "pt.h"
+#include "puyu/pu_agent.h"
 #include "puyu/pu_infer.h"
 #include "puyu/pu_json_constraint.h"
 #include "puyu/pu_model.h"
@@ -314,6 +315,62 @@ static void check_generate(const char *model_path, const char *tok_path) {
     pu_tok_destroy(tok);
 }
 
+/* tool-call arguments of the native protocol: a random model with the
+ * InternLM2 vocabulary, generating after "<|action_start|><|plugin|>\n" */
+static void check_agent_calls(const char *tok_path) {
+    pu_tok *tok = NULL;
+    PT_OK(pu_tok_load(tok_path, &tok));
+    if (!tok)
+        return;
+    pu_config c;
+    pu_config_defaults(&c);
+    c.vocab_size = pu_tok_n_vocab(tok);
+    c.hidden_size = 16;
+    c.intermediate_size = 32;
+    c.num_hidden_layers = 1;
+    c.num_attention_heads = 2;
+    c.num_key_value_heads = 2;
+    c.head_dim = 8;
+    c.max_position_embeddings = 256;
+    pu_model *m = NULL;
+    PT_OK(pu_model_init_random(&c, PU_DTYPE_F32, 7, 1.0f, true, NULL, &m));
+    pu_session *s = NULL;
+    if (m)
+        PT_OK(pu_session_create(m, 256, NULL, &s));
+    const char *prompt = "<|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>assistant\n"
+                         "<|action_start|><|plugin|>\n";
+    const char *stops[] = {"<|action_end|>", "<|im_end|>"};
+    for (int constrained = 0; constrained < 2 && s; constrained++) {
+        pu_agent_llm llm;
+        PT_OK(pu_agent_llm_local(m, tok, s, 100, 0.0, &llm));
+        if (constrained)
+            PT_OK(pu_agent_llm_local_constrain_calls(&llm));
+        pu_str out = {0};
+        PT_OK(llm.complete(llm.ud, prompt, stops, 2, &out));
+        pu_json_sm sm;
+        pu_json_sm_init(&sm, true);
+        bool prefix = out.len && pu_json_sm_feed(&sm, (const uint8_t *)out.p, out.len);
+        if (constrained) {
+            PT_CHECK_MSG(prefix, "constrained call arguments are not a JSON prefix: %s", out.p);
+            if (pu_json_sm_complete(&sm)) {
+                json_t *j = json_loads(out.p, 0, NULL);
+                PT_CHECK(json_is_object(j));
+                json_decref(j);
+            }
+        } else {
+            /* the test can fail: a random model does not write JSON by itself */
+            PT_CHECK_MSG(!prefix, "unconstrained random output is a JSON prefix: %s", out.p);
+        }
+        printf("    json_constraint agent call (%s): %.70s%s\n",
+               constrained ? "constrained" : "free", out.p, out.len > 70 ? "..." : "");
+        pu_str_free(&out);
+        pu_agent_llm_local_free(&llm);
+    }
+    pu_session_destroy(s);
+    pu_model_destroy(m);
+    pu_tok_destroy(tok);
+}
+
 PT_SUITE(json_constraint) {
     if (PT_TEST("json automaton: valid prefixes, invalid rejected"))
         check_sm();
@@ -324,6 +381,9 @@ PT_SUITE(json_constraint) {
     if (PT_TEST("json mask: InternLM2 tokenizer (multi-byte pieces)") &&
         pt_shared_path("internlm2/tokenizer.model", tok, sizeof tok))
         check_tokens(tok, "internlm2");
+    if (PT_TEST("json mode for native tool-call arguments (InternLM2 vocab)") &&
+        pt_shared_path("internlm2/tokenizer.model", tok, sizeof tok))
+        check_agent_calls(tok);
     if (PT_TEST("json mode generation (stories260K + sampler hook)") &&
         pt_shared_path("models/stories260K/stories260K.bin", model, sizeof model) &&
         pt_shared_path("models/stories260K/tok512.model", tok, sizeof tok))

@@ -106,6 +106,12 @@ typedef struct pu_session pu_session;
 pu_status pu_agent_llm_local(pu_model *m, pu_tok *tok, pu_session *s, int64_t max_tokens,
                              double temperature, pu_agent_llm *llm);
 void pu_agent_llm_local_free(pu_agent_llm *llm);
+/* Constrain tool-call arguments: after "<|action_start|><|plugin|>" (in the
+ * prompt's tail or the output) the JSON-mode constraint (pu_json_constraint.h)
+ * masks every token that would make the call's JSON invalid, and once the
+ * object is complete only <|action_end|> / <|im_end|> / EOS remain. Needs the
+ * InternLM2 chat tokens; PU_ERR_UNSUPPORTED otherwise. */
+pu_status pu_agent_llm_local_constrain_calls(pu_agent_llm *llm);
 
 /* ------------------------------------------------------------------------ */
 /* the agent loop                                                           */

@@ -60,6 +60,9 @@ int64_t pu_json_constraint_mask(pu_json_constraint *c, float *logits, int64_t n_
 /* Advance by a generated id; PU_ERR_INVALID when the id was not allowed. */
 pu_status pu_json_constraint_accept(pu_json_constraint *c, int32_t id);
 bool pu_json_constraint_complete(const pu_json_constraint *c);
+/* Also accept `id` as an end token once the value is complete (e.g.
+ * <|action_end|> after a tool call's arguments). */
+void pu_json_constraint_allow_end(pu_json_constraint *c, int32_t id);
 /* the id's bytes as the constraint sees them (borrowed; NULL for special) */
 const uint8_t *pu_json_constraint_token_bytes(const pu_json_constraint *c, int32_t id, size_t *len);
 /* pu_sampler.mask_fn adapter (ud = the constraint) */

@@ -12,6 +12,8 @@
 
 #include "puyu/pu_agent.h"
 #include "puyu/pu_eval.h"
+#include "puyu/pu_infer.h"
+#include "puyu/pu_json_constraint.h"
 #include "puyu/pu_model.h"
 #include "puyu/pu_tok.h"
 
@@ -132,7 +134,87 @@ typedef struct local_llm {
     pu_session *s;
     int64_t max_tokens;
     double temp;
+    pu_json_constraint *jc; /* tool-call arguments (NULL = off) */
 } local_llm;
+
+#define PLUGIN_MARK "<|action_start|><|plugin|>"
+
+static bool ends_with_mark(const char *s, size_t n) {
+    /* the mark, optionally followed by the newline before the JSON */
+    size_t ml = strlen(PLUGIN_MARK);
+    while (n && (s[n - 1] == '\n' || s[n - 1] == ' '))
+        n--;
+    return n >= ml && !memcmp(s + n - ml, PLUGIN_MARK, ml);
+}
+
+/* generation with the call constraint switched on after the plugin mark */
+static pu_status gen_constrained(local_llm *l, const char *prompt, const int32_t *ids, int64_t n,
+                                 const char *const *stops, int n_stops, pu_str *out) {
+    int64_t V = pu_model_config(l->m)->vocab_size;
+    pu_sample_params sp = pu_sample_default_params();
+    sp.temperature = (float)l->temp;
+    sp.top_k = 0;
+    sp.top_p = 1.0f;
+    sp.min_p = 0.0f;
+    sp.repetition_penalty = 1.0f;
+    sp.seed = 1;
+    pu_sampler smp;
+    PU_TRY(pu_sampler_init(&smp, &sp, V));
+    float *logits = pu_try_malloc((size_t)V * sizeof(float));
+    if (!logits) {
+        pu_sampler_deinit(&smp);
+        return pu_err_set(PU_ERR_NOMEM, "agent: logits");
+    }
+    int32_t eos = pu_tok_eos(l->tok), im_end = pu_tok_special_id(l->tok, "<|im_end|>");
+    pu_tok_stream ts;
+    pu_tok_stream_init(&ts, l->tok);
+    pu_str_clear(out);
+    pu_str_puts(out, "");
+    bool on = ends_with_mark(prompt, strlen(prompt));
+    if (on)
+        pu_json_constraint_reset(l->jc);
+    pu_session_reset(l->s);
+    pu_status st = pu_session_eval(l->s, ids, n, logits, false);
+    size_t cut = (size_t)-1;
+    for (int64_t k = 0; !st && k < l->max_tokens; k++) {
+        smp.mask_fn = on ? pu_json_constraint_mask_hook : NULL;
+        smp.mask_ud = l->jc;
+        int32_t id = pu_sampler_sample(&smp, logits, NULL);
+        if (id == eos || (im_end >= 0 && id == im_end))
+            break;
+        if (on && pu_json_constraint_complete(l->jc))
+            on = false; /* the arguments are complete: id is <|action_end|> */
+        else if (on)
+            pu_json_constraint_accept(l->jc, id);
+        size_t before = out->len;
+        st = pu_tok_stream_feed(&ts, id, out);
+        if (st)
+            break;
+        for (int j = 0; j < n_stops; j++) {
+            size_t sl = strlen(stops[j]);
+            size_t from = before >= sl ? before - sl + 1 : 0;
+            char *hit = sl && out->len ? strstr(out->p + from, stops[j]) : NULL;
+            if (hit && (size_t)(hit - out->p) < cut)
+                cut = (size_t)(hit - out->p);
+        }
+        if (cut != (size_t)-1 || pu_session_pos(l->s) >= pu_session_n_ctx(l->s))
+            break;
+        if (!on && ends_with_mark(out->p, out->len)) {
+            on = true;
+            pu_json_constraint_reset(l->jc);
+        }
+        st = pu_session_eval(l->s, &id, 1, logits, false);
+    }
+    if (!st && cut == (size_t)-1)
+        pu_tok_stream_flush(&ts, out);
+    if (cut != (size_t)-1) {
+        out->len = cut;
+        out->p[cut] = 0;
+    }
+    pu_free(logits);
+    pu_sampler_deinit(&smp);
+    return st;
+}
 
 static pu_status local_complete(void *ud, const char *prompt, const char *const *stops, int n_stops,
                                 pu_str *out) {
@@ -151,8 +233,9 @@ static pu_status local_complete(void *ud, const char *prompt, const char *const 
                              .n_stops = n_stops,
                              .temperature = (float)l->temp,
                              .seed = 1};
-    pu_status st = pu_eval_generate_local(l->s, pu_model_config(l->m)->vocab_size, l->tok,
-                                          ids + off, n - off, &gp, out);
+    pu_status st = l->jc ? gen_constrained(l, prompt, ids + off, n - off, stops, n_stops, out)
+                         : pu_eval_generate_local(l->s, pu_model_config(l->m)->vocab_size, l->tok,
+                                                  ids + off, n - off, &gp, out);
     pu_free(ids);
     return st;
 }
@@ -172,7 +255,23 @@ pu_status pu_agent_llm_local(pu_model *m, pu_tok *tok, pu_session *s, int64_t ma
     return PU_OK;
 }
 
+pu_status pu_agent_llm_local_constrain_calls(pu_agent_llm *llm) {
+    local_llm *l = llm->ud;
+    int32_t ae = pu_tok_special_id(l->tok, "<|action_end|>");
+    if (ae < 0 || pu_tok_special_id(l->tok, "<|plugin|>") < 0)
+        return pu_err_set(PU_ERR_UNSUPPORTED,
+                          "agent: the tokenizer has no <|plugin|> / <|action_end|> tokens");
+    if (!l->jc) {
+        PU_TRY(pu_json_constraint_create(l->tok, true, &l->jc));
+        pu_json_constraint_allow_end(l->jc, ae);
+    }
+    return PU_OK;
+}
+
 void pu_agent_llm_local_free(pu_agent_llm *llm) {
+    local_llm *l = llm->ud;
+    if (l)
+        pu_json_constraint_destroy(l->jc);
     pu_free(llm->ud);
     memset(llm, 0, sizeof *llm);
 }

@@ -55,7 +55,7 @@ int pu_cmd_agent(int argc, char **argv) {
                *protocol = NULL, *log_path = NULL, *workdir = NULL, *system = NULL;
     int64_t max_turns = 8, max_tokens = 512, ctx = 0, mem = 1024;
     double temp = 0, timeout = 30;
-    bool verbose_tools = false, unsafe = false;
+    bool verbose_tools = false, unsafe = false, no_json_calls = false;
     const pu_opt opts[] = {
         {"model", 'm', PU_OPT_STRING, &model, "MODEL",
          "local model (InternLM2: native protocol); with --api: the \"model\" name sent", 0, 0},
@@ -85,6 +85,8 @@ int pu_cmd_agent(int argc, char **argv) {
         {"temp", 0, PU_OPT_DOUBLE, &temp, "T", "temperature (0 = greedy)", 0, 100},
         {"ctx", 'c', PU_OPT_INT, &ctx, "N", "context limit (local; default min(model, 4096))", 16,
          1e9},
+        {"no-json-calls", 0, PU_OPT_FLAG, &no_json_calls, NULL,
+         "local InternLM2: do not constrain tool-call arguments to valid JSON", 0, 0},
         {"show", 0, PU_OPT_FLAG, &verbose_tools, NULL,
          "print every message (tool calls, results) to stderr", 0, 0},
         {"unsafe-no-sandbox", 0, PU_OPT_FLAG, &unsafe, NULL,
@@ -160,6 +162,10 @@ int pu_cmd_agent(int argc, char **argv) {
         if (pu_session_create(loc.m, nc, NULL, &loc.s) != PU_OK)
             goto fail;
         pu_agent_llm_local(loc.m, loc.tok, loc.s, max_tokens, temp, &llm);
+        /* InternLM2 tokenizers: tool-call arguments decoded under the JSON constraint */
+        if (!no_json_calls && pu_tok_special_id(loc.tok, "<|plugin|>") >= 0 &&
+            pu_agent_llm_local_constrain_calls(&llm) != PU_OK)
+            goto fail;
     }
     if (log_path && !(log = fopen(log_path, "a"))) {
         pu_err_set(PU_ERR_IO, "--log %s: cannot open", log_path);

@@ -456,6 +456,11 @@ pu_status pu_json_constraint_accept(pu_json_constraint *c, int32_t id) {
     return PU_OK;
 }
 
+void pu_json_constraint_allow_end(pu_json_constraint *c, int32_t id) {
+    if (id >= 0 && id < c->n)
+        c->special[id] = 2;
+}
+
 bool pu_json_constraint_complete(const pu_json_constraint *c) {
     return pu_json_sm_complete(&c->sm);
 }
