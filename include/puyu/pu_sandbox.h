@@ -98,6 +98,8 @@ typedef struct pu_sandbox_session pu_sandbox_session;
 pu_status pu_sandbox_session_open(const pu_sandbox_opts *o, pu_sandbox_session **out);
 pu_status pu_sandbox_session_exec(pu_sandbox_session *s, const char *code, size_t len,
                                   pu_sandbox_result *r);
+/* change the wall-clock limit of the following calls (seconds > 0) */
+void pu_sandbox_session_set_timeout(pu_sandbox_session *s, double timeout_s);
 /* host path of the work directory (borrowed) */
 const char *pu_sandbox_session_workdir(const pu_sandbox_session *s);
 void pu_sandbox_session_close(pu_sandbox_session *s);

@@ -1203,6 +1203,11 @@ const char *pu_sandbox_session_workdir(const pu_sandbox_session *s) {
     return s->workdir;
 }
 
+void pu_sandbox_session_set_timeout(pu_sandbox_session *s, double timeout_s) {
+    if (timeout_s > 0)
+        s->c.timeout_s = timeout_s;
+}
+
 static void session_stop(pu_sandbox_session *s) {
     if (!s->alive && s->p.pid <= 0)
         return;
