@@ -3,7 +3,7 @@
  * InternLM2 protocol or ReAct) or an OpenAI-compatible endpoint (function
  * calling or ReAct). One prompt with -p, else one prompt per stdin line
  * (interactive: "/reset" forgets the conversation, "/quit" ends). The final
- * answer goes to stdout; tool calls and results to stderr with -v; the
+ * answer goes to stdout; tool calls and results to stderr with --show; the
  * whole transcript to --log FILE as JSONL.
  *
  * Exit code: 0 answered, 1 error (model, endpoint, sandbox), 2 usage,
@@ -133,7 +133,10 @@ int pu_cmd_agent(int argc, char **argv) {
     }
     /* fail closed before the model loads */
     if (pu_agent_tools_has(tl, "python") && !unsafe && pu_sandbox_check(&to.sandbox) != PU_OK) {
-        fprintf(stderr, "puyu agent: error: python tool: %s\n", pu_err_msg());
+        fprintf(stderr,
+                "puyu agent: error: python tool: %s\n(--tools calculator,files runs without "
+                "it)\n",
+                pu_err_msg());
         pu_agent_tools_destroy(tl);
         return 1;
     }
