@@ -3,7 +3,7 @@
  * split at the first NUL into (a) text fed to the calculator, the ReAct
  * parser and the JSON automaton, and (b) a user-tools JSON declaration.
  * Invariants: the JSON automaton accepting a complete document implies
- * jansson parses it; no crash, no leak.
+ * jansson parses it (numbers beyond double range aside); no crash, no leak.
  */
 #include <jansson.h>
 #include <stdint.h>
@@ -26,8 +26,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         pu_json_sm sm;
         pu_json_sm_init(&sm, mode == 0);
         if (pu_json_sm_feed(&sm, (const uint8_t *)text, n1) && pu_json_sm_complete(&sm)) {
-            json_t *j = json_loadb(text, n1, JSON_DECODE_ANY, NULL);
-            if (!j)
+            json_error_t e;
+            json_t *j = json_loadb(text, n1, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, &e);
+            /* jansson refuses numbers beyond double range: valid JSON all the same */
+            if (!j && !strstr(e.text, "overflow") && !strstr(e.text, "too big"))
                 __builtin_trap();
             json_decref(j);
         }

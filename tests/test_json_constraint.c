@@ -24,7 +24,7 @@ static const char *k_valid[] = {
     "{}",
     "{ \"a\" : [1, -2.5e+3, 0, 0.5, 1E-2, true, false, null, \"x\\n\\u00e9\\\"\"] }",
     "{\"nested\": {\"b\": [[], {}, [{\"c\": {}}]]}, \"n\": -0}",
-    "{\"zh\": \"中文 ✓ 🎉\", \"k\": \"\\\\/\"}",
+    "{\"zh\": \"中文 ✓ 🎉\", \"k\": \"\\\\/\", \"sur\": \"\\uD83D\\uDE00 \\u00E9\"}",
     "{\"name\": \"calculator\", \"parameters\": {\"expression\": \"(3 + 4) * 2\"}}",
 };
 
@@ -48,6 +48,10 @@ static const char *k_invalid[] = {
     "{\"a\":\"\x80\"}",
     "{\"a\":\"\\u12G4\"}",
     "{\"a\": nul}",
+    "{\"a\":\"\\uDDDA\"}",
+    "{\"a\":\"\\uD83Dx\"}",
+    "{\"a\":\"\\uD83D\\u0041\"}",
+    "{\"a\":\"\\u0000\"}",
 };
 
 static bool feed_all(pu_json_sm *s, const char *d, size_t *at) {

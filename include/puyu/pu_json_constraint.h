@@ -3,7 +3,8 @@
  * that makes invalid JSON impossible (not a retry loop).
  *
  * A byte-level JSON recogniser (a pushdown automaton over RFC 8259: objects,
- * arrays, strings with escapes and \uXXXX, UTF-8 checked byte by byte inside
+ * arrays, strings with escapes and \uXXXX (surrogates only as valid pairs,
+ * no \u0000, so strict parsers accept the result), UTF-8 checked byte by byte inside
  * strings, numbers, true/false/null, at most 64 levels, at most 8 whitespace
  * bytes in a row outside strings so a model cannot stall in blanks) is
  * checked against each vocabulary token's bytes: a token is allowed when all
@@ -38,6 +39,8 @@ typedef struct pu_json_sm {
     uint8_t lit;    /* which literal */
     uint8_t lo, hi; /* allowed range of the next UTF-8 continuation byte */
     uint8_t ws;     /* consecutive whitespace bytes */
+    uint16_t cp;    /* \uXXXX being read */
+    bool want_low;  /* a high surrogate escape must be followed by a low one */
     bool in_key;
     bool object_only; /* the top-level value must be an object (OpenAI json_object) */
 } pu_json_sm;

@@ -34,6 +34,8 @@ enum {
     S_NUM_E,
     S_NUM_ESIGN,
     S_NUM_EDIG,
+    S_SUR_BS, /* after a high surrogate escape: '\\' */
+    S_SUR_U,  /* then 'u' */
 };
 
 static const char *const k_lits[] = {"true", "false", "null"};
@@ -201,14 +203,46 @@ static bool feed1(pu_json_sm *s, uint8_t c) {
         if (c == 'u') {
             s->st = S_HEX;
             s->aux = 4;
+            s->cp = 0;
             return true;
         }
         return false;
-    case S_HEX:
+    case S_HEX: {
         if (!is_hex(c))
             return false;
-        if (--s->aux == 0)
+        unsigned v = is_digit(c) ? (unsigned)(c - '0') : (unsigned)((c | 0x20) - 'a' + 10);
+        s->cp = (uint16_t)(s->cp << 4 | v);
+        if (--s->aux)
+            return true;
+        bool high = s->cp >= 0xD800 && s->cp <= 0xDBFF, low = s->cp >= 0xDC00 && s->cp <= 0xDFFF;
+        if (s->want_low) {
+            s->want_low = false;
+            if (!low)
+                return false;
             s->st = S_STR;
+            return true;
+        }
+        if (low || s->cp == 0)
+            return false;
+        if (high) {
+            s->want_low = true;
+            s->st = S_SUR_BS;
+            return true;
+        }
+        s->st = S_STR;
+        return true;
+    }
+    case S_SUR_BS:
+        if (c != '\\')
+            return false;
+        s->st = S_SUR_U;
+        return true;
+    case S_SUR_U:
+        if (c != 'u')
+            return false;
+        s->st = S_HEX;
+        s->aux = 4;
+        s->cp = 0;
         return true;
     case S_LIT: {
         const char *l = k_lits[s->lit];
