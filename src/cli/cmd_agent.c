@@ -140,6 +140,9 @@ int pu_cmd_agent(int argc, char **argv) {
         pu_agent_tools_destroy(tl);
         return 1;
     }
+    /* start the interpreter now: its start-up is then off the first tool call */
+    if (pu_agent_tools_has(tl, "python"))
+        pu_agent_tools_workdir(tl);
 
     pu_agent_llm llm = {0};
     struct {
