@@ -1,7 +1,8 @@
 /*
  * fuzz_agent.c — libFuzzer harness for the agent's parsers: the input is
  * split at the first NUL into (a) text fed to the calculator, the ReAct
- * parser and the JSON automaton, and (b) a user-tools JSON declaration.
+ * parser and the JSON automaton, and (b) a user-tools JSON declaration,
+ * also read as a JSON schema that (a) is checked against.
  * Invariants: the JSON automaton accepting a complete document implies
  * jansson parses it (numbers beyond double range aside); no crash, no leak.
  */
@@ -35,6 +36,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
     }
     if (nul) {
+        /* the second part as a JSON schema, the first checked against it */
+        pu_json_schema *sc = NULL;
+        if (pu_json_schema_parse((const char *)nul + 1, size - n1 - 1, &sc) == PU_OK) {
+            pu_json_sm sm;
+            pu_json_sm_init_schema(&sm, sc);
+            if (pu_json_sm_feed(&sm, (const uint8_t *)text, n1) && pu_json_sm_complete(&sm)) {
+                json_error_t e;
+                json_t *j = json_loadb(text, n1, JSON_DECODE_INT_AS_REAL, &e);
+                if (!j && !strstr(e.text, "overflow") && !strstr(e.text, "too big"))
+                    __builtin_trap();
+                if (j && !json_is_object(j))
+                    __builtin_trap();
+                json_decref(j);
+            }
+            pu_json_schema_destroy(sc);
+        }
         pu_agent_tools *t = NULL;
         pu_agent_tools_opts o = {0};
         if (pu_agent_tools_create(&o, &t) == PU_OK) {

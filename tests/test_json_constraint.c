@@ -319,6 +319,128 @@ static void check_generate(const char *model_path, const char *tok_path) {
     pu_tok_destroy(tok);
 }
 
+static const char *k_schema =
+    "{\"name\": \"weather\", \"schema\": {\"type\": \"object\", \"properties\": {"
+    "\"city\": {\"type\": \"string\"}, \"days\": {\"type\": \"integer\"}, "
+    "\"unit\": {\"enum\": [\"C\", \"F\", \"Kelvin\"]}, \"ok\": {\"type\": \"boolean\"}, "
+    "\"extra\": {\"type\": \"object\"}, \"城市\": {\"type\": \"number\"}}, "
+    "\"required\": [\"city\"]}}";
+
+static void check_schema(const char *tok_path) {
+    pu_json_schema *sc = NULL;
+    PT_OK(pu_json_schema_parse(k_schema, strlen(k_schema), &sc));
+    if (!sc)
+        return;
+    const char *good[] = {
+        "{\"city\": \"Paris\"}",
+        "{\"unit\": \"Kelvin\", \"city\": \"Oslo\", \"days\": -3}",
+        "{\"city\": \"x\", \"ok\": true, \"extra\": {\"any\": [1, {\"k\": null}]}, \"城市\": "
+        "1.5e2}",
+    };
+    const char *bad[] = {
+        "{}",                                   /* city required */
+        "{\"town\": \"x\"}",                    /* unknown key */
+        "{\"city\": 5}",                        /* wrong type */
+        "{\"city\": \"a\", \"days\": 1.5}",     /* integer */
+        "{\"city\": \"a\", \"unit\": \"K\"}",   /* enum */
+        "{\"city\": \"a\", \"city\": \"b\"}",   /* repeated */
+        "{\"city\": \"a\", \"ok\": null}",      /* boolean */
+        "{\"city\": \"a\", \"unit\": \"Kel\"}", /* enum prefix only */
+        "{\"ci\": \"a\"}",                      /* key prefix only */
+        "[\"city\"]",
+    };
+    for (size_t k = 0; k < sizeof good / sizeof good[0]; k++) {
+        pu_json_sm s;
+        pu_json_sm_init_schema(&s, sc);
+        size_t at = 0;
+        bool ok = feed_all(&s, good[k], &at);
+        PT_CHECK_MSG(ok && pu_json_sm_complete(&s), "schema good %zu rejected at %zu: %s", k, at,
+                     good[k]);
+    }
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        pu_json_sm s;
+        pu_json_sm_init_schema(&s, sc);
+        size_t at = 0;
+        bool ok = feed_all(&s, bad[k], &at);
+        PT_CHECK_MSG(!ok || !pu_json_sm_complete(&s), "schema bad %zu accepted: %s", k, bad[k]);
+        /* and the same text is fine for plain JSON mode where it is JSON */
+    }
+    const char *bad_schemas[] = {"{\"type\": \"array\"}",
+                                 "{\"properties\": {\"a\": {\"type\": \"strng\"}}}",
+                                 "{\"properties\": {\"a\": {}}, \"required\": [\"b\"]}", "[1"};
+    for (size_t k = 0; k < 4; k++) {
+        pu_json_schema *x = NULL;
+        PT_CHECK_MSG(pu_json_schema_parse(bad_schemas[k], strlen(bad_schemas[k]), &x) != PU_OK,
+                     "bad schema %zu accepted", k);
+        pu_json_schema_destroy(x);
+    }
+    /* token level: the InternLM2 tokenization of a valid document passes,
+     * and after {"city": "x", only allowed keys can start */
+    pu_tok *tok = NULL;
+    if (tok_path && pu_tok_load(tok_path, &tok) == PU_OK) {
+        pu_json_constraint *c = NULL;
+        PT_OK(pu_json_constraint_create_schema(tok, sc, &c));
+        int64_t V = pu_tok_n_vocab(tok);
+        float *lg = pu_malloc((size_t)V * sizeof(float));
+        for (int k = 0; k < 3 && c; k++) {
+            int32_t *ids = NULL;
+            int64_t n = 0;
+            pu_tok_encode_opts eo = {.add_bos = false, .parse_special = false};
+            PT_OK(pu_tok_encode(tok, good[k], strlen(good[k]), &eo, &ids, &n));
+            pu_json_constraint_reset(c);
+            for (int64_t i = 0; i < n; i++) {
+                for (int64_t v = 0; v < V; v++)
+                    lg[v] = 0;
+                pu_json_constraint_mask(c, lg, V);
+                PT_CHECK_MSG(isfinite(lg[ids[i]]), "schema doc %d token %lld masked", k,
+                             (long long)i);
+                if (!isfinite(lg[ids[i]]))
+                    break;
+                PT_OK(pu_json_constraint_accept(c, ids[i]));
+            }
+            PT_CHECK(pu_json_constraint_complete(c));
+            pu_free(ids);
+        }
+        if (c) {
+            const char *pre = "{\"city\": \"x\", \"";
+            int32_t *ids = NULL;
+            int64_t n = 0;
+            pu_tok_encode_opts eo = {.add_bos = false, .parse_special = false};
+            PT_OK(pu_tok_encode(tok, pre, strlen(pre), &eo, &ids, &n));
+            pu_json_constraint_reset(c);
+            bool fed = true;
+            for (int64_t i = 0; i < n && fed; i++)
+                fed = pu_json_constraint_accept(c, ids[i]) == PU_OK;
+            PT_CHECK(fed);
+            for (int64_t v = 0; v < V; v++)
+                lg[v] = 0;
+            int64_t allowed = pu_json_constraint_mask(c, lg, V);
+            int wrong = 0;
+            for (int64_t v = 0; v < V; v++) {
+                size_t bl;
+                const uint8_t *b = pu_json_constraint_token_bytes(c, (int32_t)v, &bl);
+                if (!isfinite(lg[v]) || !b)
+                    continue;
+                /* every allowed piece starts one of days / unit / ok / extra / 城市 */
+                const char *keys[] = {"days\"", "unit\"", "ok\"", "extra\"", "城市\""};
+                bool any = false;
+                for (int q = 0; q < 5; q++) {
+                    size_t kl = strlen(keys[q]);
+                    any = any || !memcmp(keys[q], b, bl < kl ? bl : kl);
+                }
+                wrong += !any;
+            }
+            PT_CHECK_MSG(allowed > 0 && wrong == 0, "schema keys: %lld allowed, %d wrong",
+                         (long long)allowed, wrong);
+            pu_free(ids);
+        }
+        pu_free(lg);
+        pu_json_constraint_destroy(c);
+        pu_tok_destroy(tok);
+    }
+    pu_json_schema_destroy(sc);
+}
+
 /* tool-call arguments of the native protocol: a random model with the
  * InternLM2 vocabulary, generating after "<|action_start|><|plugin|>\n" */
 static void check_agent_calls(const char *tok_path) {
@@ -385,6 +507,10 @@ PT_SUITE(json_constraint) {
     if (PT_TEST("json mask: InternLM2 tokenizer (multi-byte pieces)") &&
         pt_shared_path("internlm2/tokenizer.model", tok, sizeof tok))
         check_tokens(tok, "internlm2");
+    if (PT_TEST("json schema subset: keys, types, enums, required")) {
+        bool have = pt_shared() && pt_shared_path("internlm2/tokenizer.model", tok, sizeof tok);
+        check_schema(have ? tok : NULL);
+    }
     if (PT_TEST("json mode for native tool-call arguments (InternLM2 vocab)") &&
         pt_shared_path("internlm2/tokenizer.model", tok, sizeof tok))
         check_agent_calls(tok);

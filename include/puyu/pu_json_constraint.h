@@ -31,6 +31,17 @@
 
 #define PU_JSON_MAX_DEPTH 64
 
+/* A JSON schema subset for the top-level object: "properties" (at most 64,
+ * names up to 47 bytes) each of "type" string | number | integer | boolean |
+ * null | object | array (or absent = any), string "enum"s (up to 16 values),
+ * "required". Keys outside "properties" and repeated keys are refused (as
+ * with additionalProperties: false); nested values are checked as JSON only. */
+typedef struct pu_json_schema pu_json_schema;
+/* Parse a schema (the object itself, or OpenAI's {"name", "schema": {...}}
+ * wrapper of response_format.json_schema). Errors name the field. */
+pu_status pu_json_schema_parse(const char *json, size_t len, pu_json_schema **out);
+void pu_json_schema_destroy(pu_json_schema *s);
+
 typedef struct pu_json_sm {
     uint8_t stack[PU_JSON_MAX_DEPTH]; /* 'o' object / 'a' array */
     int depth;
@@ -43,9 +54,19 @@ typedef struct pu_json_sm {
     bool want_low;  /* a high surrogate escape must be followed by a low one */
     bool in_key;
     bool object_only; /* the top-level value must be an object (OpenAI json_object) */
+    /* schema state (top-level members only) */
+    const pu_json_schema *schema;
+    uint64_t used; /* properties already given */
+    int8_t prop;   /* property of the value being read (-1 none) */
+    uint8_t klen;  /* bytes of the key / enum string so far */
+    bool in_enum;  /* reading a string value restricted to an enum */
+    bool int_only; /* the number being read must be an integer */
+    char kbuf[48];
 } pu_json_sm;
 
 void pu_json_sm_init(pu_json_sm *s, bool object_only);
+/* an object following the schema (borrowed; must outlive s) */
+void pu_json_sm_init_schema(pu_json_sm *s, const pu_json_schema *schema);
 /* Feed bytes; false when they cannot continue a JSON document (s is then
  * unspecified: feed a copy to test). */
 bool pu_json_sm_feed(pu_json_sm *s, const uint8_t *b, size_t n);
@@ -55,6 +76,9 @@ bool pu_json_sm_complete(const pu_json_sm *s);
 typedef struct pu_json_constraint pu_json_constraint;
 
 pu_status pu_json_constraint_create(const pu_tok *tok, bool object_only, pu_json_constraint **out);
+/* the same, constrained to a schema (borrowed; must outlive the constraint) */
+pu_status pu_json_constraint_create_schema(const pu_tok *tok, const pu_json_schema *schema,
+                                           pu_json_constraint **out);
 void pu_json_constraint_destroy(pu_json_constraint *c);
 void pu_json_constraint_reset(pu_json_constraint *c);
 /* Set the logits of tokens that cannot continue to -INFINITY; returns how

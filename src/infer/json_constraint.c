@@ -8,6 +8,7 @@
  * vocabulary token and feeds the token's bytes: O(total vocabulary bytes)
  * per step, about 0.5 MB for InternLM2's 92544 pieces.
  */
+#include <jansson.h>
 #include <math.h>
 #include <string.h>
 
@@ -40,14 +41,6 @@ enum {
 
 static const char *const k_lits[] = {"true", "false", "null"};
 
-#define MAX_WS 8
-
-void pu_json_sm_init(pu_json_sm *s, bool object_only) {
-    memset(s, 0, sizeof *s);
-    s->st = S_VALUE;
-    s->object_only = object_only;
-}
-
 static bool is_ws(uint8_t c) {
     return c == ' ' || c == '\n' || c == '\r' || c == '\t';
 }
@@ -58,8 +51,211 @@ static bool is_hex(uint8_t c) {
     return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
 
+/* ------------------------------------------------------------------------ */
+/* schema subset                                                             */
+
+typedef enum {
+    T_ANY = 0,
+    T_STRING,
+    T_NUMBER,
+    T_INTEGER,
+    T_BOOLEAN,
+    T_NULL,
+    T_OBJECT,
+    T_ARRAY
+} ptype;
+
+typedef struct sprop {
+    char name[48];
+    ptype type;
+    int n_enum;
+    char en[16][48];
+} sprop;
+
+struct pu_json_schema {
+    sprop p[64];
+    int n;
+    uint64_t required;
+};
+
+pu_status pu_json_schema_parse(const char *json, size_t len, pu_json_schema **out) {
+    *out = NULL;
+    json_t *root = NULL;
+    PU_TRY(pu_json_loadb(json, len, "json_schema", &root));
+    json_t *sc = json_object_get(root, "schema") ? json_object_get(root, "schema") : root;
+    pu_status st = PU_OK;
+    pu_json_schema *s = pu_calloc(1, sizeof *s);
+    json_t *ty = json_object_get(sc, "type"), *props = json_object_get(sc, "properties");
+    if (!json_is_object(sc) ||
+        (ty && (!json_is_string(ty) || strcmp(json_string_value(ty), "object"))))
+        st = pu_err_set(PU_ERR_UNSUPPORTED,
+                        "json_schema.type: only \"object\" schemas are supported");
+    else if (props && !json_is_object(props))
+        st = pu_err_set(PU_ERR_FORMAT, "json_schema.properties: expected an object");
+    static const char *const names[] = {"string", "number", "integer", "boolean",
+                                        "null",   "object", "array"};
+    const char *k;
+    json_t *v;
+    if (!st)
+        json_object_foreach(props, k, v) {
+            if (s->n >= 64 || strlen(k) >= 48 || strchr(k, '"') || strchr(k, '\\')) {
+                st = pu_err_set(PU_ERR_UNSUPPORTED,
+                                "json_schema.properties.%s: at most 64 properties of at most 47 "
+                                "bytes without quotes or backslashes",
+                                k);
+                break;
+            }
+            sprop *p = &s->p[s->n++];
+            snprintf(p->name, sizeof p->name, "%s", k);
+            json_t *t = json_object_get(v, "type");
+            if (json_is_string(t)) {
+                for (int i = 0; i < 7; i++)
+                    if (!strcmp(json_string_value(t), names[i]))
+                        p->type = (ptype)(i + 1);
+                if (p->type == T_ANY) {
+                    st = pu_err_set(PU_ERR_FORMAT, "json_schema.properties.%s.type: unknown \"%s\"",
+                                    k, json_string_value(t));
+                    break;
+                }
+            }
+            json_t *en = json_object_get(v, "enum");
+            if (en) {
+                size_t i;
+                json_t *e;
+                json_array_foreach(en, i, e) {
+                    if (!json_is_string(e) || i >= 16 || json_string_length(e) >= 48 ||
+                        strchr(json_string_value(e), '"') || strchr(json_string_value(e), '\\')) {
+                        st =
+                            pu_err_set(PU_ERR_UNSUPPORTED,
+                                       "json_schema.properties.%s.enum: up to 16 plain strings", k);
+                        break;
+                    }
+                    snprintf(p->en[p->n_enum++], 48, "%s", json_string_value(e));
+                }
+                if (st)
+                    break;
+                if (!json_is_array(en) || !p->n_enum) {
+                    st = pu_err_set(PU_ERR_FORMAT,
+                                    "json_schema.properties.%s.enum: expected strings", k);
+                    break;
+                }
+                p->type = T_STRING;
+            }
+        }
+    json_t *req = json_object_get(sc, "required");
+    size_t i;
+    json_t *e;
+    if (!st)
+        json_array_foreach(req, i, e) {
+            int found = -1;
+            for (int j = 0; j < s->n && json_is_string(e); j++)
+                if (!strcmp(s->p[j].name, json_string_value(e)))
+                    found = j;
+            if (found < 0) {
+                st = pu_err_set(PU_ERR_FORMAT, "json_schema.required[%zu]: not a property", i);
+                break;
+            }
+            s->required |= 1ull << found;
+        }
+    json_decref(root);
+    if (st) {
+        pu_free(s);
+        return st;
+    }
+    *out = s;
+    return PU_OK;
+}
+
+void pu_json_schema_destroy(pu_json_schema *s) {
+    pu_free(s);
+}
+
+void pu_json_sm_init_schema(pu_json_sm *s, const pu_json_schema *schema) {
+    pu_json_sm_init(s, true);
+    s->schema = schema;
+}
+
+static bool schema_here(const pu_json_sm *s) {
+    return s->schema && s->depth == 1;
+}
+
+/* some unused property (enum value) starts with kbuf[0..klen) */
+static bool key_prefix_ok(const pu_json_sm *s) {
+    for (int i = 0; i < s->schema->n; i++)
+        if (!(s->used >> i & 1) && !strncmp(s->schema->p[i].name, s->kbuf, s->klen) &&
+            strlen(s->schema->p[i].name) >= s->klen)
+            return true;
+    return false;
+}
+
+static int key_exact(const pu_json_sm *s) {
+    for (int i = 0; i < s->schema->n; i++)
+        if (!(s->used >> i & 1) && strlen(s->schema->p[i].name) == s->klen &&
+            !memcmp(s->schema->p[i].name, s->kbuf, s->klen))
+            return i;
+    return -1;
+}
+
+static bool enum_prefix_ok(const pu_json_sm *s, bool exact) {
+    const sprop *p = &s->schema->p[s->prop];
+    for (int i = 0; i < p->n_enum; i++) {
+        size_t l = strlen(p->en[i]);
+        if ((exact ? l == s->klen : l >= s->klen) && !memcmp(p->en[i], s->kbuf, s->klen))
+            return true;
+    }
+    return false;
+}
+
+static bool any_unused(const pu_json_sm *s) {
+    uint64_t all = s->schema->n == 64 ? ~0ull : ((1ull << s->schema->n) - 1);
+    return (s->used & all) != all;
+}
+
+static bool required_done(const pu_json_sm *s) {
+    return (s->used & s->schema->required) == s->schema->required;
+}
+
+/* the first byte of a member value against the property's type */
+static bool type_start_ok(pu_json_sm *s, uint8_t c) {
+    if (s->prop < 0)
+        return false;
+    const sprop *p = &s->schema->p[s->prop];
+    switch (p->type) {
+    case T_STRING:
+        s->in_enum = p->n_enum > 0;
+        s->klen = 0;
+        return c == '"';
+    case T_NUMBER: return c == '-' || is_digit(c);
+    case T_INTEGER: s->int_only = true; return c == '-' || is_digit(c);
+    case T_BOOLEAN: return c == 't' || c == 'f';
+    case T_NULL: return c == 'n';
+    case T_OBJECT: return c == '{';
+    case T_ARRAY: return c == '[';
+    default: return true;
+    }
+}
+
+#define MAX_WS 8
+
+void pu_json_sm_init(pu_json_sm *s, bool object_only) {
+    memset(s, 0, sizeof *s);
+    s->st = S_VALUE;
+    s->object_only = object_only;
+    s->prop = -1;
+}
+
 static void end_value(pu_json_sm *s) {
     s->st = s->depth == 0 ? S_DONE : S_AFTER;
+    s->int_only = false;
+    s->in_enum = false;
+}
+
+/* a key or enum string byte under the schema */
+static bool sch_append(pu_json_sm *s, uint8_t c) {
+    if (s->klen >= sizeof s->kbuf - 1)
+        return false;
+    s->kbuf[s->klen++] = (char)c;
+    return s->in_key ? key_prefix_ok(s) : enum_prefix_ok(s, false);
 }
 
 static bool push(pu_json_sm *s, uint8_t kind) {
@@ -120,18 +316,26 @@ static bool feed1(pu_json_sm *s, uint8_t c) {
         break;
     default: break;
     }
+    bool sch = schema_here(s);
     switch (s->st) {
-    case S_VALUE: return begin_value(s, c);
+    case S_VALUE:
+        if (sch && !type_start_ok(s, c))
+            return false;
+        return begin_value(s, c);
     case S_ARR_FIRST: return c == ']' ? close_container(s, c) : begin_value(s, c);
     case S_OBJ_FIRST:
-        if (c == '}')
+        if (c == '}') {
+            if (sch && !required_done(s))
+                return false;
             return close_container(s, c);
+        }
         /* fallthrough */
     case S_OBJ_KEY:
         if (c != '"')
             return false;
         s->st = S_STR;
         s->in_key = true;
+        s->klen = 0;
         return true;
     case S_COLON:
         if (c != ':')
@@ -140,14 +344,34 @@ static bool feed1(pu_json_sm *s, uint8_t c) {
         return true;
     case S_AFTER:
         if (c == ',') {
+            if (sch && !any_unused(s))
+                return false;
             s->st = s->stack[s->depth - 1] == 'o' ? S_OBJ_KEY : S_VALUE;
             return true;
         }
+        if (c == '}' && sch && !required_done(s))
+            return false;
         if (c == '}' || c == ']')
             return close_container(s, c);
         return false;
     case S_DONE: return false;
     case S_STR:
+        if (sch && (s->in_key || s->in_enum)) {
+            if (c == '\\')
+                return false; /* schema names and enum values have no escapes */
+            if (c == '"' && s->in_key) {
+                int k = key_exact(s);
+                if (k < 0)
+                    return false;
+                s->used |= 1ull << k;
+                s->prop = (int8_t)k;
+            } else if (c == '"') {
+                if (!enum_prefix_ok(s, true))
+                    return false;
+            } else if (!sch_append(s, c)) {
+                return false;
+            }
+        }
         if (c == '"') {
             if (s->in_key) {
                 s->in_key = false;
@@ -189,6 +413,8 @@ static bool feed1(pu_json_sm *s, uint8_t c) {
         return true;
     case S_UTF8:
         if (c < s->lo || c > s->hi)
+            return false;
+        if (sch && (s->in_key || s->in_enum) && !sch_append(s, c))
             return false;
         s->lo = 0x80;
         s->hi = 0xBF;
@@ -265,6 +491,8 @@ static bool feed1(pu_json_sm *s, uint8_t c) {
     case S_NUM_FRAC:
         if (is_digit(c) && s->st != S_NUM_ZERO)
             return true;
+        if ((c == '.' || c == 'e' || c == 'E') && s->int_only)
+            return false;
         if (c == '.' && s->st != S_NUM_FRAC) {
             s->st = S_NUM_DOT;
             return true;
@@ -325,6 +553,7 @@ struct pu_json_constraint {
     uint8_t *bytes;
     pu_json_sm sm;
     bool object_only;
+    const pu_json_schema *schema;
 };
 
 pu_status pu_json_constraint_create(const pu_tok *tok, bool object_only, pu_json_constraint **out) {
@@ -439,7 +668,18 @@ void pu_json_constraint_destroy(pu_json_constraint *c) {
 }
 
 void pu_json_constraint_reset(pu_json_constraint *c) {
-    pu_json_sm_init(&c->sm, c->object_only);
+    if (c->schema)
+        pu_json_sm_init_schema(&c->sm, c->schema);
+    else
+        pu_json_sm_init(&c->sm, c->object_only);
+}
+
+pu_status pu_json_constraint_create_schema(const pu_tok *tok, const pu_json_schema *schema,
+                                           pu_json_constraint **out) {
+    PU_TRY(pu_json_constraint_create(tok, true, out));
+    (*out)->schema = schema;
+    pu_json_constraint_reset(*out);
+    return PU_OK;
 }
 
 /* first_ok: which first bytes the current state accepts (NULL = not computed) */
