@@ -41,7 +41,7 @@ LDSAN := -fsanitize=$(SAN)
 endif
 
 # External libraries (see README "Dependencies").
-LIBS := -ljansson -lpcre2-8 -lm -lpthread -lgumbo -lcld2 -lutf8proc -lz -lstdc++ -lmicrohttpd
+LIBS := -ljansson -lpcre2-8 -lm -lpthread -lgumbo -lcld2 -lutf8proc -lz -lstdc++ -lmicrohttpd -lseccomp
 
 # make MPI=1: data-parallel training over MPI (OpenMPI: libopenmpi-dev openmpi-bin);
 # objects in build/<mode>-mpi/, src/train/dp.c is compiled with -DPU_MPI.

@@ -35,7 +35,7 @@ typedef enum {
 typedef enum {
     PU_EVAL_METRIC_ACCURACY = 1,    /* prediction == gold (option index / letter) */
     PU_EVAL_METRIC_EXACT_MATCH = 2, /* normalised string / numeric equality */
-    PU_EVAL_METRIC_PASS_AT_1 = 3,   /* needs a code sandbox: not scored yet */
+    PU_EVAL_METRIC_PASS_AT_1 = 3,   /* completion run against the tests in the sandbox */
     PU_EVAL_METRIC_CONTAINS = 4,    /* gold string found in the output (needle) */
 } pu_eval_metric;
 
@@ -155,6 +155,10 @@ typedef struct pu_eval_sample {
     int64_t n_context_ids;
     int32_t **option_ids;
     int64_t *option_lens;
+    /* pass@1 (code) tasks: the dataset's prompt (the code the completion
+     * continues) and the test program run after it (test + check(entry_point)) */
+    char *code_prompt;
+    char *code_test;
 } pu_eval_sample;
 
 /* Build sample i with `shots` few-shot examples (-1 = the task's default). */
@@ -189,7 +193,15 @@ typedef struct pu_eval_opts {
     pu_pool *pool; /* borrowed, may be NULL */
     const char *lora; /* "DIR[,DIR2]" PEFT adapters applied unmerged to the model (NULL: none) */
     double lora_scale; /* multiplier of every adapter's alpha/r (0 is taken as 1) */
+    double exec_timeout_s; /* pass@1: seconds per sample in the sandbox (0 = 10) */
 } pu_eval_opts;
+
+/* pass@1 of one completion: prompt + completion (or the code of a ```python
+ * block in it) + test run with python3 in the sandbox (pu_sandbox.h);
+ * *passed when it exits 0 in time. detail: "passed", "failed: <last stderr
+ * line>", "timed out". PU_ERR_UNSUPPORTED when the sandbox cannot be built. */
+pu_status pu_eval_exec_code(const char *prompt, const char *completion, const char *test,
+                            double timeout_s, bool *passed, pu_str *detail);
 
 /* Run the tasks, write out_dir/{results.json,results.md,report.html,
  * predictions.jsonl} (+ needle_<task>.svg), and append the Markdown table to

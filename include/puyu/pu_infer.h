@@ -33,6 +33,10 @@ typedef struct pu_sampler {
     int32_t *counts;   /* (V) occurrences of each id in the history (penalties) */
     int32_t *idx;      /* (V) scratch */
     float *probs;      /* (V) scratch */
+    /* optional constraint, applied to the logits before anything else (e.g.
+     * pu_json_constraint_mask_hook: disallowed ids set to -INFINITY) */
+    void (*mask_fn)(void *ud, float *logits, int64_t n_vocab);
+    void *mask_ud;
 } pu_sampler;
 
 pu_status pu_sampler_init(pu_sampler *s, const pu_sample_params *p, int64_t n_vocab);

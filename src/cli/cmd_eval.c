@@ -10,8 +10,12 @@
 
 #include "cmds.h"
 #include "opts.h"
+#include "common.h"
+#include "puyu/pu_agent.h"
 #include "puyu/pu_core.h"
 #include "puyu/pu_eval.h"
+#include "puyu/pu_model.h"
+#include "puyu/pu_tok.h"
 
 /* split "a,b,c" into owned strings */
 static char **split_list(const char *s, int *n) {
@@ -59,6 +63,81 @@ static int parse_int_list(const char *s, const char *what, int64_t **out, int *n
     return rc;
 }
 
+/* tool-use tasks (src/agent/tooleval.c): tooluse_en / tooluse_zh on
+ * DATA/../agent/glaive_toolcall_{en,zh}_demo.json; first call exact match */
+static bool is_tooluse(const char *t) { return !strncmp(t, "tooluse", 7); }
+
+static int run_tooluse(const char *task, const char *model, const char *tok_path, const char *api,
+                       const char *api_model, const char *data_dir, const char *out,
+                       int64_t limit, int64_t ctx, bool quiet) {
+    const char *lang = !strcmp(task, "tooluse_zh") ? "zh" : "en";
+    if (strcmp(task, "tooluse") && strcmp(task, "tooluse_en") && strcmp(task, "tooluse_zh")) {
+        fprintf(stderr, "puyu eval: unknown task '%s' (tool use: tooluse_en, tooluse_zh)\n", task);
+        return 2;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/../agent/glaive_toolcall_%s_demo.json", data_dir, lang);
+    if (!pu_file_exists(path))
+        snprintf(path, sizeof path, "%s/agent/glaive_toolcall_%s_demo.json", data_dir, lang);
+    pu_agent_llm llm = {0};
+    pu_model *m = NULL;
+    pu_tok *tok = NULL;
+    pu_session *s = NULL;
+    pu_status st = PU_OK;
+    if (api) {
+        pu_agent_api_cfg cfg = {.url = api, .model = api_model, .max_tokens = 256};
+        st = pu_agent_llm_api(&cfg, &llm);
+    } else {
+        st = pu_model_load(model, &m);
+        if (!st)
+            st = pu_cli_load_tokenizer(m, model, tok_path, &tok);
+        int64_t nc = ctx ? ctx : 4096;
+        if (!st && nc > pu_model_config(m)->max_position_embeddings)
+            nc = pu_model_config(m)->max_position_embeddings;
+        if (!st)
+            st = pu_session_create(m, nc, NULL, &s);
+        if (!st)
+            st = pu_agent_llm_local(m, tok, s, 256, 0, &llm);
+    }
+    char *pp = NULL;
+    FILE *pf = NULL;
+    if (!st) {
+        pu_mkdir_p(out);
+        char name[64];
+        snprintf(name, sizeof name, "tooluse_%s_predictions.jsonl", lang);
+        pp = pu_path_join(out, name);
+        pf = fopen(pp, "w");
+    }
+    pu_agent_tooluse_score sc;
+    pu_agent_tooluse_opts to = {.path = path,
+                                .limit = limit,
+                                .protocol = api ? PU_AGENT_OPENAI : PU_AGENT_NATIVE,
+                                .predictions = pf};
+    if (!st)
+        st = pu_agent_tooluse_eval(&llm, &to, &sc);
+    if (pf)
+        fclose(pf);
+    if (!st && !quiet)
+        printf("| tooluse_%s | tool | %lld | exact | %.2f | name %.2f | no call %lld |\n", lang,
+               (long long)sc.n, sc.n ? 100.0 * (double)sc.exact_ok / (double)sc.n : 0.0,
+               sc.n ? 100.0 * (double)sc.name_ok / (double)sc.n : 0.0, (long long)sc.no_call);
+    if (!st)
+        fprintf(stderr, "tool-use predictions written to %s\n", pp);
+    pu_free(pp);
+    if (api)
+        pu_agent_llm_api_free(&llm);
+    else if (llm.ud)
+        pu_agent_llm_local_free(&llm);
+    pu_session_destroy(s);
+    pu_tok_destroy(tok);
+    pu_model_destroy(m);
+    if (st) {
+        fprintf(stderr, "puyu eval: error: %s: %s\n", task, pu_err_msg());
+        return 1;
+    }
+    return 0;
+}
+
 static const char *default_data_dir(void) {
     static const char *cands[] = {"../shared/data/eval", "shared/data/eval",
                                   "../../shared/data/eval"};
@@ -74,6 +153,7 @@ int pu_cmd_eval(int argc, char **argv) {
     int64_t limit = 0, shots = -1, ctx = 0, max_tokens = 0, batch = 0;
     const char *lora_dirs = NULL;
     double lora_scale = 1.0;
+    double exec_timeout = 10;
     bool no_resume = false, list = false, quiet = false, chat = false;
     const pu_opt opts[] = {
         {"model", 'm', PU_OPT_STRING, &model, "MODEL", "model directory, .gguf or llama2.c .bin", 0,
@@ -97,6 +177,8 @@ int pu_cmd_eval(int argc, char **argv) {
          1e9},
         {"max-tokens", 0, PU_OPT_INT, &max_tokens, "N",
          "generation limit (default: each task's own)", 0, 1e9},
+        {"exec-timeout", 0, PU_OPT_DOUBLE, &exec_timeout, "S",
+         "pass@1 (humaneval): seconds per sample in the sandbox", 0.01, 3600},
         {"batch", 0, PU_OPT_INT, &batch, "N",
          "gen: sequences decoded together by the batching engine (0 = 16, 1 = one at a time)", 0,
          4096},
@@ -181,6 +263,15 @@ int pu_cmd_eval(int argc, char **argv) {
         pu_free(depths);
         return 2;
     }
+    /* tool-use tasks run on the agent side; the rest through pu_eval_run */
+    int n_tool = 0, n_reg = 0;
+    const char **tool_tasks = pu_calloc((size_t)n_tasks, sizeof(char *));
+    for (int i = 0; i < n_tasks; i++) {
+        if (is_tooluse(tasks[i]))
+            tool_tasks[n_tool++] = tasks[i];
+        else
+            tasks[n_reg++] = tasks[i];
+    }
     pu_pool *pool = model ? pu_pool_create(0) : NULL;
     pu_eval_opts o;
     memset(&o, 0, sizeof o);
@@ -195,6 +286,7 @@ int pu_cmd_eval(int argc, char **argv) {
     o.n_ctx = ctx;
     o.max_tokens = max_tokens;
     o.batch = batch;
+    o.exec_timeout_s = exec_timeout;
     o.no_resume = no_resume;
     o.chat = chat;
     o.progress = !quiet;
@@ -206,7 +298,7 @@ int pu_cmd_eval(int argc, char **argv) {
     o.lora = lora_dirs;
     o.lora_scale = lora_scale;
     pu_str md = {0};
-    pu_status st = pu_eval_run(&o, (const char *const *)tasks, n_tasks, &md);
+    pu_status st = n_reg ? pu_eval_run(&o, (const char *const *)tasks, n_reg, &md) : PU_OK;
     if (md.p && !quiet) {
         fputs(md.p, stdout);
         fflush(stdout);
@@ -221,8 +313,14 @@ int pu_cmd_eval(int argc, char **argv) {
         fprintf(stderr, "puyu eval: error: %s\n", pu_err_msg());
         ret = 1;
     }
+    for (int i = 0; i < n_tool && !ret; i++)
+        ret = run_tooluse(tool_tasks[i], model, tok, api, api_model, o.data_dir, out, limit, ctx,
+                          quiet);
+    for (int i = 0; i < n_tool; i++)
+        pu_free((char *)tool_tasks[i]);
+    pu_free(tool_tasks);
     pu_str_free(&md);
-    for (int i = 0; i < n_tasks; i++)
+    for (int i = 0; i < n_reg; i++)
         pu_free(tasks[i]);
     pu_free(tasks);
     pu_free(lens);

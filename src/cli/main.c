@@ -31,6 +31,8 @@ static const cmd_entry g_cmds[] = {
     {"chat", pu_cmd_chat, "chat with a model in the terminal"},
     {"serve", pu_cmd_serve, "serve a model over an OpenAI-compatible HTTP API (+ web chat)"},
     {"forward", pu_cmd_forward, "write the logits of every position of a token sequence"},
+    {"agent", pu_cmd_agent, "a tool-using agent (python sandbox, calculator, files, user tools)"},
+    {"sandbox", pu_cmd_sandbox, "run Python code contained (namespaces, seccomp, rlimits)"},
     {"info", pu_cmd_info, "describe a model: config, parameters, dtypes, memory"},
     {"lora", pu_cmd_lora, "LoRA adapters: merge into the base | export-gguf (llama.cpp)"},
 };

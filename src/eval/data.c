@@ -694,6 +694,21 @@ pu_status pu_eval_sample_build(const pu_eval_task *t, const pu_eval_data *d, int
     }
     out->gold = r->gold;
     out->gold_text = r->gold_text ? pu_strdup(r->gold_text) : NULL;
+    if (t->metric == PU_EVAL_METRIC_PASS_AT_1) {
+        json_t *pr = json_object_get(r->obj, "prompt"), *ts = json_object_get(r->obj, "test"),
+               *ep = json_object_get(r->obj, "entry_point");
+        if (!json_is_string(pr) || !json_is_string(ts) || !json_is_string(ep)) {
+            pu_eval_sample_free(out);
+            return pu_err_set(PU_ERR_FORMAT,
+                              "%s:%lld: task '%s': pass@1 needs string fields prompt, test and "
+                              "entry_point",
+                              rec_file(s, r), (long long)r->line, t->name);
+        }
+        pu_str x = {0};
+        pu_str_appendf(&x, "%s\n\ncheck(%s)\n", json_string_value(ts), json_string_value(ep));
+        out->code_test = pu_str_steal(&x);
+        out->code_prompt = pu_strdup(json_string_value(pr));
+    }
     int nopt = rec_n_options(t, r);
     pu_status st = PU_OK;
     if (t->ids_input) {
@@ -757,6 +772,8 @@ pu_status pu_eval_sample_build(const pu_eval_task *t, const pu_eval_data *d, int
 }
 
 void pu_eval_sample_free(pu_eval_sample *s) {
+    pu_free(s->code_prompt);
+    pu_free(s->code_test);
     pu_free(s->id);
     pu_free(s->context);
     if (s->options)

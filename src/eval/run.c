@@ -358,8 +358,8 @@ static void gen_params(const ev_runner *r, const pu_eval_task *t, pu_eval_gen_pa
 }
 
 /* extraction + metric of one generated output; fills pred */
-static pu_status gen_finish(const pu_eval_task *t, const pu_eval_sample *s, const char *text,
-                            int64_t ptok, json_t *pred) {
+static pu_status gen_finish(const ev_runner *r, const pu_eval_task *t, const pu_eval_sample *s,
+                            const char *text, int64_t ptok, json_t *pred) {
     pu_str out = {0};
     pu_str_puts(&out, text ? text : "");
     pu_str ext = {0};
@@ -392,6 +392,18 @@ static pu_status gen_finish(const pu_eval_task *t, const pu_eval_sample *s, cons
         pu_str_puts(&ext, "");
     if (t->metric == PU_EVAL_METRIC_ACCURACY || t->metric == PU_EVAL_METRIC_EXACT_MATCH)
         correct = json_boolean(have && s->gold_text && pu_eval_answers_match(ext.p, s->gold_text));
+    if (t->metric == PU_EVAL_METRIC_PASS_AT_1 && !st && s->code_test) {
+        bool passed = false;
+        pu_str detail = {0};
+        /* the raw completion: leading indentation is part of the function body */
+        st = pu_eval_exec_code(s->code_prompt, out.p, s->code_test, r->o->exec_timeout_s, &passed,
+                               &detail);
+        if (!st) {
+            correct = json_boolean(passed);
+            json_object_set_new(pred, "exec", json_string(detail.p ? detail.p : ""));
+        }
+        pu_str_free(&detail);
+    }
     json_object_set_new(pred, "prediction", have ? json_string(ext.p) : json_null());
     json_object_set_new(pred, "gold", s->gold_text ? json_string(s->gold_text) : json_null());
     json_object_set_new(pred, "correct", correct);
@@ -411,7 +423,7 @@ static pu_status run_gen_sample(ev_runner *r, const pu_eval_task *t, pu_eval_sam
     int64_t ptok = -1;
     pu_status st = generate(r, s->context, &gp, &out, &ptok);
     if (!st)
-        st = gen_finish(t, s, out.p, ptok, pred);
+        st = gen_finish(r, t, s, out.p, ptok, pred);
     pu_str_free(&out);
     return st;
 }
@@ -537,7 +549,7 @@ static pu_status gen_batch(ev_runner *r, const pu_eval_task *t, pu_eval_sample *
                     *h = 0;
                 }
             }
-        st = gen_finish(t, &ss[k], jobs[k].out.p, jobs[k].n_prompt, preds[k]);
+        st = gen_finish(r, t, &ss[k], jobs[k].out.p, jobs[k].n_prompt, preds[k]);
     }
     for (int k = 0; k < m; k++)
         pu_str_free(&jobs[k].out);
@@ -917,10 +929,10 @@ static pu_status run_task(ev_runner *r, const pu_eval_task *t, ev_task_result *r
         json_object_set_new(S, "acc_norm", n ? json_real((double)n_norm / (double)n) : json_null());
         json_object_set_new(S, "length_norm", json_string(t->length_norm));
     } else if (t->metric == PU_EVAL_METRIC_PASS_AT_1) {
-        json_object_set_new(S, "pass@1", json_null());
-        json_object_set_new(S, "note",
-                            json_string("generation only: pass@1 needs a code sandbox "
-                                        "(not implemented yet); see predictions"));
+        json_object_set_new(S, "pass@1",
+                            n_scored ? json_real((double)n_ok / (double)n_scored) : json_null());
+        json_object_set_new(S, "note", json_string("completions executed against the tests in "
+                                                   "the sandbox (see predictions: exec)"));
     } else {
         const char *mk = t->metric == PU_EVAL_METRIC_ACCURACY ? "acc" : "em";
         json_object_set_new(S, mk,

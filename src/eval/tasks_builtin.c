@@ -259,7 +259,7 @@ static const ev_builtin builtins[] = {
 {"humaneval",
     "{\n"
     "  \"name\": \"humaneval\",\n"
-    "  \"description\": \"HumanEval (first 50 problems), greedy completion of the function body. pass@1 needs a code sandbox, which puyu does not have yet: completions are recorded, not scored.\",\n"
+    "  \"description\": \"HumanEval (first 50 problems), greedy completion of the function body; pass@1: prompt + completion + the tests run with python3 in the sandbox (per-sample timeout).\",\n"
     "  \"mode\": \"gen\",\n"
     "  \"dataset\": {\"path\": \"humaneval/HumanEval_first50.jsonl\", \"format\": \"jsonl\"},\n"
     "  \"fields\": {\"id\": \"task_id\"},\n"

@@ -115,6 +115,8 @@ static int cmp_desc(const void *a, const void *b) {
 int32_t pu_sampler_sample(pu_sampler *s, float *logits, float *logprob) {
     int64_t V = s->n_vocab;
     const pu_sample_params *p = &s->p;
+    if (s->mask_fn)
+        s->mask_fn(s->mask_ud, logits, V);
     /* penalties on raw logits */
     if (p->repetition_penalty != 1.0f || p->presence_penalty != 0.0f ||
         p->frequency_penalty != 0.0f) {
