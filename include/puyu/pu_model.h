@@ -120,6 +120,12 @@ void pu_model_destroy(pu_model *m);
 pu_status pu_model_init_random(const pu_config *c, pu_dtype dtype, uint64_t seed, float std,
                                bool uniform, pu_pool *pool, pu_model **out);
 
+/* A copy of m with every matrix re-encoded in dtype (ggml's reference
+ * quantizers for the block types; F32/F16/BF16 convert); norm weights stay
+ * F32. Row lengths must be multiples of the block size (errors name the
+ * tensor). The copy owns its weights; m may be destroyed afterwards. */
+pu_status pu_model_quantize(const pu_model *m, pu_dtype dtype, pu_pool *pool, pu_model **out);
+
 const pu_config *pu_model_config(const pu_model *m);
 const pu_weights *pu_model_weights(const pu_model *m);
 /* "safetensors", "gguf" or "llama2c" */

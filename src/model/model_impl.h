@@ -34,4 +34,9 @@ pu_status pu_model_load_llama2c_(pu_model *m, const char *path);
  * errors name the tensor. Converts 1-D norm weights to owned F32. */
 pu_status pu_model_validate_(pu_model *m, const char *what);
 
+/* dst = src (a 2-D matrix of any dtype) re-encoded row by row in dt
+ * (quant_model.c), buffer owned by m; `name` for errors. */
+pu_status pu_tensor_requant_(pu_model *m, pu_tensor *dst, const pu_tensor *src, pu_dtype dt,
+                             pu_pool *pool, const char *name);
+
 #endif
