@@ -3,7 +3,8 @@
  * whole in-memory GGUF model loader (pu_gguf_load_mem_: parse, KV lookup,
  * config checks, tensor binding) and pu_model_validate_, touching the first
  * and last byte of every bound matrix and dequantizing its last row (the
- * quantized block types). Inputs without the "GGUF" magic go
+ * quantized block types), and the first row of every parsed tensor of a
+ * supported type, bound or not. Inputs without the "GGUF" magic go
  * to the llama2.c loader (pu_llama2c_load_mem_), as pu_model_load dispatches.
  * Must never crash, leak, or allocate from an unchecked count.
  */
@@ -41,6 +42,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             if (t->nbytes > 0) {
                 sink ^= f.data[t->offset];
                 sink ^= f.data[t->offset + (uint64_t)t->nbytes - 1];
+            }
+            /* dequantize the first row of any tensor of a supported type */
+            pu_dtype dt;
+            if (t->nbytes > 0 && pu_dtype_from_ggml(t->type, &dt) && t->ne[0] <= 65536) {
+                float *row = pu_malloc((size_t)t->ne[0] * sizeof(float));
+                pu_kernels_get()->to_f32[dt](row, f.data + t->offset, t->ne[0]);
+                sink ^= (uint8_t)(row[0] != row[0]);
+                pu_free(row);
             }
         }
         (void)pu_gguf_find_kv_(&f, "general.architecture");

@@ -10,6 +10,7 @@ nothing of it is vendored into puyu. Writes tests/golden/quant/:
   <type>.f32     gguf-py's dequantization of them (float32 little-endian)
   <type>.qin     random float32 rows (legacy types: gguf-py has a quantizer)
   <type>.qout    gguf-py's quantization of <type>.qin
+and fuzz/seeds/fuzz_gguf/quant_types.gguf (one tensor per block type).
 """
 import argparse
 import os
@@ -68,6 +69,42 @@ def main():
             x.astype("<f4").tofile(os.path.join(a.out, name.lower() + ".qin"))
             q.astype(np.uint8).tofile(os.path.join(a.out, name.lower() + ".qout"))
     print("wrote", a.out)
+    write_fuzz_seed(rng, quants, GT)
+
+
+def write_fuzz_seed(rng, quants, GT):
+    """fuzz/seeds/fuzz_gguf/quant_types.gguf: one 2-row tensor per block
+    type (random blocks, valid fp16 scales) plus a Q2_K one (unsupported)."""
+    import struct
+    ALIGN = 32
+
+    def s(b):
+        b = b.encode()
+        return struct.pack("<Q", len(b)) + b
+    kv = s("general.architecture") + struct.pack("<I", 8) + s("llama")
+    tensors = []
+    for name, (halves, bbytes, blck) in LAYOUT.items():
+        raw = rng.integers(0, 256, size=(2 * (256 // blck), bbytes), dtype=np.uint8)
+        for off in halves:
+            h = (rng.standard_normal(raw.shape[0]) * 0.05).astype(np.float16)
+            raw[:, off:off + 2] = h.view(np.uint8).reshape(-1, 2)
+        tensors.append((name.lower(), int(GT[name]), raw.tobytes()))
+    tensors.append(("q2_k", 10, bytes(2 * 84)))
+    out = bytearray(b"GGUF") + struct.pack("<IQQ", 3, len(tensors), 1) + kv
+    off, blobs = 0, []
+    for name, gt, data in tensors:
+        out += s(name) + struct.pack("<IQQIQ", 2, 256, 2, gt, off)
+        blobs.append((off, data))
+        off += len(data) + (-len(data)) % ALIGN
+    out += b"\0" * ((-len(out)) % ALIGN)
+    base = len(out)
+    for o, data in blobs:
+        out += b"\0" * (base + o - len(out)) + data
+    p = os.path.join(os.path.dirname(__file__), "..", "fuzz", "seeds", "fuzz_gguf",
+                     "quant_types.gguf")
+    with open(p, "wb") as f:
+        f.write(out)
+    print("wrote", p)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ static const cmd_entry g_cmds[] = {
     {"serve", pu_cmd_serve, "serve a model over an OpenAI-compatible HTTP API (+ web chat)"},
     {"forward", pu_cmd_forward, "write the logits of every position of a token sequence"},
     {"info", pu_cmd_info, "describe a model: config, parameters, dtypes, memory"},
+    {"quantize", pu_cmd_quantize, "quantize a model (Q8_0, Q4_0, ..., Q6_K) to a GGUF file"},
 };
 
 static void usage(FILE *f) {

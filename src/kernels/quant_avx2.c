@@ -38,10 +38,6 @@ AI float h2f(uint16_t h) {
 AI __m256i dot_us(__m256i u, __m256i s) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 }
-/* s8 x s8 via abs/sign */
-AI __m256i dot_ss(__m256i a, __m256i b) {
-    return dot_us(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
-}
 
 /* 16 bytes of packed nibbles -> 32 bytes: low nibbles (elements 0..15) in the
  * low lane, high nibbles (16..31) in the high lane */
@@ -82,7 +78,7 @@ void pu_avx2_quantize_act(int8_t *qs, float *d, int16_t *s, const float *x, int6
         float amax = _mm_cvtss_f32(h);
         float db = amax / 127.0f, id = db != 0.0f ? 1.0f / db : 0.0f;
         __m256 vid = _mm256_set1_ps(id);
-        const int rm = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+#define rm (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
         __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, vid), rm));
         __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, vid), rm));
         __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, vid), rm));
@@ -93,6 +89,7 @@ void pu_avx2_quantize_act(int8_t *qs, float *d, int16_t *s, const float *x, int6
         i1 = _mm256_max_epi32(_mm256_min_epi32(i1, hi), lo);
         i2 = _mm256_max_epi32(_mm256_min_epi32(i2, hi), lo);
         i3 = _mm256_max_epi32(_mm256_min_epi32(i3, hi), lo);
+#undef rm
         __m256i sum = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
         __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
         s4 = _mm_hadd_epi32(s4, s4);

@@ -58,6 +58,18 @@ pu_status pu_tensor_requant_(pu_model *m, pu_tensor *dst, const pu_tensor *src, 
     return PU_OK;
 }
 
+/* llama-quantize's fallback for rows that do not divide into blocks:
+ * K-quants -> Q5_0 / Q5_1 / Q8_0 when the row divides by 32, else F16 */
+static pu_dtype fallback(pu_dtype dt, int64_t K) {
+    if (pu_dtype_nbytes(dt, K) >= 0)
+        return dt;
+    pu_dtype f = dt == PU_DTYPE_Q4_K   ? PU_DTYPE_Q5_0
+                 : dt == PU_DTYPE_Q5_K ? PU_DTYPE_Q5_1
+                 : dt == PU_DTYPE_Q6_K ? PU_DTYPE_Q8_0
+                                       : PU_DTYPE_F16;
+    return pu_dtype_nbytes(f, K) >= 0 ? f : PU_DTYPE_F16;
+}
+
 static pu_status copy_norm(pu_model *m, pu_tensor *dst, const pu_tensor *src) {
     int64_t n = pu_tensor_numel(src);
     float *p = pu_malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
@@ -85,7 +97,8 @@ pu_status pu_model_quantize(const pu_model *src, pu_dtype dt, pu_pool *pool, pu_
     char name[64];
 #define RQ(field, nm)                                                        \
     do {                                                                     \
-        if ((st = pu_tensor_requant_(m, &m->w.field, &sw->field, dt, pool, nm)) != PU_OK) \
+        if ((st = pu_tensor_requant_(m, &m->w.field, &sw->field,                  \
+                                     fallback(dt, sw->field.shape[1]), pool, nm)) != PU_OK) \
             goto fail;                                                       \
     } while (0)
     RQ(tok_embeddings, "tok_embeddings");
@@ -102,7 +115,8 @@ pu_status pu_model_quantize(const pu_model *src, pu_dtype dt, pu_pool *pool, pu_
 #define RQL(f)                                                                        \
     do {                                                                              \
         snprintf(name, sizeof name, "layers.%lld." #f, (long long)l);                 \
-        if ((st = pu_tensor_requant_(m, &b->f, &a->f, dt, pool, name)) != PU_OK)      \
+        if ((st = pu_tensor_requant_(m, &b->f, &a->f, fallback(dt, a->f.shape[1]), pool, \
+                                     name)) != PU_OK)                                  \
             goto fail;                                                                \
     } while (0)
         if (a->wqkv.data) {
