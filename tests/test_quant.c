@@ -21,7 +21,7 @@
  *    0.015-0.018 of max|logit|); vs the original F32 model (weight rounding)
  *    relative RMS per type (measured Q8_0 0.021, Q4_0 0.27, Q4_1 0.23, Q5_0
  *    0.14, Q5_1 0.12, Q4_K 0.21, Q5_K 0.11, Q6_K 0.058; bounds ~1.3x);
- *    token-by-token decode equals the prefill logits (1e-4·max).
+ *    token-by-token decode vs prefill logits within 0.025·max|logit|.
  */
 #include <math.h>
 #include <stdio.h>
@@ -198,14 +198,16 @@ static void check_model(pu_dtype t, double wbound, const pu_model *f32, pu_pool 
                  pu_dtype_name(t), e_dq, (double)scale, r_dq);
     PT_CHECK_MSG(r_f <= wbound, "%s: logits vs the F32 model: relative rms %.4g > %.3g",
                  pu_dtype_name(t), r_f, wbound);
-    /* prefill == token-by-token decode (same per-row arithmetic) */
+    /* token-by-token decode vs prefill: the SIMD kernels sum a single row in
+     * two FMA chains and 4 rows in one each, and an fp32 difference can flip
+     * an int8 activation level downstream, so the bound is the quantized one */
     pu_session_reset(sq);
     for (int i = 0; i < n; i++)
         PT_OK(pu_session_eval(sq, ids + i, 1, dec, false));
     double e_dec = 0;
     for (int64_t v = 0; v < V; v++)
         e_dec = fmax(e_dec, fabs((double)dec[v] - lq[(n - 1) * V + v]));
-    PT_CHECK_MSG(e_dec <= 1e-4 * scale, "%s: decode vs prefill logits differ by %.3g",
+    PT_CHECK_MSG(e_dec <= 0.025 * scale, "%s: decode vs prefill logits differ by %.3g",
                  pu_dtype_name(t), e_dec);
     pu_session_destroy(sq), pu_session_destroy(sd), pu_session_destroy(sf);
     pu_free(lq), pu_free(ld), pu_free(lf), pu_free(dec);

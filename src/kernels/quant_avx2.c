@@ -107,6 +107,9 @@ void pu_avx2_quantize_act(int8_t *qs, float *d, int16_t *s, const float *x, int6
 /* ---------------------------------------------------------------- dots */
 
 #define MAXNT 4
+/* accumulator of row t for block parity j: 4 rows give 4 independent FMA
+ * chains; a single row alternates two (the FMA latency would bound it) */
+#define ACC(t, j) acc[NT == 1 ? ((j) & 1) : (t)]
 
 /* Every kernel: y[tt] = dot(weight row w, activation row tt) for tt < NT. */
 #define ROWS_ARGS                                                                           \
@@ -115,8 +118,8 @@ void pu_avx2_quantize_act(int8_t *qs, float *d, int16_t *s, const float *x, int6
 
 AI void rows_q8_0(ROWS_ARGS) {
     int64_t nb = K / QK;
-    __m256 acc[MAXNT];
-    for (int t = 0; t < NT; t++)
+    __m256 acc[MAXNT + 1]; /* NT == 1: two chains (blocks alternate) */
+    for (int t = 0; t < MAXNT + 1; t++)
         acc[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         const blk_q8_0 *b = (const blk_q8_0 *)(w + i * sizeof *b);
@@ -125,20 +128,20 @@ AI void rows_q8_0(ROWS_ARGS) {
         float dw = h2f(b->d);
         for (int t = 0; t < NT; t++) {
             __m256i p = dot_us(aq, _mm256_sign_epi8(lda(qa + t * K + i * QK), q));
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * da[t * nb + i]), _mm256_cvtepi32_ps(p),
-                                     acc[t]);
+            ACC(t, i) = _mm256_fmadd_ps(_mm256_set1_ps(dw * da[t * nb + i]), _mm256_cvtepi32_ps(p),
+                                        ACC(t, i));
         }
     }
     for (int t = 0; t < NT; t++)
-        out[t] = hsum(acc[t]);
+        out[t] = hsum(NT == 1 ? _mm256_add_ps(acc[0], acc[1]) : acc[t]);
 }
 
 /* Q4_0 / Q5_0: signed levels (q - off) */
 AI void rows_q40_50(ROWS_ARGS, bool five) {
     int64_t nb = K / QK;
     size_t bs = five ? sizeof(blk_q5_0) : sizeof(blk_q4_0);
-    __m256 acc[MAXNT];
-    for (int t = 0; t < NT; t++)
+    __m256 acc[MAXNT + 1]; /* NT == 1: two chains (blocks alternate) */
+    for (int t = 0; t < MAXNT + 1; t++)
         acc[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         const uint8_t *b = w + (size_t)i * bs;
@@ -155,22 +158,24 @@ AI void rows_q40_50(ROWS_ARGS, bool five) {
         float dw = h2f(dh);
         for (int t = 0; t < NT; t++) {
             __m256i p = dot_us(aq, _mm256_sign_epi8(lda(qa + t * K + i * QK), q));
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * da[t * nb + i]), _mm256_cvtepi32_ps(p),
-                                     acc[t]);
+            ACC(t, i) = _mm256_fmadd_ps(_mm256_set1_ps(dw * da[t * nb + i]), _mm256_cvtepi32_ps(p),
+                                        ACC(t, i));
         }
     }
     for (int t = 0; t < NT; t++)
-        out[t] = hsum(acc[t]);
+        out[t] = hsum(NT == 1 ? _mm256_add_ps(acc[0], acc[1]) : acc[t]);
 }
 
 /* Q4_1 / Q5_1: unsigned levels, d * q + m */
 AI void rows_q41_51(ROWS_ARGS, bool five) {
     int64_t nb = K / QK;
     size_t bs = five ? sizeof(blk_q5_1) : sizeof(blk_q4_1);
-    __m256 acc[MAXNT];
+    __m256 acc[MAXNT + 1]; /* NT == 1: two chains (blocks alternate) */
     float accm[MAXNT];
+    for (int t = 0; t < MAXNT + 1; t++)
+        acc[t] = _mm256_setzero_ps();
     for (int t = 0; t < NT; t++)
-        acc[t] = _mm256_setzero_ps(), accm[t] = 0.0f;
+        accm[t] = 0.0f;
     for (int64_t i = 0; i < nb; i++) {
         const uint8_t *b = w + (size_t)i * bs;
         uint16_t dh, mh;
@@ -181,21 +186,23 @@ AI void rows_q41_51(ROWS_ARGS, bool five) {
         for (int t = 0; t < NT; t++) {
             __m256i p = dot_us(q, lda(qa + t * K + i * QK));
             float a = da[t * nb + i];
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * a), _mm256_cvtepi32_ps(p), acc[t]);
+            ACC(t, i) = _mm256_fmadd_ps(_mm256_set1_ps(dw * a), _mm256_cvtepi32_ps(p), ACC(t, i));
             accm[t] += (mw * a) * (float)sa[t * nb + i];
         }
     }
     for (int t = 0; t < NT; t++)
-        out[t] = hsum(acc[t]) + accm[t];
+        out[t] = hsum(NT == 1 ? _mm256_add_ps(acc[0], acc[1]) : acc[t]) + accm[t];
 }
 
 /* Q4_K / Q5_K */
 AI void rows_qk45(ROWS_ARGS, bool five) {
     int64_t nb = K / QK_K, na = K / QK;
-    __m256 acc[MAXNT];
+    __m256 acc[MAXNT + 1]; /* NT == 1: two chains (blocks alternate) */
     float accm[MAXNT];
+    for (int t = 0; t < MAXNT + 1; t++)
+        acc[t] = _mm256_setzero_ps();
     for (int t = 0; t < NT; t++)
-        acc[t] = _mm256_setzero_ps(), accm[t] = 0.0f;
+        accm[t] = 0.0f;
     for (int64_t i = 0; i < nb; i++) {
         const uint8_t *scales, *qs, *qh = NULL;
         uint16_t dh, mh;
@@ -207,19 +214,29 @@ AI void rows_qk45(ROWS_ARGS, bool five) {
             scales = b->scales, qs = b->qs, dh = b->d, mh = b->dmin;
         }
         float d = h2f(dh), dmin = h2f(mh);
-        __m256i hb = five ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
-        for (int c = 0; c < 4; c++) {
-            __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
-            __m256i q0 = _mm256_and_si256(raw, _mm256_set1_epi8(0x0F));
-            __m256i q1 = _mm256_and_si256(_mm256_srli_epi16(raw, 4), _mm256_set1_epi8(0x0F));
-            if (five) {
-                __m256i m0 = _mm256_set1_epi8((char)(1 << (2 * c)));
-                __m256i m1 = _mm256_set1_epi8((char)(1 << (2 * c + 1)));
-                __m256i h0 = _mm256_cmpeq_epi8(_mm256_and_si256(hb, m0), m0);
-                __m256i h1 = _mm256_cmpeq_epi8(_mm256_and_si256(hb, m1), m1);
-                q0 = _mm256_or_si256(q0, _mm256_and_si256(h0, _mm256_set1_epi8(0x10)));
-                q1 = _mm256_or_si256(q1, _mm256_and_si256(h1, _mm256_set1_epi8(0x10)));
+        /* unpack the super-block's levels once (L1), reused by the NT rows */
+        _Alignas(32) uint8_t lv[QK_K];
+        {
+            __m256i hb = five ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
+            for (int c = 0; c < 4; c++) {
+                __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+                __m256i q0 = _mm256_and_si256(raw, _mm256_set1_epi8(0x0F));
+                __m256i q1 = _mm256_and_si256(_mm256_srli_epi16(raw, 4), _mm256_set1_epi8(0x0F));
+                if (five) {
+                    /* bit 2c / 2c+1 of qh[l] -> bit 4 */
+                    __m256i h0 = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * c), _mm256_set1_epi8(1));
+                    __m256i h1 =
+                        _mm256_and_si256(_mm256_srli_epi16(hb, 2 * c + 1), _mm256_set1_epi8(1));
+                    q0 = _mm256_or_si256(q0, _mm256_slli_epi16(h0, 4));
+                    q1 = _mm256_or_si256(q1, _mm256_slli_epi16(h1, 4));
+                }
+                _mm256_store_si256((__m256i *)(lv + 64 * c), q0);
+                _mm256_store_si256((__m256i *)(lv + 64 * c + 32), q1);
             }
+        }
+        for (int c = 0; c < 4; c++) {
+            __m256i q0 = _mm256_load_si256((const __m256i *)(lv + 64 * c));
+            __m256i q1 = _mm256_load_si256((const __m256i *)(lv + 64 * c + 32));
             int sc0, m0s, sc1, m1s;
             pu_q_scale_min_k4(2 * c, scales, &sc0, &m0s);
             pu_q_scale_min_k4(2 * c + 1, scales, &sc1, &m1s);
@@ -230,21 +247,21 @@ AI void rows_qk45(ROWS_ARGS, bool five) {
                 __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(q0, lda(qt)), vs0);
                 __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(q1, lda(qt + QK)), vs1);
                 float e0 = da[t * na + a0], e1 = da[t * na + a0 + 1];
-                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * e0), _mm256_cvtepi32_ps(p0), acc[t]);
-                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * e1), _mm256_cvtepi32_ps(p1), acc[t]);
+                ACC(t, 0) = _mm256_fmadd_ps(_mm256_set1_ps(d * e0), _mm256_cvtepi32_ps(p0), ACC(t, 0));
+                ACC(t, 1) = _mm256_fmadd_ps(_mm256_set1_ps(d * e1), _mm256_cvtepi32_ps(p1), ACC(t, 1));
                 accm[t] += (dmin * e0) * (float)(m0s * sa[t * na + a0]) +
                            (dmin * e1) * (float)(m1s * sa[t * na + a0 + 1]);
             }
         }
     }
     for (int t = 0; t < NT; t++)
-        out[t] = hsum(acc[t]) - accm[t];
+        out[t] = hsum(NT == 1 ? _mm256_add_ps(acc[0], acc[1]) : acc[t]) - accm[t];
 }
 
 AI void rows_q6_k(ROWS_ARGS) {
     int64_t nb = K / QK_K, na = K / QK;
-    __m256 acc[MAXNT];
-    for (int t = 0; t < NT; t++)
+    __m256 acc[MAXNT + 1]; /* NT == 1: two chains (blocks alternate) */
+    for (int t = 0; t < MAXNT + 1; t++)
         acc[t] = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
     const __m256i k32 = _mm256_set1_epi8(32);
@@ -274,14 +291,14 @@ AI void rows_q6_k(ROWS_ARGS) {
                     __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(q[g], x),
                                                  _mm256_maddubs_epi16(k32, x));
                     p = _mm256_madd_epi16(p, vs);
-                    acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * da[t * na + a]),
-                                             _mm256_cvtepi32_ps(p), acc[t]);
+                    ACC(t, g) = _mm256_fmadd_ps(_mm256_set1_ps(d * da[t * na + a]),
+                                                _mm256_cvtepi32_ps(p), ACC(t, g));
                 }
             }
         }
     }
     for (int t = 0; t < NT; t++)
-        out[t] = hsum(acc[t]);
+        out[t] = hsum(NT == 1 ? _mm256_add_ps(acc[0], acc[1]) : acc[t]);
 }
 
 /* ---------------------------------------------------------------- matmuls */
