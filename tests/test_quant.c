@@ -209,6 +209,28 @@ static void check_model(pu_dtype t, double wbound, const pu_model *f32, pu_pool 
         e_dec = fmax(e_dec, fabs((double)dec[v] - lq[(n - 1) * V + v]));
     PT_CHECK_MSG(e_dec <= 0.025 * scale, "%s: decode vs prefill logits differ by %.3g",
                  pu_dtype_name(t), e_dec);
+    /* the paged, batched engine forward on the quantized weights: two
+     * sequences in one batch, logits of their last tokens vs the session */
+    pu_kv_pages kv;
+    pu_batch_ws *ws = NULL;
+    PT_OK(pu_kv_pages_init(&kv, c, 8, 16));
+    PT_OK(pu_batch_ws_create(q, 32, &ws));
+    if (ws) {
+        int32_t blocks0[2] = {0, 1}, blocks1[2] = {2, 3};
+        pu_batch_seq seqs[2] = {{blocks0, ids, 0, n, true}, {blocks1, ids, 0, 5, true}};
+        float *bl = pu_malloc((size_t)(2 * V) * sizeof(float));
+        PT_OK(pu_model_forward_batch(q, pool, pu_kernels_get(), &kv, ws, seqs, 2, bl));
+        double eb = 0;
+        for (int64_t v = 0; v < V; v++) {
+            eb = fmax(eb, fabs((double)bl[v] - lq[(n - 1) * V + v]));
+            eb = fmax(eb, fabs((double)bl[V + v] - lq[4 * V + v]));
+        }
+        PT_CHECK_MSG(eb <= 0.025 * scale, "%s: batched engine vs session logits differ by %.3g",
+                     pu_dtype_name(t), eb);
+        pu_free(bl);
+    }
+    pu_batch_ws_destroy(ws);
+    pu_kv_pages_deinit(&kv);
     pu_session_destroy(sq), pu_session_destroy(sd), pu_session_destroy(sf);
     pu_free(lq), pu_free(ld), pu_free(lf), pu_free(dec);
     pu_model_destroy(q), pu_model_destroy(dq);
@@ -324,6 +346,7 @@ PT_SUITE(quant) {
         for (int i = 0; i < N_QT; i++) {
             check_kernels(k_qt[i], 1, 19, 512);
             check_kernels(k_qt[i], 6, 21, 768);
+            check_kernels(k_qt[i], 5, 9, 2560); /* K sliced in prefill (QKC 2048) */
         }
     }
 

@@ -4,7 +4,8 @@
  * Owns: pu_config (every InternLM2Config field), the in-memory weight views
  * (pu_weights), loaders for a Hugging Face model directory (config.json +
  * model.safetensors or an index + shards; F32/BF16/F16), a GGUF file (llama /
- * internlm2 architectures, F32/F16) and a llama2.c checkpoint — all three map
+ * internlm2 architectures, F32/F16/BF16 and ggml's Q8_0, Q4_0, Q4_1, Q5_0,
+ * Q5_1, Q4_K, Q5_K, Q6_K block types) and a llama2.c checkpoint — all three map
  * onto the same pu_model — and pu_session, an inference context holding a KV
  * cache that prefills a prompt in one pass and decodes incrementally.
  *

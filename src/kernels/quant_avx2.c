@@ -13,8 +13,8 @@
  * then a horizontal sum), so results agree to ~1e-6 relative of sum|terms|.
  *
  * Prefill: each weight block is unpacked once and used for up to 4 activation
- * rows (4 accumulators), rows of W in the outer loop so a weight row stays in
- * L1 while all activation rows stream from L2.
+ * rows (4 accumulators), rows of W in the outer loop so a weight row slice
+ * stays in L1 while the activation rows of a K slice (QKC) stream from L2.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -112,11 +112,13 @@ void pu_avx2_quantize_act(int8_t *qs, float *d, int16_t *s, const float *x, int6
 #define ACC(t, j) acc[NT == 1 ? ((j) & 1) : (t)]
 
 /* Every kernel: y[tt] = dot(weight row w, activation row tt) for tt < NT. */
+/* K elements of the weight row; activation row t at qa + t*ld, da/sa + t*ld/32 */
 #define ROWS_ARGS                                                                           \
-    const uint8_t *w, const int8_t *qa, const float *da, const int16_t *sa, int64_t K, int NT, \
-        float *out
+    const uint8_t *w, const int8_t *qa, const float *da, const int16_t *sa, int64_t K,         \
+        int64_t ld, int NT, float *out
 
 AI void rows_q8_0(ROWS_ARGS) {
+    const int64_t ldb = ld / QK;
     int64_t nb = K / QK;
     __m256 acc[MAXNT + 1]; /* NT == 1: two chains (blocks alternate) */
     for (int t = 0; t < MAXNT + 1; t++)
@@ -127,8 +129,8 @@ AI void rows_q8_0(ROWS_ARGS) {
         __m256i aq = _mm256_sign_epi8(q, q);
         float dw = h2f(b->d);
         for (int t = 0; t < NT; t++) {
-            __m256i p = dot_us(aq, _mm256_sign_epi8(lda(qa + t * K + i * QK), q));
-            ACC(t, i) = _mm256_fmadd_ps(_mm256_set1_ps(dw * da[t * nb + i]), _mm256_cvtepi32_ps(p),
+            __m256i p = dot_us(aq, _mm256_sign_epi8(lda(qa + t * ld + i * QK), q));
+            ACC(t, i) = _mm256_fmadd_ps(_mm256_set1_ps(dw * da[t * ldb + i]), _mm256_cvtepi32_ps(p),
                                         ACC(t, i));
         }
     }
@@ -138,6 +140,7 @@ AI void rows_q8_0(ROWS_ARGS) {
 
 /* Q4_0 / Q5_0: signed levels (q - off) */
 AI void rows_q40_50(ROWS_ARGS, bool five) {
+    const int64_t ldb = ld / QK;
     int64_t nb = K / QK;
     size_t bs = five ? sizeof(blk_q5_0) : sizeof(blk_q4_0);
     __m256 acc[MAXNT + 1]; /* NT == 1: two chains (blocks alternate) */
@@ -157,8 +160,8 @@ AI void rows_q40_50(ROWS_ARGS, bool five) {
         __m256i aq = _mm256_sign_epi8(q, q);
         float dw = h2f(dh);
         for (int t = 0; t < NT; t++) {
-            __m256i p = dot_us(aq, _mm256_sign_epi8(lda(qa + t * K + i * QK), q));
-            ACC(t, i) = _mm256_fmadd_ps(_mm256_set1_ps(dw * da[t * nb + i]), _mm256_cvtepi32_ps(p),
+            __m256i p = dot_us(aq, _mm256_sign_epi8(lda(qa + t * ld + i * QK), q));
+            ACC(t, i) = _mm256_fmadd_ps(_mm256_set1_ps(dw * da[t * ldb + i]), _mm256_cvtepi32_ps(p),
                                         ACC(t, i));
         }
     }
@@ -168,6 +171,7 @@ AI void rows_q40_50(ROWS_ARGS, bool five) {
 
 /* Q4_1 / Q5_1: unsigned levels, d * q + m */
 AI void rows_q41_51(ROWS_ARGS, bool five) {
+    const int64_t ldb = ld / QK;
     int64_t nb = K / QK;
     size_t bs = five ? sizeof(blk_q5_1) : sizeof(blk_q4_1);
     __m256 acc[MAXNT + 1]; /* NT == 1: two chains (blocks alternate) */
@@ -184,10 +188,10 @@ AI void rows_q41_51(ROWS_ARGS, bool five) {
         __m256i q = five ? _mm256_or_si256(nib32(b + 8), bits32(b + 4)) : nib32(b + 4);
         float dw = h2f(dh), mw = h2f(mh);
         for (int t = 0; t < NT; t++) {
-            __m256i p = dot_us(q, lda(qa + t * K + i * QK));
-            float a = da[t * nb + i];
+            __m256i p = dot_us(q, lda(qa + t * ld + i * QK));
+            float a = da[t * ldb + i];
             ACC(t, i) = _mm256_fmadd_ps(_mm256_set1_ps(dw * a), _mm256_cvtepi32_ps(p), ACC(t, i));
-            accm[t] += (mw * a) * (float)sa[t * nb + i];
+            accm[t] += (mw * a) * (float)sa[t * ldb + i];
         }
     }
     for (int t = 0; t < NT; t++)
@@ -196,7 +200,8 @@ AI void rows_q41_51(ROWS_ARGS, bool five) {
 
 /* Q4_K / Q5_K */
 AI void rows_qk45(ROWS_ARGS, bool five) {
-    int64_t nb = K / QK_K, na = K / QK;
+    const int64_t ldb = ld / QK;
+    int64_t nb = K / QK_K;
     __m256 acc[MAXNT + 1]; /* NT == 1: two chains (blocks alternate) */
     float accm[MAXNT];
     for (int t = 0; t < MAXNT + 1; t++)
@@ -243,14 +248,14 @@ AI void rows_qk45(ROWS_ARGS, bool five) {
             __m256i vs0 = _mm256_set1_epi16((short)sc0), vs1 = _mm256_set1_epi16((short)sc1);
             int64_t a0 = i * 8 + 2 * c;
             for (int t = 0; t < NT; t++) {
-                const int8_t *qt = qa + t * K + a0 * QK;
+                const int8_t *qt = qa + t * ld + a0 * QK;
                 __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(q0, lda(qt)), vs0);
                 __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(q1, lda(qt + QK)), vs1);
-                float e0 = da[t * na + a0], e1 = da[t * na + a0 + 1];
+                float e0 = da[t * ldb + a0], e1 = da[t * ldb + a0 + 1];
                 ACC(t, 0) = _mm256_fmadd_ps(_mm256_set1_ps(d * e0), _mm256_cvtepi32_ps(p0), ACC(t, 0));
                 ACC(t, 1) = _mm256_fmadd_ps(_mm256_set1_ps(d * e1), _mm256_cvtepi32_ps(p1), ACC(t, 1));
-                accm[t] += (dmin * e0) * (float)(m0s * sa[t * na + a0]) +
-                           (dmin * e1) * (float)(m1s * sa[t * na + a0 + 1]);
+                accm[t] += (dmin * e0) * (float)(m0s * sa[t * ldb + a0]) +
+                           (dmin * e1) * (float)(m1s * sa[t * ldb + a0 + 1]);
             }
         }
     }
@@ -259,7 +264,8 @@ AI void rows_qk45(ROWS_ARGS, bool five) {
 }
 
 AI void rows_q6_k(ROWS_ARGS) {
-    int64_t nb = K / QK_K, na = K / QK;
+    const int64_t ldb = ld / QK;
+    int64_t nb = K / QK_K;
     __m256 acc[MAXNT + 1]; /* NT == 1: two chains (blocks alternate) */
     for (int t = 0; t < MAXNT + 1; t++)
         acc[t] = _mm256_setzero_ps();
@@ -287,11 +293,11 @@ AI void rows_q6_k(ROWS_ARGS) {
                                               _mm_set1_epi16(b->scales[2 * j]));
                 int64_t a = i * 8 + j;
                 for (int t = 0; t < NT; t++) {
-                    __m256i x = lda(qa + t * K + a * QK);
+                    __m256i x = lda(qa + t * ld + a * QK);
                     __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(q[g], x),
                                                  _mm256_maddubs_epi16(k32, x));
                     p = _mm256_madd_epi16(p, vs);
-                    ACC(t, g) = _mm256_fmadd_ps(_mm256_set1_ps(d * da[t * na + a]),
+                    ACC(t, g) = _mm256_fmadd_ps(_mm256_set1_ps(d * da[t * ldb + a]),
                                                 _mm256_cvtepi32_ps(p), ACC(t, g));
                 }
             }
@@ -303,28 +309,42 @@ AI void rows_q6_k(ROWS_ARGS) {
 
 /* ---------------------------------------------------------------- matmuls */
 
+/* Prefill: K is cut in slices of QKC elements so the slice of all T
+ * activation rows stays in L2 while each weight row slice (L1) meets them;
+ * partial sums of the slices are added into y in slice order. */
+#define QKC 2048
+
 #define QMM(name, DT, CALL)                                                                    \
     static void rows_##name##_nt(ROWS_ARGS) {                                                  \
         if (NT == MAXNT) {                                                                     \
             enum { NT_ = MAXNT };                                                              \
-            CALL(w, qa, da, sa, K, NT_, out);                                                  \
+            CALL(w, qa, da, sa, K, ld, NT_, out);                                              \
         } else {                                                                               \
             for (int t_ = 0; t_ < NT; t_++) {                                                  \
                 enum { NT1 = 1 };                                                              \
-                CALL(w, qa + t_ * K, da + t_ * (K / QK), sa + t_ * (K / QK), K, NT1, out + t_); \
+                CALL(w, qa + t_ * ld, da + t_ * (ld / QK), sa + t_ * (ld / QK), K, ld, NT1,     \
+                     out + t_);                                                                \
             }                                                                                  \
         }                                                                                      \
     }                                                                                          \
     void pu_avx2_qmm_##name(PU_QMM_ARGS) {                                                     \
         int64_t rb = pu_dtype_nbytes(DT, K), nb = K / QK;                                     \
+        int64_t kc = T > MAXNT && K > QKC ? QKC : K;                                          \
         float o[MAXNT];                                                                        \
-        for (int64_t n = n0; n < n1; n++) {                                                    \
-            const uint8_t *wr = (const uint8_t *)w + n * rb;                                   \
-            for (int64_t t0 = 0; t0 < T; t0 += MAXNT) {                                        \
-                int nt = T - t0 < MAXNT ? (int)(T - t0) : MAXNT;                               \
-                rows_##name##_nt(wr, x->qs + t0 * K, x->d + t0 * nb, x->s + t0 * nb, K, nt, o); \
-                for (int t_ = 0; t_ < nt; t_++)                                                \
-                    y[(t0 + t_) * ldy + n] = o[t_];                                            \
+        for (int64_t k0 = 0; k0 < K; k0 += kc) {                                               \
+            int64_t kl = K - k0 < kc ? K - k0 : kc;                                            \
+            int64_t wo = pu_dtype_nbytes(DT, k0);                                              \
+            for (int64_t n = n0; n < n1; n++) {                                                \
+                const uint8_t *wr = (const uint8_t *)w + n * rb + wo;                          \
+                for (int64_t t0 = 0; t0 < T; t0 += MAXNT) {                                    \
+                    int nt = T - t0 < MAXNT ? (int)(T - t0) : MAXNT;                           \
+                    rows_##name##_nt(wr, x->qs + t0 * K + k0, x->d + t0 * nb + k0 / QK,        \
+                                     x->s + t0 * nb + k0 / QK, kl, K, nt, o);                  \
+                    for (int t_ = 0; t_ < nt; t_++) {                                          \
+                        float *yy = &y[(t0 + t_) * ldy + n];                                   \
+                        *yy = k0 ? *yy + o[t_] : o[t_];                                        \
+                    }                                                                          \
+                }                                                                              \
             }                                                                                  \
         }                                                                                      \
     }                                                                                          \
