@@ -244,6 +244,41 @@ PT_SUITE(quant_gguf) {
         PT_CHECK(pt_run(cmd, &out) == 0 && out && strstr(out, "--type"));
         pu_free(out);
     }
+    if (PT_TEST("stories260K: Q8_0 GGUF with its tokenizer, greedy ids as F32")) {
+        char bin[512], tokm[512];
+        if (pt_shared_path("models/stories260K/stories260K.bin", bin, sizeof bin) &&
+            pt_shared_path("models/stories260K/tok512.model", tokm, sizeof tokm)) {
+            char path[512], cmd[4096];
+            pt_tmp_path("st.gguf", path, sizeof path);
+            snprintf(cmd, sizeof cmd,
+                     "%s quantize -m %s -t %s --type q8_0 --out %s 2>/dev/null && "
+                     "echo 'Once upon a time, there was a little girl' | %s tokenizer encode -t %s "
+                     "&& echo 'Once upon a time, there was a little girl' | %s tokenizer encode -t "
+                     "%s && %s generate -m %s --ids 1 -n 24 --temp 0 --print-ids 2>/dev/null && "
+                     "%s generate -m %s --ids 1 -n 24 --temp 0 --print-ids 2>/dev/null",
+                     pt_bin(), bin, tokm, path, pt_bin(), tokm, pt_bin(), path, pt_bin(), bin,
+                     pt_bin(), path);
+            char *out = NULL;
+            PT_CHECK(pt_run(cmd, &out) == 0 && out);
+            /* 4 lines: ids via tok512.model, via the GGUF's tokenizer.ggml.*,
+             * greedy ids of the F32 checkpoint, of the Q8_0 GGUF */
+            char *l[4] = {0};
+            int nl = 0;
+            for (char *p = out; p && *p && nl < 4; nl++) {
+                l[nl] = p;
+                char *e = strchr(p, '\n');
+                if (e)
+                    *e = 0;
+                p = e ? e + 1 : NULL;
+            }
+            PT_CHECK_MSG(nl == 4 && strcmp(l[0], l[1]) == 0 && strlen(l[0]) > 10,
+                         "tokenizer from the GGUF differs: '%s' vs '%s'", l[0] ? l[0] : "",
+                         l[1] ? l[1] : "");
+            PT_CHECK_MSG(nl == 4 && strcmp(l[2], l[3]) == 0, "greedy ids differ: '%s' vs '%s'",
+                         l[2] ? l[2] : "", l[3] ? l[3] : "");
+            pu_free(out);
+        }
+    }
     pu_model_destroy(f32);
     pu_pool_destroy(pool);
 }
