@@ -117,85 +117,95 @@ void pu_avx2_quantize_act(int8_t *qs, float *d, int16_t *s, const float *x, int6
     const uint8_t *w, const int8_t *qa, const float *da, const int16_t *sa, int64_t K,         \
         int64_t ld, int NT, float *out
 
-AI void rows_q8_0(ROWS_ARGS) {
-    const int64_t ldb = ld / QK;
-    int64_t nb = K / QK;
-    __m256 acc[MAXNT + 1]; /* NT == 1: two chains (blocks alternate) */
-    for (int t = 0; t < MAXNT + 1; t++)
-        acc[t] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
-        const blk_q8_0 *b = (const blk_q8_0 *)(w + i * sizeof *b);
-        __m256i q = _mm256_loadu_si256((const __m256i *)b->qs);
-        __m256i aq = _mm256_sign_epi8(q, q);
-        float dw = h2f(b->d);
-        for (int t = 0; t < NT; t++) {
-            __m256i p = dot_us(aq, _mm256_sign_epi8(lda(qa + t * ld + i * QK), q));
-            ACC(t, i) = _mm256_fmadd_ps(_mm256_set1_ps(dw * da[t * ldb + i]), _mm256_cvtepi32_ps(p),
-                                        ACC(t, i));
-        }
-    }
-    for (int t = 0; t < NT; t++)
-        out[t] = hsum(NT == 1 ? _mm256_add_ps(acc[0], acc[1]) : acc[t]);
+/* the 32-element types: Q8_0, Q4_0, Q5_0 (signed levels via abs/sign),
+ * Q4_1, Q5_1 (unsigned levels + min term) */
+enum { LG_Q8_0, LG_Q4_0, LG_Q5_0, LG_Q4_1, LG_Q5_1 };
+
+AI size_t lg_bytes(int kind) {
+    return kind == LG_Q8_0 ? 34 : kind == LG_Q4_0 ? 18 : kind == LG_Q5_0 ? 22 : kind == LG_Q4_1 ? 20 : 24;
 }
 
-/* Q4_0 / Q5_0: signed levels (q - off) */
-AI void rows_q40_50(ROWS_ARGS, bool five) {
-    const int64_t ldb = ld / QK;
-    int64_t nb = K / QK;
-    size_t bs = five ? sizeof(blk_q5_0) : sizeof(blk_q4_0);
-    __m256 acc[MAXNT + 1]; /* NT == 1: two chains (blocks alternate) */
-    for (int t = 0; t < MAXNT + 1; t++)
-        acc[t] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
-        const uint8_t *b = w + (size_t)i * bs;
-        uint16_t dh;
-        memcpy(&dh, b, 2);
-        __m256i q;
-        if (five) {
-            q = _mm256_or_si256(nib32(b + 6), bits32(b + 2));
-            q = _mm256_sub_epi8(q, _mm256_set1_epi8(16));
-        } else {
-            q = _mm256_sub_epi8(nib32(b + 2), _mm256_set1_epi8(8));
-        }
-        __m256i aq = _mm256_sign_epi8(q, q);
-        float dw = h2f(dh);
-        for (int t = 0; t < NT; t++) {
-            __m256i p = dot_us(aq, _mm256_sign_epi8(lda(qa + t * ld + i * QK), q));
-            ACC(t, i) = _mm256_fmadd_ps(_mm256_set1_ps(dw * da[t * ldb + i]), _mm256_cvtepi32_ps(p),
-                                        ACC(t, i));
-        }
+/* levels of one block: signed (q - offset) or unsigned (the _1 types) */
+AI __m256i lg_levels(int kind, const uint8_t *b) {
+    switch (kind) {
+    case LG_Q8_0: return _mm256_loadu_si256((const __m256i *)(b + 2));
+    case LG_Q4_0: return _mm256_sub_epi8(nib32(b + 2), _mm256_set1_epi8(8));
+    case LG_Q5_0:
+        return _mm256_sub_epi8(_mm256_or_si256(nib32(b + 6), bits32(b + 2)), _mm256_set1_epi8(16));
+    case LG_Q4_1: return nib32(b + 4);
+    default: return _mm256_or_si256(nib32(b + 8), bits32(b + 4));
     }
-    for (int t = 0; t < NT; t++)
-        out[t] = hsum(NT == 1 ? _mm256_add_ps(acc[0], acc[1]) : acc[t]);
 }
 
-/* Q4_1 / Q5_1: unsigned levels, d * q + m */
-AI void rows_q41_51(ROWS_ARGS, bool five) {
+AI uint16_t lg_half(const uint8_t *b, int off) {
+    uint16_t h;
+    memcpy(&h, b + off, 2);
+    return h;
+}
+
+/* fp16 field at `off` of 8 consecutive blocks, as fp32 */
+AI __m256 lg_halves8(const uint8_t *b, size_t bs, int off) {
+    __m128i h = _mm_setr_epi16((short)lg_half(b, off), (short)lg_half(b + bs, off),
+                               (short)lg_half(b + 2 * bs, off), (short)lg_half(b + 3 * bs, off),
+                               (short)lg_half(b + 4 * bs, off), (short)lg_half(b + 5 * bs, off),
+                               (short)lg_half(b + 6 * bs, off), (short)lg_half(b + 7 * bs, off));
+    return _mm256_cvtph_ps(h);
+}
+
+AI void rows_legacy(ROWS_ARGS, int kind) {
     const int64_t ldb = ld / QK;
+    const bool sgn = kind <= LG_Q5_0;
+    const size_t bs = lg_bytes(kind);
     int64_t nb = K / QK;
-    size_t bs = five ? sizeof(blk_q5_1) : sizeof(blk_q4_1);
     __m256 acc[MAXNT + 1]; /* NT == 1: two chains (blocks alternate) */
-    float accm[MAXNT];
     for (int t = 0; t < MAXNT + 1; t++)
         acc[t] = _mm256_setzero_ps();
-    for (int t = 0; t < NT; t++)
-        accm[t] = 0.0f;
-    for (int64_t i = 0; i < nb; i++) {
-        const uint8_t *b = w + (size_t)i * bs;
-        uint16_t dh, mh;
-        memcpy(&dh, b, 2);
-        memcpy(&mh, b + 2, 2);
-        __m256i q = five ? _mm256_or_si256(nib32(b + 8), bits32(b + 4)) : nib32(b + 4);
-        float dw = h2f(dh), mw = h2f(mh);
+    int64_t i = 0;
+    /* groups of 8 blocks: the 8 products d_w*d_a per activation row in one
+     * vector multiply (broadcast from memory below); the _1 types' min term
+     * sum_b m_b d_a,b s_a,b as one vector FMA */
+    for (; i + 8 <= nb; i += 8) {
+        const uint8_t *b0 = w + (size_t)i * bs;
+        __m256 dwv = lg_halves8(b0, bs, 0);
+        __m256 mwv = sgn ? _mm256_setzero_ps() : lg_halves8(b0, bs, 2);
+        _Alignas(32) float dd[MAXNT][8];
         for (int t = 0; t < NT; t++) {
-            __m256i p = dot_us(q, lda(qa + t * ld + i * QK));
+            __m256 dav = _mm256_loadu_ps(da + t * ldb + i);
+            _mm256_store_ps(dd[t], _mm256_mul_ps(dwv, dav));
+            if (!sgn) {
+                __m256 sv = _mm256_cvtepi32_ps(
+                    _mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(sa + t * ldb + i))));
+                ACC(t, 1) = _mm256_fmadd_ps(mwv, _mm256_mul_ps(dav, sv), ACC(t, 1));
+            }
+        }
+        for (int j = 0; j < 8; j++) {
+            __m256i q = lg_levels(kind, b0 + (size_t)j * bs);
+            __m256i aq = sgn ? _mm256_sign_epi8(q, q) : q;
+            for (int t = 0; t < NT; t++) {
+                __m256i x = lda(qa + t * ld + (i + j) * QK);
+                __m256i p = dot_us(aq, sgn ? _mm256_sign_epi8(x, q) : x);
+                ACC(t, j) = _mm256_fmadd_ps(_mm256_broadcast_ss(&dd[t][j]), _mm256_cvtepi32_ps(p),
+                                            ACC(t, j));
+            }
+        }
+    }
+    for (; i < nb; i++) { /* tail blocks one at a time */
+        const uint8_t *b = w + (size_t)i * bs;
+        __m256i q = lg_levels(kind, b);
+        __m256i aq = sgn ? _mm256_sign_epi8(q, q) : q;
+        float dw = h2f(lg_half(b, 0)), mw = sgn ? 0.0f : h2f(lg_half(b, 2));
+        for (int t = 0; t < NT; t++) {
+            __m256i x = lda(qa + t * ld + i * QK);
+            __m256i p = dot_us(aq, sgn ? _mm256_sign_epi8(x, q) : x);
             float a = da[t * ldb + i];
             ACC(t, i) = _mm256_fmadd_ps(_mm256_set1_ps(dw * a), _mm256_cvtepi32_ps(p), ACC(t, i));
-            accm[t] += (mw * a) * (float)sa[t * ldb + i];
+            if (!sgn) /* into lane 0 of the other chain: lanes are summed at the end */
+                ACC(t, i + 1) = _mm256_add_ps(
+                    ACC(t, i + 1), _mm256_setr_ps((mw * a) * (float)sa[t * ldb + i], 0, 0, 0, 0, 0, 0, 0));
         }
     }
     for (int t = 0; t < NT; t++)
-        out[t] = hsum(NT == 1 ? _mm256_add_ps(acc[0], acc[1]) : acc[t]) + accm[t];
+        out[t] = hsum(NT == 1 ? _mm256_add_ps(acc[0], acc[1]) : acc[t]);
 }
 
 /* Q4_K / Q5_K */
@@ -203,11 +213,8 @@ AI void rows_qk45(ROWS_ARGS, bool five) {
     const int64_t ldb = ld / QK;
     int64_t nb = K / QK_K;
     __m256 acc[MAXNT + 1]; /* NT == 1: two chains (blocks alternate) */
-    float accm[MAXNT];
     for (int t = 0; t < MAXNT + 1; t++)
         acc[t] = _mm256_setzero_ps();
-    for (int t = 0; t < NT; t++)
-        accm[t] = 0.0f;
     for (int64_t i = 0; i < nb; i++) {
         const uint8_t *scales, *qs, *qh = NULL;
         uint16_t dh, mh;
@@ -239,28 +246,42 @@ AI void rows_qk45(ROWS_ARGS, bool five) {
                 _mm256_store_si256((__m256i *)(lv + 64 * c + 32), q1);
             }
         }
+        /* sub-block scales/mins; per activation row the 8 products d*d_a
+         * (broadcast from memory below) and the min term of the whole
+         * super-block as one vector FMA: sum_j (dmin m_j) (d_a,j s_a,j) */
+        int sc[8], mn[8];
+        for (int j = 0; j < 8; j++)
+            pu_q_scale_min_k4(j, scales, &sc[j], &mn[j]);
+        __m256 wmin = _mm256_mul_ps(
+            _mm256_set1_ps(dmin),
+            _mm256_cvtepi32_ps(_mm256_setr_epi32(mn[0], mn[1], mn[2], mn[3], mn[4], mn[5], mn[6], mn[7])));
+        _Alignas(32) float dd[MAXNT][8];
+        for (int t = 0; t < NT; t++) {
+            __m256 dav = _mm256_loadu_ps(da + t * ldb + i * 8);
+            _mm256_store_ps(dd[t], _mm256_mul_ps(_mm256_set1_ps(d), dav));
+            __m256 sv = _mm256_cvtepi32_ps(
+                _mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(sa + t * ldb + i * 8))));
+            ACC(t, 1) = _mm256_fnmadd_ps(wmin, _mm256_mul_ps(dav, sv), ACC(t, 1));
+        }
         for (int c = 0; c < 4; c++) {
             __m256i q0 = _mm256_load_si256((const __m256i *)(lv + 64 * c));
             __m256i q1 = _mm256_load_si256((const __m256i *)(lv + 64 * c + 32));
-            int sc0, m0s, sc1, m1s;
-            pu_q_scale_min_k4(2 * c, scales, &sc0, &m0s);
-            pu_q_scale_min_k4(2 * c + 1, scales, &sc1, &m1s);
-            __m256i vs0 = _mm256_set1_epi16((short)sc0), vs1 = _mm256_set1_epi16((short)sc1);
+            __m256i vs0 = _mm256_set1_epi16((short)sc[2 * c]);
+            __m256i vs1 = _mm256_set1_epi16((short)sc[2 * c + 1]);
             int64_t a0 = i * 8 + 2 * c;
             for (int t = 0; t < NT; t++) {
                 const int8_t *qt = qa + t * ld + a0 * QK;
                 __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(q0, lda(qt)), vs0);
                 __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(q1, lda(qt + QK)), vs1);
-                float e0 = da[t * ldb + a0], e1 = da[t * ldb + a0 + 1];
-                ACC(t, 0) = _mm256_fmadd_ps(_mm256_set1_ps(d * e0), _mm256_cvtepi32_ps(p0), ACC(t, 0));
-                ACC(t, 1) = _mm256_fmadd_ps(_mm256_set1_ps(d * e1), _mm256_cvtepi32_ps(p1), ACC(t, 1));
-                accm[t] += (dmin * e0) * (float)(m0s * sa[t * ldb + a0]) +
-                           (dmin * e1) * (float)(m1s * sa[t * ldb + a0 + 1]);
+                ACC(t, 0) = _mm256_fmadd_ps(_mm256_broadcast_ss(&dd[t][2 * c]),
+                                            _mm256_cvtepi32_ps(p0), ACC(t, 0));
+                ACC(t, 1) = _mm256_fmadd_ps(_mm256_broadcast_ss(&dd[t][2 * c + 1]),
+                                            _mm256_cvtepi32_ps(p1), ACC(t, 1));
             }
         }
     }
     for (int t = 0; t < NT; t++)
-        out[t] = hsum(NT == 1 ? _mm256_add_ps(acc[0], acc[1]) : acc[t]) - accm[t];
+        out[t] = hsum(NT == 1 ? _mm256_add_ps(acc[0], acc[1]) : acc[t]);
 }
 
 AI void rows_q6_k(ROWS_ARGS) {
@@ -274,6 +295,9 @@ AI void rows_q6_k(ROWS_ARGS) {
     for (int64_t i = 0; i < nb; i++) {
         const blk_q6_k *b = (const blk_q6_k *)(w + i * sizeof(blk_q6_k));
         float d = h2f(b->d);
+        _Alignas(32) float dd[MAXNT][8]; /* d * d_a of the 8 groups, per row */
+        for (int t = 0; t < NT; t++)
+            _mm256_store_ps(dd[t], _mm256_mul_ps(_mm256_set1_ps(d), _mm256_loadu_ps(da + t * ldb + i * 8)));
         for (int n = 0; n < 2; n++) {
             __m256i l0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * n));
             __m256i l1 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * n + 32));
@@ -297,7 +321,7 @@ AI void rows_q6_k(ROWS_ARGS) {
                     __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(q[g], x),
                                                  _mm256_maddubs_epi16(k32, x));
                     p = _mm256_madd_epi16(p, vs);
-                    ACC(t, g) = _mm256_fmadd_ps(_mm256_set1_ps(d * da[t * ldb + a]),
+                    ACC(t, g) = _mm256_fmadd_ps(_mm256_broadcast_ss(&dd[t][j]),
                                                 _mm256_cvtepi32_ps(p), ACC(t, g));
                 }
             }
@@ -352,11 +376,11 @@ AI void rows_q6_k(ROWS_ARGS) {
         pu_quant_matmul_via_(&pu_kernels_avx2_table, DT, y, ldy, x, ldx, w, T, n0, n1, K);     \
     }
 
-#define C_Q8_0(...) rows_q8_0(__VA_ARGS__)
-#define C_Q4_0(...) rows_q40_50(__VA_ARGS__, false)
-#define C_Q5_0(...) rows_q40_50(__VA_ARGS__, true)
-#define C_Q4_1(...) rows_q41_51(__VA_ARGS__, false)
-#define C_Q5_1(...) rows_q41_51(__VA_ARGS__, true)
+#define C_Q8_0(...) rows_legacy(__VA_ARGS__, LG_Q8_0)
+#define C_Q4_0(...) rows_legacy(__VA_ARGS__, LG_Q4_0)
+#define C_Q5_0(...) rows_legacy(__VA_ARGS__, LG_Q5_0)
+#define C_Q4_1(...) rows_legacy(__VA_ARGS__, LG_Q4_1)
+#define C_Q5_1(...) rows_legacy(__VA_ARGS__, LG_Q5_1)
 #define C_Q4_K(...) rows_qk45(__VA_ARGS__, false)
 #define C_Q5_K(...) rows_qk45(__VA_ARGS__, true)
 #define C_Q6_K(...) rows_q6_k(__VA_ARGS__)
