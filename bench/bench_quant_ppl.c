@@ -60,7 +60,8 @@ static double ppl_of(const pu_model *m, pu_pool *pool, const int32_t *ids, int64
 }
 
 int main(int argc, char **argv) {
-    const char *model = NULL, *tokp = NULL, *text = NULL, *types = "f32,q8_0,q6_k,q5_k,q5_1,q5_0,q4_k,q4_1,q4_0";
+    const char *model = NULL, *tokp = NULL, *text = NULL,
+               *types = "f32,q8_0,q6_k,q5_k,q5_1,q5_0,q4_k,q4_1,q4_0";
     int64_t ctx = 256, maxt = 16384;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-m") && i + 1 < argc)

@@ -105,8 +105,8 @@ static void check_kernels(pu_dtype t, int64_t T, int64_t N, int64_t K) {
             double e = fabs(y0[i * N + n] - dd) / (mag + 1e-30);
             worst = e > worst ? e : worst;
         }
-    PT_CHECK_MSG(worst < 1e-5, "%s T=%lld: ref int8 dot vs double: rel err %.3g",
-                 pu_dtype_name(t), (long long)T, worst);
+    PT_CHECK_MSG(worst < 1e-5, "%s T=%lld: ref int8 dot vs double: rel err %.3g", pu_dtype_name(t),
+                 (long long)T, worst);
     for (pu_simd lv = PU_SIMD_AVX2; lv <= PU_SIMD_AVX512; lv++) {
         const pu_kernels *k = pu_kernels_for(lv);
         if (!k)
@@ -138,14 +138,14 @@ static void check_kernels(pu_dtype t, int64_t T, int64_t N, int64_t K) {
                 if (!(e <= w2))
                     w2 = isnan(e) ? INFINITY : e;
             }
-        PT_CHECK_MSG(w2 < 2e-6, "%s %s T=%lld: SIMD vs ref rel err %.3g", k->name,
-                     pu_dtype_name(t), (long long)T, w2);
+        PT_CHECK_MSG(w2 < 2e-6, "%s %s T=%lld: SIMD vs ref rel err %.3g", k->name, pu_dtype_name(t),
+                     (long long)T, w2);
         /* the float-activation entry point equals quantize + qmatmul */
         k->matmul[t](y1, N, x, K, w, T, 0, N, K);
         float *y2 = pu_malloc((size_t)(T * N) * sizeof(float));
         k->qmatmul[t](y2, N, &a, w, T, 0, N, K);
-        PT_CHECK_MSG(memcmp(y1, y2, (size_t)(T * N) * 4) == 0, "%s %s: matmul != qmatmul",
-                     k->name, pu_dtype_name(t));
+        PT_CHECK_MSG(memcmp(y1, y2, (size_t)(T * N) * 4) == 0, "%s %s: matmul != qmatmul", k->name,
+                     pu_dtype_name(t));
         pu_free(y2);
     }
     pu_free(wf), pu_free(x), pu_free(w), pu_free(qs), pu_free(d), pu_free(s), pu_free(y0),
@@ -410,9 +410,8 @@ PT_SUITE(quant) {
                 if (bad >= 0) {
                     float wv;
                     memcpy(&wv, want + 4 * bad, 4);
-                    pt_fail_(__FILE__, __LINE__, "%s %s: element %lld: %.9g, gguf-py %.9g",
-                             k->name, pu_dtype_name(k_qt[i]), (long long)bad, (double)got[bad],
-                             (double)wv);
+                    pt_fail_(__FILE__, __LINE__, "%s %s: element %lld: %.9g, gguf-py %.9g", k->name,
+                             pu_dtype_name(k_qt[i]), (long long)bad, (double)got[bad], (double)wv);
                 }
             }
             pu_free(got);

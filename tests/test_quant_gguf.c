@@ -67,8 +67,8 @@ PT_SUITE(quant_gguf) {
     const int32_t ids[n] = {1, 250, 3, 77, 299, 12, 5};
 
     if (f32 && PT_TEST("write + load: logits equal the in-memory quantized model")) {
-        static const pu_dtype types[] = {PU_DTYPE_Q8_0, PU_DTYPE_Q4_1, PU_DTYPE_Q5_0,
-                                         PU_DTYPE_Q4_K, PU_DTYPE_Q6_K};
+        static const pu_dtype types[] = {PU_DTYPE_Q8_0, PU_DTYPE_Q4_1, PU_DTYPE_Q5_0, PU_DTYPE_Q4_K,
+                                         PU_DTYPE_Q6_K};
         int64_t V = pu_model_config(f32)->vocab_size;
         float *a = pu_malloc((size_t)(n * V) * 4), *b = pu_malloc((size_t)(n * V) * 4);
         for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
@@ -214,8 +214,8 @@ PT_SUITE(quant_gguf) {
     }
 
     if (PT_TEST("puyu quantize CLI: golden model, every type loads and generates")) {
-        static const char *types[] = {"q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k",
-                                      "q6_k"};
+        static const char *types[] = {"q8_0", "q4_0", "q4_1", "q5_0",
+                                      "q5_1", "q4_k", "q5_k", "q6_k"};
         for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
             char path[512], cmd[4096];
             pt_tmp_path("cli.gguf", path, sizeof path);

@@ -41,8 +41,9 @@ int pu_cmd_quantize(int argc, char **argv) {
     }
     pu_dtype dt;
     if (!pu_dtype_parse(type, &dt)) {
-        fprintf(stderr, "puyu quantize: error: --type '%s' is not one of q8_0, q4_0, q4_1, q5_0, "
-                        "q5_1, q4_k, q5_k, q6_k, f16, bf16, f32\n",
+        fprintf(stderr,
+                "puyu quantize: error: --type '%s' is not one of q8_0, q4_0, q4_1, q5_0, "
+                "q5_1, q4_k, q5_k, q6_k, f16, bf16, f32\n",
                 type);
         return 2;
     }

@@ -110,9 +110,9 @@ void pu_ref_to_f32_q(pu_dtype t, float *dst, const void *src, int64_t n) {
     }
 }
 
-#define DEQ(name, DT)                                             \
+#define DEQ(name, DT)                                                \
     void pu_ref_deq_##name(float *dst, const void *src, int64_t n) { \
-        pu_ref_to_f32_q(DT, dst, src, n);                         \
+        pu_ref_to_f32_q(DT, dst, src, n);                            \
     }
 DEQ(q8_0, PU_DTYPE_Q8_0)
 DEQ(q4_0, PU_DTYPE_Q4_0)
@@ -265,12 +265,12 @@ void pu_quant_matmul_via_(const pu_kernels *k, pu_dtype t, float *y, int64_t ldy
     pu_free_aligned(buf);
 }
 
-#define REFQ(name, DT)                                                                         \
-    void pu_ref_qmm_##name(PU_QMM_ARGS) {                                                      \
-        ref_qmm(DT, y, ldy, x, w, T, n0, n1, K);                                               \
-    }                                                                                          \
-    void pu_ref_mmq_##name(PU_MM_ARGS) {                                                       \
-        pu_quant_matmul_via_(&pu_kernels_ref_table, DT, y, ldy, x, ldx, w, T, n0, n1, K);      \
+#define REFQ(name, DT)                                                                    \
+    void pu_ref_qmm_##name(PU_QMM_ARGS) {                                                 \
+        ref_qmm(DT, y, ldy, x, w, T, n0, n1, K);                                          \
+    }                                                                                     \
+    void pu_ref_mmq_##name(PU_MM_ARGS) {                                                  \
+        pu_quant_matmul_via_(&pu_kernels_ref_table, DT, y, ldy, x, ldx, w, T, n0, n1, K); \
     }
 REFQ(q8_0, PU_DTYPE_Q8_0)
 REFQ(q4_0, PU_DTYPE_Q4_0)

@@ -70,8 +70,9 @@ void pu_avx2_quantize_act(int8_t *qs, float *d, int16_t *s, const float *x, int6
         const float *xb = x + b * QK;
         __m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8);
         __m256 v2 = _mm256_loadu_ps(xb + 16), v3 = _mm256_loadu_ps(xb + 24);
-        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sgn, v0), _mm256_andnot_ps(sgn, v1)),
-                                 _mm256_max_ps(_mm256_andnot_ps(sgn, v2), _mm256_andnot_ps(sgn, v3)));
+        __m256 m =
+            _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sgn, v0), _mm256_andnot_ps(sgn, v1)),
+                          _mm256_max_ps(_mm256_andnot_ps(sgn, v2), _mm256_andnot_ps(sgn, v3)));
         __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
         h = _mm_max_ps(h, _mm_movehl_ps(h, h));
         h = _mm_max_ss(h, _mm_movehdup_ps(h));
@@ -109,20 +110,24 @@ void pu_avx2_quantize_act(int8_t *qs, float *d, int16_t *s, const float *x, int6
 #define MAXNT 4
 /* accumulator of row t for block parity j: 4 rows give 4 independent FMA
  * chains; a single row alternates two (the FMA latency would bound it) */
-#define ACC(t, j) acc[NT == 1 ? ((j) & 1) : (t)]
+#define ACC(t, j) acc[NT == 1 ? ((j)&1) : (t)]
 
 /* Every kernel: y[tt] = dot(weight row w, activation row tt) for tt < NT. */
 /* K elements of the weight row; activation row t at qa + t*ld, da/sa + t*ld/32 */
-#define ROWS_ARGS                                                                           \
-    const uint8_t *w, const int8_t *qa, const float *da, const int16_t *sa, int64_t K,         \
-        int64_t ld, int NT, float *out
+#define ROWS_ARGS                                                                                  \
+    const uint8_t *w, const int8_t *qa, const float *da, const int16_t *sa, int64_t K, int64_t ld, \
+        int NT, float *out
 
 /* the 32-element types: Q8_0, Q4_0, Q5_0 (signed levels via abs/sign),
  * Q4_1, Q5_1 (unsigned levels + min term) */
 enum { LG_Q8_0, LG_Q4_0, LG_Q5_0, LG_Q4_1, LG_Q5_1 };
 
 AI size_t lg_bytes(int kind) {
-    return kind == LG_Q8_0 ? 34 : kind == LG_Q4_0 ? 18 : kind == LG_Q5_0 ? 22 : kind == LG_Q4_1 ? 20 : 24;
+    return kind == LG_Q8_0   ? 34
+           : kind == LG_Q4_0 ? 18
+           : kind == LG_Q5_0 ? 22
+           : kind == LG_Q4_1 ? 20
+                             : 24;
 }
 
 /* levels of one block: signed (q - offset) or unsigned (the _1 types) */
@@ -200,8 +205,9 @@ AI void rows_legacy(ROWS_ARGS, int kind) {
             float a = da[t * ldb + i];
             ACC(t, i) = _mm256_fmadd_ps(_mm256_set1_ps(dw * a), _mm256_cvtepi32_ps(p), ACC(t, i));
             if (!sgn) /* into lane 0 of the other chain: lanes are summed at the end */
-                ACC(t, i + 1) = _mm256_add_ps(
-                    ACC(t, i + 1), _mm256_setr_ps((mw * a) * (float)sa[t * ldb + i], 0, 0, 0, 0, 0, 0, 0));
+                ACC(t, i + 1) =
+                    _mm256_add_ps(ACC(t, i + 1), _mm256_setr_ps((mw * a) * (float)sa[t * ldb + i],
+                                                                0, 0, 0, 0, 0, 0, 0));
         }
     }
     for (int t = 0; t < NT; t++)
@@ -236,7 +242,8 @@ AI void rows_qk45(ROWS_ARGS, bool five) {
                 __m256i q1 = _mm256_and_si256(_mm256_srli_epi16(raw, 4), _mm256_set1_epi8(0x0F));
                 if (five) {
                     /* bit 2c / 2c+1 of qh[l] -> bit 4 */
-                    __m256i h0 = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * c), _mm256_set1_epi8(1));
+                    __m256i h0 =
+                        _mm256_and_si256(_mm256_srli_epi16(hb, 2 * c), _mm256_set1_epi8(1));
                     __m256i h1 =
                         _mm256_and_si256(_mm256_srli_epi16(hb, 2 * c + 1), _mm256_set1_epi8(1));
                     q0 = _mm256_or_si256(q0, _mm256_slli_epi16(h0, 4));
@@ -252,9 +259,9 @@ AI void rows_qk45(ROWS_ARGS, bool five) {
         int sc[8], mn[8];
         for (int j = 0; j < 8; j++)
             pu_q_scale_min_k4(j, scales, &sc[j], &mn[j]);
-        __m256 wmin = _mm256_mul_ps(
-            _mm256_set1_ps(dmin),
-            _mm256_cvtepi32_ps(_mm256_setr_epi32(mn[0], mn[1], mn[2], mn[3], mn[4], mn[5], mn[6], mn[7])));
+        __m256 wmin = _mm256_mul_ps(_mm256_set1_ps(dmin),
+                                    _mm256_cvtepi32_ps(_mm256_setr_epi32(
+                                        mn[0], mn[1], mn[2], mn[3], mn[4], mn[5], mn[6], mn[7])));
         _Alignas(32) float dd[MAXNT][8];
         for (int t = 0; t < NT; t++) {
             __m256 dav = _mm256_loadu_ps(da + t * ldb + i * 8);
@@ -297,7 +304,8 @@ AI void rows_q6_k(ROWS_ARGS) {
         float d = h2f(b->d);
         _Alignas(32) float dd[MAXNT][8]; /* d * d_a of the 8 groups, per row */
         for (int t = 0; t < NT; t++)
-            _mm256_store_ps(dd[t], _mm256_mul_ps(_mm256_set1_ps(d), _mm256_loadu_ps(da + t * ldb + i * 8)));
+            _mm256_store_ps(
+                dd[t], _mm256_mul_ps(_mm256_set1_ps(d), _mm256_loadu_ps(da + t * ldb + i * 8)));
         for (int n = 0; n < 2; n++) {
             __m256i l0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * n));
             __m256i l1 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * n + 32));
@@ -305,12 +313,15 @@ AI void rows_q6_k(ROWS_ARGS) {
             __m256i q[4];
             q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4),
                                    _mm256_slli_epi16(_mm256_and_si256(h, m3), 4));
-            q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m3), 4));
-            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), m3), 4));
-            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m3), 4));
+            q[1] = _mm256_or_si256(
+                _mm256_and_si256(l1, m4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m3), 4));
+            q[2] = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), m3), 4));
+            q[3] = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m3), 4));
             for (int g = 0; g < 4; g++) {
                 int j = 4 * n + g; /* 32-element group in the super-block */
                 __m256i vs = _mm256_set_m128i(_mm_set1_epi16(b->scales[2 * j + 1]),
@@ -338,42 +349,42 @@ AI void rows_q6_k(ROWS_ARGS) {
  * partial sums of the slices are added into y in slice order. */
 #define QKC 2048
 
-#define QMM(name, DT, CALL)                                                                    \
-    static void rows_##name##_nt(ROWS_ARGS) {                                                  \
-        if (NT == MAXNT) {                                                                     \
-            enum { NT_ = MAXNT };                                                              \
-            CALL(w, qa, da, sa, K, ld, NT_, out);                                              \
-        } else {                                                                               \
-            for (int t_ = 0; t_ < NT; t_++) {                                                  \
-                enum { NT1 = 1 };                                                              \
-                CALL(w, qa + t_ * ld, da + t_ * (ld / QK), sa + t_ * (ld / QK), K, ld, NT1,     \
-                     out + t_);                                                                \
-            }                                                                                  \
-        }                                                                                      \
-    }                                                                                          \
-    void pu_avx2_qmm_##name(PU_QMM_ARGS) {                                                     \
-        int64_t rb = pu_dtype_nbytes(DT, K), nb = K / QK;                                     \
-        int64_t kc = T > MAXNT && K > QKC ? QKC : K;                                          \
-        float o[MAXNT];                                                                        \
-        for (int64_t k0 = 0; k0 < K; k0 += kc) {                                               \
-            int64_t kl = K - k0 < kc ? K - k0 : kc;                                            \
-            int64_t wo = pu_dtype_nbytes(DT, k0);                                              \
-            for (int64_t n = n0; n < n1; n++) {                                                \
-                const uint8_t *wr = (const uint8_t *)w + n * rb + wo;                          \
-                for (int64_t t0 = 0; t0 < T; t0 += MAXNT) {                                    \
-                    int nt = T - t0 < MAXNT ? (int)(T - t0) : MAXNT;                           \
-                    rows_##name##_nt(wr, x->qs + t0 * K + k0, x->d + t0 * nb + k0 / QK,        \
-                                     x->s + t0 * nb + k0 / QK, kl, K, nt, o);                  \
-                    for (int t_ = 0; t_ < nt; t_++) {                                          \
-                        float *yy = &y[(t0 + t_) * ldy + n];                                   \
-                        *yy = k0 ? *yy + o[t_] : o[t_];                                        \
-                    }                                                                          \
-                }                                                                              \
-            }                                                                                  \
-        }                                                                                      \
-    }                                                                                          \
-    void pu_avx2_mmq_##name(PU_MM_ARGS) {                                                      \
-        pu_quant_matmul_via_(&pu_kernels_avx2_table, DT, y, ldy, x, ldx, w, T, n0, n1, K);     \
+#define QMM(name, DT, CALL)                                                                 \
+    static void rows_##name##_nt(ROWS_ARGS) {                                               \
+        if (NT == MAXNT) {                                                                  \
+            enum { NT_ = MAXNT };                                                           \
+            CALL(w, qa, da, sa, K, ld, NT_, out);                                           \
+        } else {                                                                            \
+            for (int t_ = 0; t_ < NT; t_++) {                                               \
+                enum { NT1 = 1 };                                                           \
+                CALL(w, qa + t_ * ld, da + t_ * (ld / QK), sa + t_ * (ld / QK), K, ld, NT1, \
+                     out + t_);                                                             \
+            }                                                                               \
+        }                                                                                   \
+    }                                                                                       \
+    void pu_avx2_qmm_##name(PU_QMM_ARGS) {                                                  \
+        int64_t rb = pu_dtype_nbytes(DT, K), nb = K / QK;                                   \
+        int64_t kc = T > MAXNT && K > QKC ? QKC : K;                                        \
+        float o[MAXNT];                                                                     \
+        for (int64_t k0 = 0; k0 < K; k0 += kc) {                                            \
+            int64_t kl = K - k0 < kc ? K - k0 : kc;                                         \
+            int64_t wo = pu_dtype_nbytes(DT, k0);                                           \
+            for (int64_t n = n0; n < n1; n++) {                                             \
+                const uint8_t *wr = (const uint8_t *)w + n * rb + wo;                       \
+                for (int64_t t0 = 0; t0 < T; t0 += MAXNT) {                                 \
+                    int nt = T - t0 < MAXNT ? (int)(T - t0) : MAXNT;                        \
+                    rows_##name##_nt(wr, x->qs + t0 * K + k0, x->d + t0 * nb + k0 / QK,     \
+                                     x->s + t0 * nb + k0 / QK, kl, K, nt, o);               \
+                    for (int t_ = 0; t_ < nt; t_++) {                                       \
+                        float *yy = &y[(t0 + t_) * ldy + n];                                \
+                        *yy = k0 ? *yy + o[t_] : o[t_];                                     \
+                    }                                                                       \
+                }                                                                           \
+            }                                                                               \
+        }                                                                                   \
+    }                                                                                       \
+    void pu_avx2_mmq_##name(PU_MM_ARGS) {                                                   \
+        pu_quant_matmul_via_(&pu_kernels_avx2_table, DT, y, ldy, x, ldx, w, T, n0, n1, K);  \
     }
 
 #define C_Q8_0(...) rows_legacy(__VA_ARGS__, LG_Q8_0)

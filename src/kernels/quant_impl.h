@@ -147,30 +147,29 @@ float pu_ref_qdot(pu_dtype t, const void *wrow, const int8_t *qa, const float *d
 /* Quantize x (T, K) with k->quantize_act into a scratch buffer and run
  * k->qmatmul[t] (the matmul[] entry of quantized dtypes). */
 void pu_quant_matmul_via_(const pu_kernels *k, pu_dtype t, float *y, int64_t ldy, const float *x,
-                          int64_t ldx, const void *w, int64_t T, int64_t n0, int64_t n1,
-                          int64_t K);
+                          int64_t ldx, const void *w, int64_t T, int64_t n0, int64_t n1, int64_t K);
 
 /* Table entries per level: matmul/qmatmul/to_f32 of every quantized dtype,
  * in dtype order (designated initialisers, placed after the float entries). */
-#define PU_QUANT_ENTRIES(arr, pfx)                                                          \
+#define PU_QUANT_ENTRIES(arr, pfx)                                                            \
     [PU_DTYPE_Q8_0] = pfx##_q8_0, [PU_DTYPE_Q4_0] = pfx##_q4_0, [PU_DTYPE_Q4_1] = pfx##_q4_1, \
     [PU_DTYPE_Q5_0] = pfx##_q5_0, [PU_DTYPE_Q5_1] = pfx##_q5_1, [PU_DTYPE_Q4_K] = pfx##_q4_k, \
     [PU_DTYPE_Q5_K] = pfx##_q5_k, [PU_DTYPE_Q6_K] = pfx##_q6_k
 
-#define PU_QUANT_DECL(pfx, ...)                  \
-    void pfx##_q8_0(__VA_ARGS__);                \
-    void pfx##_q4_0(__VA_ARGS__);                \
-    void pfx##_q4_1(__VA_ARGS__);                \
-    void pfx##_q5_0(__VA_ARGS__);                \
-    void pfx##_q5_1(__VA_ARGS__);                \
-    void pfx##_q4_k(__VA_ARGS__);                \
-    void pfx##_q5_k(__VA_ARGS__);                \
+#define PU_QUANT_DECL(pfx, ...)   \
+    void pfx##_q8_0(__VA_ARGS__); \
+    void pfx##_q4_0(__VA_ARGS__); \
+    void pfx##_q4_1(__VA_ARGS__); \
+    void pfx##_q5_0(__VA_ARGS__); \
+    void pfx##_q5_1(__VA_ARGS__); \
+    void pfx##_q4_k(__VA_ARGS__); \
+    void pfx##_q5_k(__VA_ARGS__); \
     void pfx##_q6_k(__VA_ARGS__)
 
-#define PU_MM_ARGS                                                                          \
+#define PU_MM_ARGS                                                                            \
     float *y, int64_t ldy, const float *x, int64_t ldx, const void *w, int64_t T, int64_t n0, \
         int64_t n1, int64_t K
-#define PU_QMM_ARGS                                                                          \
+#define PU_QMM_ARGS                                                                            \
     float *y, int64_t ldy, const pu_qact *x, const void *w, int64_t T, int64_t n0, int64_t n1, \
         int64_t K
 #define PU_TOF32_ARGS float *dst, const void *src, int64_t n

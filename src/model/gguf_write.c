@@ -122,13 +122,13 @@ pu_status pu_model_write_gguf(const pu_model *m, const struct pu_tok *tok, const
     int64_t nt_cap = 3 + 9 * L;
     wt *ts = pu_calloc((size_t)nt_cap, sizeof *ts);
     int n = 0;
-#define ADD(nm, tensor, part, pm)                                   \
-    do {                                                            \
-        wt *e_ = &ts[n++];                                          \
-        snprintf(e_->name, sizeof e_->name, "%s", nm);              \
-        e_->t = (tensor);                                           \
-        e_->qkv_part = (part);                                      \
-        e_->perm = (pm);                                            \
+#define ADD(nm, tensor, part, pm)                      \
+    do {                                               \
+        wt *e_ = &ts[n++];                             \
+        snprintf(e_->name, sizeof e_->name, "%s", nm); \
+        e_->t = (tensor);                              \
+        e_->qkv_part = (part);                         \
+        e_->perm = (pm);                               \
     } while (0)
     ADD("token_embd.weight", &W->tok_embeddings, 0, 0);
     char nm[64];
@@ -165,9 +165,7 @@ pu_status pu_model_write_gguf(const pu_model *m, const struct pu_tok *tok, const
             e->rows = 1, e->K = e->t->shape[0];
         } else {
             e->K = e->t->shape[1];
-            e->rows = e->qkv_part == 1 ? H * D
-                      : e->qkv_part  ? Hkv * D
-                                     : e->t->shape[0];
+            e->rows = e->qkv_part == 1 ? H * D : e->qkv_part ? Hkv * D : e->t->shape[0];
         }
         e->bytes = (uint64_t)(e->rows * pu_dtype_nbytes(e->t->dtype, e->K));
         e->off = off;
@@ -189,10 +187,10 @@ pu_status pu_model_write_gguf(const pu_model *m, const struct pu_tok *tok, const
                     "is written)",
                     path, (long long)c->vocab_size);
     if (c->rope_scaling_type == PU_ROPE_SCALING_DYNAMIC)
-        pu_log_warn("%s: dynamic NTK RoPE scaling has no GGUF key; written without scaling",
-                    path);
+        pu_log_warn("%s: dynamic NTK RoPE scaling has no GGUF key; written without scaling", path);
     uint64_t n_kv = 13 + (llama ? 1 : 0) +
-                    (c->rope_scaling_type == PU_ROPE_SCALING_LINEAR ? 2 : 0) + (spm ? 9 + (c->pad_token_id >= 0) : 0);
+                    (c->rope_scaling_type == PU_ROPE_SCALING_LINEAR ? 2 : 0) +
+                    (spm ? 9 + (c->pad_token_id >= 0) : 0);
     w_bytes(&w, "GGUF", 4);
     w_u32(&w, 3);
     w_u64(&w, (uint64_t)n);

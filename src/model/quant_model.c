@@ -95,11 +95,11 @@ pu_status pu_model_quantize(const pu_model *src, pu_dtype dt, pu_pool *pool, pu_
     const pu_weights *sw = &src->w;
     pu_status st = PU_OK;
     char name[64];
-#define RQ(field, nm)                                                        \
-    do {                                                                     \
-        if ((st = pu_tensor_requant_(m, &m->w.field, &sw->field,                  \
-                                     fallback(dt, sw->field.shape[1]), pool, nm)) != PU_OK) \
-            goto fail;                                                       \
+#define RQ(field, nm)                                                                              \
+    do {                                                                                           \
+        if ((st = pu_tensor_requant_(m, &m->w.field, &sw->field, fallback(dt, sw->field.shape[1]), \
+                                     pool, nm)) != PU_OK)                                          \
+            goto fail;                                                                             \
     } while (0)
     RQ(tok_embeddings, "tok_embeddings");
     copy_norm(m, &m->w.norm, &sw->norm);
@@ -112,12 +112,12 @@ pu_status pu_model_quantize(const pu_model *src, pu_dtype dt, pu_pool *pool, pu_
         pu_layer_weights *b = &m->w.layers[l];
         copy_norm(m, &b->attn_norm, &a->attn_norm);
         copy_norm(m, &b->ffn_norm, &a->ffn_norm);
-#define RQL(f)                                                                        \
-    do {                                                                              \
-        snprintf(name, sizeof name, "layers.%lld." #f, (long long)l);                 \
-        if ((st = pu_tensor_requant_(m, &b->f, &a->f, fallback(dt, a->f.shape[1]), pool, \
-                                     name)) != PU_OK)                                  \
-            goto fail;                                                                \
+#define RQL(f)                                                                                     \
+    do {                                                                                           \
+        snprintf(name, sizeof name, "layers.%lld." #f, (long long)l);                              \
+        if ((st = pu_tensor_requant_(m, &b->f, &a->f, fallback(dt, a->f.shape[1]), pool, name)) != \
+            PU_OK)                                                                                 \
+            goto fail;                                                                             \
     } while (0)
         if (a->wqkv.data) {
             RQL(wqkv);
