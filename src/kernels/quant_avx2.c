@@ -3,14 +3,16 @@
  * the AVX2 activation quantizer. Compiled with -mavx2 -mfma -mf16c; reached
  * only through the AVX2 (and AVX-512) kernel tables after a CPU check.
  *
- * Per 32 weights: unpack to 32 bytes (unsigned levels, or signed via
- * abs/sign for Q8_0, Q4_0, Q5_0), _mm256_maddubs_epi16 against the int8
+ * Per 32 weights: unpack to 32 bytes (signed via abs/sign for Q8_0, the
+ * unsigned levels for the others), _mm256_maddubs_epi16 against the int8
  * activations (never saturates: |pair| <= 2*128*127), _mm256_madd_epi16 with
  * ones or with the sub-block scales (int32, exact), then one fp32 FMA by
- * d_w * d_a per block into 8 lanes. Min/offset terms (Q4_1, Q5_1, K-quant
- * mins) are scalar fp32. The integer part of every block equals the scalar
- * reference (quant.c) exactly; the fp32 accumulation order differs (lanes,
- * then a horizontal sum), so results agree to ~1e-6 relative of sum|terms|.
+ * d_w * d_a per block into 8 lanes. The offset / min terms (Q4_0 -8 d,
+ * Q5_0 -16 d, Q4_1/Q5_1 m, K-quant dmin m_j) go through the exact activation
+ * sums s_a: one vector FMA per 8 blocks. The integer sums equal the scalar
+ * reference's (quant.c); their fp32 combination differs in order (lanes,
+ * the offset term apart, a horizontal sum), so results agree with it to
+ * ~1e-6 relative of sum|terms| (tested bound 2e-6).
  *
  * Prefill: each weight block is unpacked once and used for up to 4 activation
  * rows (4 accumulators), rows of W in the outer loop so a weight row slice
@@ -118,7 +120,7 @@ void pu_avx2_quantize_act(int8_t *qs, float *d, int16_t *s, const float *x, int6
     const uint8_t *w, const int8_t *qa, const float *da, const int16_t *sa, int64_t K, int64_t ld, \
         int NT, float *out
 
-/* the 32-element types: Q8_0, Q4_0, Q5_0 (signed levels via abs/sign),
+/* the 32-element types: Q8_0 (signed levels via abs/sign), Q4_0, Q5_0,
  * Q4_1, Q5_1 (unsigned levels + min term) */
 enum { LG_Q8_0, LG_Q4_0, LG_Q5_0, LG_Q4_1, LG_Q5_1 };
 
@@ -130,13 +132,13 @@ AI size_t lg_bytes(int kind) {
                              : 24;
 }
 
-/* levels of one block: signed (q - offset) or unsigned (the _1 types) */
+/* levels of one block: signed for Q8_0, unsigned for the others (their
+ * offset -8 / -16 or min m is applied through the activation sums s_a) */
 AI __m256i lg_levels(int kind, const uint8_t *b) {
     switch (kind) {
     case LG_Q8_0: return _mm256_loadu_si256((const __m256i *)(b + 2));
-    case LG_Q4_0: return _mm256_sub_epi8(nib32(b + 2), _mm256_set1_epi8(8));
-    case LG_Q5_0:
-        return _mm256_sub_epi8(_mm256_or_si256(nib32(b + 6), bits32(b + 2)), _mm256_set1_epi8(16));
+    case LG_Q4_0: return nib32(b + 2);
+    case LG_Q5_0: return _mm256_or_si256(nib32(b + 6), bits32(b + 2));
     case LG_Q4_1: return nib32(b + 4);
     default: return _mm256_or_si256(nib32(b + 8), bits32(b + 4));
     }
@@ -159,7 +161,9 @@ AI __m256 lg_halves8(const uint8_t *b, size_t bs, int off) {
 
 AI void rows_legacy(ROWS_ARGS, int kind) {
     const int64_t ldb = ld / QK;
-    const bool sgn = kind <= LG_Q5_0;
+    const bool sgn = kind == LG_Q8_0;
+    /* Q4_0 / Q5_0: d (q - off) = d q + (-off d): the min term with m = -off d */
+    const float off = kind == LG_Q4_0 ? -8.0f : kind == LG_Q5_0 ? -16.0f : 0.0f;
     const size_t bs = lg_bytes(kind);
     int64_t nb = K / QK;
     __m256 acc[MAXNT + 1]; /* NT == 1: two chains (blocks alternate) */
@@ -172,7 +176,9 @@ AI void rows_legacy(ROWS_ARGS, int kind) {
     for (; i + 8 <= nb; i += 8) {
         const uint8_t *b0 = w + (size_t)i * bs;
         __m256 dwv = lg_halves8(b0, bs, 0);
-        __m256 mwv = sgn ? _mm256_setzero_ps() : lg_halves8(b0, bs, 2);
+        __m256 mwv = sgn           ? _mm256_setzero_ps()
+                     : off != 0.0f ? _mm256_mul_ps(_mm256_set1_ps(off), dwv)
+                                   : lg_halves8(b0, bs, 2);
         _Alignas(32) float dd[MAXNT][8];
         for (int t = 0; t < NT; t++) {
             __m256 dav = _mm256_loadu_ps(da + t * ldb + i);
@@ -198,7 +204,8 @@ AI void rows_legacy(ROWS_ARGS, int kind) {
         const uint8_t *b = w + (size_t)i * bs;
         __m256i q = lg_levels(kind, b);
         __m256i aq = sgn ? _mm256_sign_epi8(q, q) : q;
-        float dw = h2f(lg_half(b, 0)), mw = sgn ? 0.0f : h2f(lg_half(b, 2));
+        float dw = h2f(lg_half(b, 0));
+        float mw = sgn ? 0.0f : off != 0.0f ? off * dw : h2f(lg_half(b, 2));
         for (int t = 0; t < NT; t++) {
             __m256i x = lda(qa + t * ld + i * QK);
             __m256i p = dot_us(aq, sgn ? _mm256_sign_epi8(x, q) : x);
