@@ -120,6 +120,39 @@ PT_SUITE(quant_gguf) {
         pu_free(a), pu_free(b);
     }
 
+    if (f32 && PT_TEST("mixed types in one file (as Q4_K_M): per-tensor dtypes survive")) {
+        pu_model *q = NULL, *g = NULL;
+        char path[512];
+        pt_tmp_path("mixed.gguf", path, sizeof path);
+        PT_OK(pu_model_quantize(f32, PU_DTYPE_Q4_K, pool, &q));
+        if (q) {
+            /* output in Q6_K, one ffn_down in Q5_0, one attn_v in Q8_0 */
+            PT_OK(pu_tensor_requant_(q, &q->w.output, &f32->w.output, PU_DTYPE_Q6_K, pool, "o"));
+            PT_OK(pu_tensor_requant_(q, &q->w.layers[0].w2, &f32->w.layers[0].w2, PU_DTYPE_Q5_0,
+                                     pool, "w2"));
+            PT_OK(pu_model_write_gguf(q, NULL, path));
+            PT_OK(pu_model_load(path, &g));
+        }
+        if (g) {
+            const pu_weights *w = pu_model_weights(g);
+            PT_EQ_STR(pu_dtype_name(w->output.dtype), "Q6_K");
+            PT_EQ_STR(pu_dtype_name(w->layers[0].w2.dtype), "Q5_0");
+            PT_EQ_STR(pu_dtype_name(w->layers[1].w2.dtype), "Q4_K");
+            PT_EQ_STR(pu_dtype_name(w->tok_embeddings.dtype), "Q4_K");
+            int64_t V = pu_model_config(g)->vocab_size;
+            float *a = pu_malloc((size_t)(n * V) * 4), *b = pu_malloc((size_t)(n * V) * 4);
+            logits_of(q, pool, ids, n, a);
+            logits_of(g, pool, ids, n, b);
+            double e = 0;
+            for (int64_t j = 0; j < n * V; j++)
+                e = fmax(e, fabs((double)a[j] - b[j]));
+            PT_CHECK_MSG(e <= 0.025 * max_abs(a, n * V), "mixed GGUF vs memory: %.3g", e);
+            pu_free(a), pu_free(b);
+        }
+        pu_model_destroy(g);
+        pu_model_destroy(q);
+    }
+
     if (f32 && PT_TEST("bad quantized tensors: errors name tensor and type")) {
         pu_model *q = NULL;
         char path[512];
