@@ -13,7 +13,19 @@
  * compute-bound: its FLOPs (2·T·params of every matmul, the LM head for the
  * last token only, plus attention) per second are compared with an FMA loop.
  *
- *   build/release/bench_model [--threads N] [--dtype f32|bf16|both] [--quick]
+ * Quantized dtypes (Q8_0 ... Q6_K, ggml block layouts) use the same random
+ * weights encoded by ggml's reference quantizers; their bytes per token are
+ * the block bytes (e.g. Q8_0 34/32, Q4_0 18/32 bytes per weight).
+ *
+ *   build/release/bench_model [--threads N] [--dtype f32|bf16|both|quant|LIST] [--prefill T]
+ *                             [--quick]
+ *   LIST: comma-separated dtypes, e.g. q8_0,q4_0,q4_k; quant = all eight block types.
+ *
+ * llama.cpp on the same shapes (not built here when its source is absent):
+ *   cmake -B /tmp/lcpp/build -S LLAMA_CPP_SRC -DGGML_NATIVE=ON -DLLAMA_CURL=OFF
+ *   cmake --build /tmp/lcpp/build -j2 --target llama-bench llama-quantize
+ *   puyu quantize -m MODEL --type q8_0 --out m-q8_0.gguf
+ *   /tmp/lcpp/build/bin/llama-bench -m m-q8_0.gguf -t 2 -p 128,512 -n 32
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +53,8 @@ static void bench_dtype(pu_pool *pool, const pu_config *c, pu_dtype dt, double b
     int64_t C = c->hidden_size, F = c->intermediate_size, L = c->num_hidden_layers;
     int64_t H = c->num_attention_heads, Hkv = c->num_key_value_heads, D = c->head_dim;
     int64_t V = c->vocab_size;
-    double es = (double)pu_dtype_size(dt);
+    /* bytes per weight element (quantized: block bytes / block size) */
+    double es = (double)pu_dtype_block_bytes(dt) / (double)pu_dtype_block(dt);
     /* matmul weight elements per token (everything but the embedding table) */
     double layer_mm = (double)((H + 2 * Hkv) * D * C + C * H * D + 3 * F * C);
     double mm_elems = layer_mm * (double)L + (double)(V * C);
@@ -108,17 +121,36 @@ int main(int argc, char **argv) {
     int threads = 2;
     const char *dts = "both";
     bool quick = false;
+    int64_t T_prefill = 128;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc)
             threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--dtype") && i + 1 < argc)
             dts = argv[++i];
+        else if (!strcmp(argv[i], "--prefill") && i + 1 < argc)
+            T_prefill = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--quick"))
             quick = true;
         else {
-            fprintf(stderr, "usage: bench_model [--threads N] [--dtype f32|bf16|both] [--quick]\n");
+            fprintf(stderr, "usage: bench_model [--threads N] [--dtype f32|bf16|both|quant|LIST] "
+                            "[--prefill T] [--quick]\n");
             return 2;
         }
+    }
+    if (!strcmp(dts, "both"))
+        dts = "f32,bf16";
+    else if (!strcmp(dts, "quant"))
+        dts = "q8_0,q4_0,q4_1,q5_0,q5_1,q4_k,q5_k,q6_k";
+    pu_dtype list[PU_DTYPE_COUNT];
+    int nl = 0;
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", dts);
+    for (char *tok = strtok(buf, ","); tok && nl < PU_DTYPE_COUNT; tok = strtok(NULL, ",")) {
+        if (!pu_dtype_parse(tok, &list[nl])) {
+            fprintf(stderr, "bench_model: unknown dtype '%s'\n", tok);
+            return 2;
+        }
+        nl++;
     }
     pu_log_set_level(PU_LOG_WARN);
     pu_pool *pool = pu_pool_create(threads);
@@ -144,10 +176,8 @@ int main(int argc, char **argv) {
     printf("roofline: read %.1f GB/s (best 64 MiB segment), STREAM-style read (whole buffer) "
            "%.1f GB/s, peak FP32 FMA %.1f GFLOP/s (%d threads)\n",
            bw, pu_bench_stream_read(pool, (size_t)2 << 30, 5), peak, pu_pool_size(pool));
-    if (!strcmp(dts, "f32") || !strcmp(dts, "both"))
-        bench_dtype(pool, &c, PU_DTYPE_F32, bw, peak, 128, quick ? 8 : 16);
-    if (!strcmp(dts, "bf16") || !strcmp(dts, "both"))
-        bench_dtype(pool, &c, PU_DTYPE_BF16, bw, peak, 128, quick ? 8 : 16);
+    for (int i = 0; i < nl; i++)
+        bench_dtype(pool, &c, list[i], bw, peak, T_prefill, quick ? 8 : 16);
     pu_pool_destroy(pool);
     return 0;
 }

@@ -2,7 +2,9 @@
  * fuzz_gguf.c — libFuzzer harness: the input is a .gguf image. Runs the
  * whole in-memory GGUF model loader (pu_gguf_load_mem_: parse, KV lookup,
  * config checks, tensor binding) and pu_model_validate_, touching the first
- * and last byte of every bound matrix. Inputs without the "GGUF" magic go
+ * and last byte of every bound matrix and dequantizing its last row (the
+ * quantized block types), and the first row of every parsed tensor of a
+ * supported type, bound or not. Inputs without the "GGUF" magic go
  * to the llama2.c loader (pu_llama2c_load_mem_), as pu_model_load dispatches.
  * Must never crash, leak, or allocate from an unchecked count.
  */
@@ -21,7 +23,15 @@ static void touch(const pu_tensor *t) {
         return;
     const uint8_t *p = t->data;
     sink ^= p[0];
-    sink ^= p[(size_t)n * pu_dtype_size(t->dtype) - 1];
+    sink ^= p[(size_t)pu_dtype_nbytes(t->dtype, n) - 1];
+    /* dequantize the last row (quantized block layouts, F16/BF16) */
+    if (t->ndim == 2 && t->shape[1] > 0 && t->shape[1] <= 65536) {
+        int64_t K = t->shape[1], rb = pu_dtype_nbytes(t->dtype, K);
+        float *row = pu_malloc((size_t)K * sizeof(float));
+        pu_kernels_for(PU_SIMD_REF)->to_f32[t->dtype](row, p + (t->shape[0] - 1) * rb, K);
+        sink ^= (uint8_t)(row[K - 1] != row[K - 1]);
+        pu_free(row);
+    }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -32,6 +42,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             if (t->nbytes > 0) {
                 sink ^= f.data[t->offset];
                 sink ^= f.data[t->offset + (uint64_t)t->nbytes - 1];
+            }
+            /* dequantize the first row of any tensor of a supported type */
+            pu_dtype dt;
+            if (t->nbytes > 0 && pu_dtype_from_ggml(t->type, &dt) && t->ne[0] <= 65536) {
+                float *row = pu_malloc((size_t)t->ne[0] * sizeof(float));
+                pu_kernels_get()->to_f32[dt](row, f.data + t->offset, t->ne[0]);
+                sink ^= (uint8_t)(row[0] != row[0]);
+                pu_free(row);
             }
         }
         (void)pu_gguf_find_kv_(&f, "general.architecture");

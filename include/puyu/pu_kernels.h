@@ -10,7 +10,11 @@
  * nn.Linear (out_features, in_features); activations are (T, K). Shapes are
  * given in comments with the letters T (tokens), C (hidden), H / Hkv (query /
  * kv heads), D (head dim), F (ffn), V (vocab), N, K (generic out / in).
- * All ops compute in fp32; weights may be F32, BF16 or F16.
+ * All ops compute in fp32; weights may be F32, BF16 or F16, or one of ggml's
+ * block-quantized types, whose matmuls quantize the activations per block of
+ * 32 to int8 and run exact int8·int8 block dots with fp32 scales (scalar
+ * reference in quant.c, AVX2 in quant_avx2.c; the AVX-512 table uses the AVX2
+ * quantized kernels — no AVX-512/VNNI/AMX quantized kernel exists yet).
  *
  * Thread-safety: the tables are immutable after first use; pu_op_* may be
  * called from one thread per pool at a time.
@@ -27,13 +31,55 @@ typedef enum {
     PU_DTYPE_F32 = 0,
     PU_DTYPE_F16 = 1,
     PU_DTYPE_BF16 = 2,
+    /* ggml's block-quantized types, byte layouts exactly as ggml-common.h
+     * (block size / bytes per block): Q8_0 32/34, Q4_0 32/18, Q4_1 32/20,
+     * Q5_0 32/22, Q5_1 32/24, and the 256-element super-blocks Q4_K 256/144,
+     * Q5_K 256/176, Q6_K 256/210. A row of K elements is K / block blocks
+     * (K must be a multiple of the block size). See src/kernels/quant_impl.h. */
+    PU_DTYPE_Q8_0 = 3,
+    PU_DTYPE_Q4_0 = 4,
+    PU_DTYPE_Q4_1 = 5,
+    PU_DTYPE_Q5_0 = 6,
+    PU_DTYPE_Q5_1 = 7,
+    PU_DTYPE_Q4_K = 8,
+    PU_DTYPE_Q5_K = 9,
+    PU_DTYPE_Q6_K = 10,
     PU_DTYPE_COUNT
 } pu_dtype;
 
-const char *pu_dtype_name(pu_dtype t); /* "F32", "F16", "BF16" */
-size_t pu_dtype_size(pu_dtype t);      /* bytes per element */
+const char *pu_dtype_name(pu_dtype t); /* "F32", "F16", "BF16", "Q8_0", ..., "Q6_K" */
+/* bytes per element of the float dtypes; 0 for block-quantized dtypes (use
+ * pu_dtype_nbytes) */
+size_t pu_dtype_size(pu_dtype t);
+bool pu_dtype_is_quant(pu_dtype t);
+int64_t pu_dtype_block(pu_dtype t);       /* elements per block (1 for float dtypes) */
+int64_t pu_dtype_block_bytes(pu_dtype t); /* bytes per block (element size for floats) */
+/* bytes of n elements (n a multiple of the block size; -1 if it is not) */
+int64_t pu_dtype_nbytes(pu_dtype t, int64_t n);
+/* Parse "q8_0", "Q4_K", "f16", ... (case-insensitive); false if unknown. */
+bool pu_dtype_parse(const char *s, pu_dtype *out);
+/* ggml type id of a dtype (F32 0, F16 1, Q4_0 2, ..., BF16 30) and back */
+uint32_t pu_dtype_to_ggml(pu_dtype t);
+bool pu_dtype_from_ggml(uint32_t ggml_type, pu_dtype *out);
 
-/* One ISA's kernels. Every function pointer is non-NULL in every table. */
+/* Quantize n floats (a multiple of the block size) into dst with ggml's
+ * reference quantizers (quantize_row_*_ref: Q8_0/Q4_0/.../Q5_1 round as
+ * ggml; Q4_K/Q5_K use make_qkx2 searches, Q6_K make_qx). F32/F16/BF16
+ * convert. */
+void pu_quantize_row(pu_dtype t, void *dst, const float *src, int64_t n);
+
+/* Activations quantized for the int8 dot products: per block of 32 values
+ * d = max|x| / 127, q = round-to-nearest-even(x / d) (int8), s = sum(q).
+ * Row t of a (T, K) activation: qs + t*K, d + t*K/32, s + t*K/32. */
+#define PU_QACT_BLOCK 32
+typedef struct pu_qact {
+    const int8_t *qs; /* (T, K) */
+    const float *d;   /* (T, K/32) */
+    const int16_t *s; /* (T, K/32) */
+} pu_qact;
+
+/* One ISA's kernels. Every function pointer is non-NULL in every table, except
+ * qmatmul[] of the float dtypes. */
 typedef struct pu_kernels {
     pu_simd level;
     const char *name;
@@ -41,7 +87,14 @@ typedef struct pu_kernels {
      * W: (N, K) of the table index's dtype, row stride K elements. Overwrites y. */
     void (*matmul[PU_DTYPE_COUNT])(float *y, int64_t ldy, const float *x, int64_t ldx,
                                    const void *w, int64_t T, int64_t n0, int64_t n1, int64_t K);
-    /* dst[i] = float(src[i]) for i < n (src in the table index's dtype) */
+    /* Quantized weights (pu_dtype_is_quant; NULL for float dtypes): same as
+     * matmul, on activations already quantized (pu_qact, K % 32 == 0). */
+    void (*qmatmul[PU_DTYPE_COUNT])(float *y, int64_t ldy, const pu_qact *x, const void *w,
+                                    int64_t T, int64_t n0, int64_t n1, int64_t K);
+    /* quantize one activation row x (K, K % 32 == 0) into qs (K), d, s (K/32) */
+    void (*quantize_act)(int8_t *qs, float *d, int16_t *s, const float *x, int64_t K);
+    /* dst[i] = float(src[i]) for i < n (src in the table index's dtype; for
+     * quantized dtypes n is a multiple of the block size) */
     void (*to_f32[PU_DTYPE_COUNT])(float *dst, const void *src, int64_t n);
     /* y = x * rsqrt(mean(x^2) + eps) * w   (C) ; y may alias x */
     void (*rmsnorm)(float *y, const float *x, const float *w, int64_t C, float eps);

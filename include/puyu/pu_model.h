@@ -4,7 +4,8 @@
  * Owns: pu_config (every InternLM2Config field), the in-memory weight views
  * (pu_weights), loaders for a Hugging Face model directory (config.json +
  * model.safetensors or an index + shards; F32/BF16/F16), a GGUF file (llama /
- * internlm2 architectures, F32/F16) and a llama2.c checkpoint — all three map
+ * internlm2 architectures, F32/F16/BF16 and ggml's Q8_0, Q4_0, Q4_1, Q5_0,
+ * Q5_1, Q4_K, Q5_K, Q6_K block types) and a llama2.c checkpoint — all three map
  * onto the same pu_model — and pu_session, an inference context holding a KV
  * cache that prefills a prompt in one pass and decodes incrementally.
  *
@@ -128,6 +129,22 @@ void pu_model_destroy(pu_model *m);
  * 1.0. Deterministic for a seed at any thread count. pool may be NULL. */
 pu_status pu_model_init_random(const pu_config *c, pu_dtype dtype, uint64_t seed, float std,
                                bool uniform, pu_pool *pool, pu_model **out);
+
+/* A copy of m with every matrix re-encoded in dtype (ggml's reference
+ * quantizers for the block types; F32/F16/BF16 convert); norm weights stay
+ * F32. A matrix whose rows do not divide into blocks falls back as
+ * llama-quantize does (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0 when rows
+ * divide by 32, else F16). The copy owns its weights; m may be destroyed
+ * afterwards. */
+pu_status pu_model_quantize(const pu_model *m, pu_dtype dtype, pu_pool *pool, pu_model **out);
+
+/* Write m as a GGUF v3 file readable by llama.cpp: its tensor names, the
+ * fused wqkv split and q/k rows permuted for adjacent-pair RoPE as its
+ * converter does (InternLM2 / llama), matrices in their current dtypes, F32
+ * norms. tok (may be NULL): a SentencePiece vocabulary written as
+ * tokenizer.ggml.*. Atomic (temp + fsync + rename). */
+struct pu_tok;
+pu_status pu_model_write_gguf(const pu_model *m, const struct pu_tok *tok, const char *path);
 
 const pu_config *pu_model_config(const pu_model *m);
 const pu_weights *pu_model_weights(const pu_model *m);

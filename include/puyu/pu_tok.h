@@ -47,6 +47,8 @@ int32_t pu_tok_special_id(const pu_tok *t, const char *text);
 /* raw piece bytes of an id (as stored in the vocab; may contain NUL), length in *len */
 const char *pu_tok_piece(const pu_tok *t, int32_t id, size_t *len);
 pu_tok_attr pu_tok_get_attr(const pu_tok *t, int32_t id);
+/* SentencePiece score of a piece (0 when the vocabulary has none) */
+float pu_tok_score(const pu_tok *t, int32_t id);
 /* Human-readable summary appended to out as "key: value" lines: type, source,
  * vocab size, bos/eos/unk/pad, special tokens, backend settings (SentencePiece
  * normalizer flags, BPE pre-tokenizer, ...). */

@@ -11,6 +11,7 @@ int pu_cmd_eval(int argc, char **argv);
 int pu_cmd_forward(int argc, char **argv);
 int pu_cmd_generate(int argc, char **argv);
 int pu_cmd_info(int argc, char **argv);
+int pu_cmd_quantize(int argc, char **argv);
 int pu_cmd_tokenizer(int argc, char **argv);
 int pu_cmd_tokenizer_train(int argc, char **argv);
 int pu_cmd_serve(int argc, char **argv);

@@ -35,6 +35,7 @@ static const cmd_entry g_cmds[] = {
     {"sandbox", pu_cmd_sandbox, "run Python code contained (namespaces, seccomp, rlimits)"},
     {"info", pu_cmd_info, "describe a model: config, parameters, dtypes, memory"},
     {"lora", pu_cmd_lora, "LoRA adapters: merge into the base | export-gguf (llama.cpp)"},
+    {"quantize", pu_cmd_quantize, "quantize a model (Q8_0, Q4_0, ..., Q6_K) to a GGUF file"},
 };
 
 static void usage(FILE *f) {

@@ -16,6 +16,9 @@
 
 #include "kernels/kernels_impl.h"
 
+void pu_op_matmul_q_(pu_pool *pool, const pu_kernels *k, float *y, const float *x, const void *w,
+                     pu_dtype t, int64_t T, int64_t N, int64_t K);
+
 /* below this many multiply-adds a matmul runs on the calling thread */
 #define MATMUL_MIN_PAR 32768
 #define ATTN_KB        64
@@ -64,6 +67,10 @@ void pu_op_matmul(pu_pool *pool, const pu_kernels *k, float *y, const float *x, 
     PU_ASSERT(wt >= 0 && wt < PU_DTYPE_COUNT);
     if (T <= 0 || N <= 0)
         return;
+    if (pu_dtype_is_quant(wt)) { /* activations quantized once (quant.c) */
+        pu_op_matmul_q_(pool, k, y, x, w, wt, T, N, K);
+        return;
+    }
     matmul_ctx c = {.k = k, .y = y, .x = x, .w = w, .wt = wt, .T = T, .N = N, .K = K};
     atomic_init(&c.next, 0);
     if (pool == NULL || pu_pool_size(pool) <= 1 ||

@@ -23,7 +23,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "kernels/kernels_impl.h"
+#include "kernels/quant_impl.h"
 
 #define AI static inline __attribute__((always_inline))
 
@@ -464,8 +464,12 @@ static void softmax(float *x, int64_t n) {
 const pu_kernels pu_kernels_avx512_table = {
     .level = PU_SIMD_AVX512,
     .name = "avx512",
-    .matmul = {matmul_f32, matmul_f16, matmul_bf16},
-    .to_f32 = {pu_ref_to_f32_f32, to_f32_f16, to_f32_bf16},
+    .matmul = {matmul_f32, matmul_f16, matmul_bf16,
+                PU_QUANT_ENTRIES(matmul, pu_avx2_mmq)},
+    .qmatmul = {PU_QUANT_ENTRIES(qmatmul, pu_avx2_qmm)},
+    .quantize_act = pu_avx2_quantize_act,
+    .to_f32 = {pu_ref_to_f32_f32, to_f32_f16, to_f32_bf16,
+                PU_QUANT_ENTRIES(to_f32, pu_ref_deq)},
     .rmsnorm = rmsnorm,
     .dot = dot,
     .axpy = axpy,

@@ -6,7 +6,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "kernels/kernels_impl.h"
+#include "kernels/quant_impl.h"
 
 /* y (T, ldy) [t, n0..n1) = x (T, ldx) · W[n0..n1, :]^T, W (N, K) */
 void pu_ref_matmul_f32(float *y, int64_t ldy, const float *x, int64_t ldx, const void *w, int64_t T,
@@ -141,8 +141,12 @@ void pu_ref_softmax(float *x, int64_t n) {
 const pu_kernels pu_kernels_ref_table = {
     .level = PU_SIMD_REF,
     .name = "ref",
-    .matmul = {pu_ref_matmul_f32, pu_ref_matmul_f16, pu_ref_matmul_bf16},
-    .to_f32 = {pu_ref_to_f32_f32, pu_ref_to_f32_f16, pu_ref_to_f32_bf16},
+    .matmul = {pu_ref_matmul_f32, pu_ref_matmul_f16, pu_ref_matmul_bf16,
+                PU_QUANT_ENTRIES(matmul, pu_ref_mmq)},
+    .qmatmul = {PU_QUANT_ENTRIES(qmatmul, pu_ref_qmm)},
+    .quantize_act = pu_ref_quantize_act,
+    .to_f32 = {pu_ref_to_f32_f32, pu_ref_to_f32_f16, pu_ref_to_f32_bf16,
+                PU_QUANT_ENTRIES(to_f32, pu_ref_deq)},
     .rmsnorm = pu_ref_rmsnorm,
     .dot = pu_ref_dot,
     .axpy = pu_ref_axpy,

@@ -228,9 +228,9 @@ void pu_session_set_kernels(pu_session *s, const pu_kernels *k) {
 static void embed(const pu_model *m, const pu_kernels *k, const int32_t *ids, int64_t T, float *x) {
     const pu_tensor *e = &pu_model_weights(m)->tok_embeddings;
     int64_t C = e->shape[1];
-    size_t es = pu_dtype_size(e->dtype);
+    size_t rb = (size_t)pu_dtype_nbytes(e->dtype, C); /* row bytes (any dtype) */
     for (int64_t t = 0; t < T; t++)
-        k->to_f32[e->dtype](x + t * C, (const char *)e->data + (size_t)ids[t] * C * es, C);
+        k->to_f32[e->dtype](x + t * C, (const char *)e->data + (size_t)ids[t] * rb, C);
 }
 
 /* Threads only pay off when an op has enough work to amortise waking them

@@ -505,17 +505,11 @@ static pu_status gbind(gbinder *b, const char *name, pu_tensor *dst, int ndim, i
         return pu_err_set(PU_ERR_FORMAT, "%s: missing tensor '%s'", b->path, name);
     b->used[t - b->f->t] = true;
     pu_dtype dt;
-    if (t->type == 0)
-        dt = PU_DTYPE_F32;
-    else if (t->type == 1)
-        dt = PU_DTYPE_F16;
-    else if (t->type == 30)
-        dt = PU_DTYPE_BF16;
-    else {
+    if (!pu_dtype_from_ggml(t->type, &dt)) {
         const ggml_type_info *ti = ggml_type(t->type);
         return pu_err_set(PU_ERR_UNSUPPORTED,
-                          "%s: tensor '%s': ggml type %s (%u) is not supported (F32, F16, BF16 "
-                          "only; re-convert without quantization)",
+                          "%s: tensor '%s': ggml type %s (%u) is not supported (F32, F16, BF16, "
+                          "Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)",
                           b->path, name, ti ? ti->name : "unknown", t->type);
     }
     /* pu shape = reversed ne */
@@ -622,7 +616,7 @@ static pu_status load_parsed(pu_model *m, const pu_gguf_file *f, const char *pat
     gbinder b = {m, f, path, used};
     m->w.layers = pu_calloc((size_t)L, sizeof *m->w.layers);
     PU_TRY(gbind(&b, "token_embd.weight", &m->w.tok_embeddings, 2, V, C));
-    if (m->w.tok_embeddings.dtype == PU_DTYPE_F32)
+    if (m->w.tok_embeddings.dtype == PU_DTYPE_F32 || pu_dtype_is_quant(m->w.tok_embeddings.dtype))
         snprintf(c->torch_dtype, sizeof c->torch_dtype, "float32");
     else if (m->w.tok_embeddings.dtype == PU_DTYPE_F16)
         snprintf(c->torch_dtype, sizeof c->torch_dtype, "float16");

@@ -51,10 +51,11 @@ void pu_model_view_(pu_model *m, pu_tensor *t, pu_dtype dt, int ndim, const int6
     t->ndim = ndim;
     for (int i = 0; i < ndim && i < 4; i++)
         t->shape[i] = shape[i];
-    size_t es = pu_dtype_size(dt);
+    /* quantized blocks hold 2-byte halves: align them like F16 */
+    size_t es = pu_dtype_is_quant(dt) ? 2 : pu_dtype_size(dt);
     if (data && es > 1 && ((uintptr_t)data % es) != 0) {
         /* misaligned inside the file: an owned, aligned copy */
-        size_t bytes = (size_t)pu_tensor_numel(t) * es;
+        size_t bytes = (size_t)pu_dtype_nbytes(dt, pu_tensor_numel(t));
         void *copy = pu_malloc(bytes ? bytes : 1);
         memcpy(copy, data, bytes);
         pu_model_own_(m, copy);
@@ -167,6 +168,16 @@ static pu_status check_view(const char *what, const char *name, const pu_tensor 
         return pu_err_set(PU_ERR_FORMAT, "%s: tensor '%s': invalid dtype %d", what, name,
                           (int)t->dtype);
     bool ok = t->ndim == ndim && t->shape[0] == d0 && (ndim < 2 || t->shape[1] == d1);
+    if (ndim == 1 && pu_dtype_is_quant(t->dtype))
+        return pu_err_set(PU_ERR_UNSUPPORTED,
+                          "%s: tensor '%s': a norm weight in %s is not supported (F32, F16, BF16)",
+                          what, name, pu_dtype_name(t->dtype));
+    if (ndim == 2 && pu_dtype_nbytes(t->dtype, t->shape[1]) < 0)
+        return pu_err_set(PU_ERR_FORMAT,
+                          "%s: tensor '%s': row length %lld is not a multiple of the %s block "
+                          "size %lld",
+                          what, name, (long long)t->shape[1], pu_dtype_name(t->dtype),
+                          (long long)pu_dtype_block(t->dtype));
     if (!ok)
         return pu_err_set(PU_ERR_FORMAT, "%s: tensor '%s': expected shape %s, found %s", what, name,
                           pu_shape_str_(a, sizeof a, ndim, want),
@@ -295,7 +306,7 @@ static void tally_fn(const pu_tensor *t, bool embedding, void *ud) {
     if (embedding)
         s->emb_params += n;
     if ((int)t->dtype >= 0 && t->dtype < PU_DTYPE_COUNT) {
-        s->bytes += n * (int64_t)pu_dtype_size(t->dtype);
+        s->bytes += pu_dtype_nbytes(t->dtype, n);
         s->count[t->dtype]++;
         s->dt_params[t->dtype] += n;
     }

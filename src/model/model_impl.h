@@ -60,5 +60,9 @@ void pu_lora_add_qkv_split_(pu_pool *pool, const pu_kernels *k, const pu_lora_us
                             int64_t layer, const pu_config *c, const float *x, int64_t T, float *q,
                             float *kk, float *v, float *su, int64_t cap_u, float *sz,
                             int64_t cap_z);
+/* dst = src (a 2-D matrix of any dtype) re-encoded row by row in dt
+ * (quant_model.c), buffer owned by m; `name` for errors. */
+pu_status pu_tensor_requant_(pu_model *m, pu_tensor *dst, const pu_tensor *src, pu_dtype dt,
+                             pu_pool *pool, const char *name);
 
 #endif

@@ -47,6 +47,15 @@ static void fill_worker(void *vctx, int ith, int nth) {
 static pu_status make(pu_model *m, pu_tensor *t, pu_dtype dt, int64_t rows, int64_t cols,
                       uint64_t seed, float std, bool uniform, pu_pool *pool) {
     int64_t n = rows * (cols ? cols : 1);
+    if (cols && pu_dtype_is_quant(dt)) { /* fp32 draw, then ggml's quantizer */
+        pu_tensor tmp = {0};
+        pu_model *scratch = pu_calloc(1, sizeof *scratch);
+        pu_status s = make(scratch, &tmp, PU_DTYPE_F32, rows, cols, seed, std, uniform, pool);
+        if (s == PU_OK)
+            s = pu_tensor_requant_(m, t, &tmp, dt, pool, "random");
+        pu_model_destroy(scratch);
+        return s;
+    }
     void *p = pu_try_malloc_aligned((size_t)n * pu_dtype_size(dt), 64);
     if (!p)
         return pu_err_set(PU_ERR_NOMEM, "random model: cannot allocate %lld elements",

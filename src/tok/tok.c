@@ -403,6 +403,12 @@ const char *pu_tok_piece(const pu_tok *t, int32_t id, size_t *len) {
     return t->pieces[id];
 }
 
+float pu_tok_score(const pu_tok *t, int32_t id) {
+    if (id < 0 || id >= t->n_vocab || !t->scores)
+        return 0.0f;
+    return t->scores[id];
+}
+
 pu_tok_attr pu_tok_get_attr(const pu_tok *t, int32_t id) {
     if (id < 0 || id >= t->n_vocab)
         return PU_TOK_ATTR_UNUSED;
