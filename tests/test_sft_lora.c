@@ -271,6 +271,31 @@ static void check_errors(void) {
     pu_free(out);
 }
 
+/* A quantized (ggml block type) base cannot be borrowed frozen: a clear
+ * error naming the dtype, nothing trained. */
+static void check_quant_base(void) {
+    const char *data = write_data("q.jsonl", false);
+    char d[512], q[512], cmd[4096];
+    pt_tmp_path("loraQ", d, sizeof d);
+    pt_tmp_path("q8.gguf", q, sizeof q);
+    char *out = NULL;
+    snprintf(cmd, sizeof cmd, "%s quantize -m %s --type q8_0 --out %s 2>&1", pt_bin(), HF, q);
+    int rc = pt_run(cmd, &out);
+    PT_CHECK_MSG(rc == 0, "quantize rc %d: %s", rc, out ? out : "");
+    pu_free(out);
+    snprintf(cmd, sizeof cmd,
+             "%s sft -m %s -t %s/tokenizer.model --data %s --out %s --steps 1 --batch 2 --seq 48 "
+             "--lr 0.01 --lora 2>&1",
+             pt_bin(), q, HF, data, d);
+    rc = pt_run(cmd, &out);
+    PT_CHECK_MSG(rc == 1 && out && strstr(out, "Q8_0") && strstr(out, "frozen base"), "rc %d: %s",
+                 rc, out ? out : "");
+    pu_free(out);
+    char mp[700];
+    snprintf(mp, sizeof mp, "%s/metrics.jsonl", d);
+    PT_CHECK(!pu_file_exists(mp));
+}
+
 PT_SUITE(sft_lora) {
     if (PT_TEST("puyu sft --lora: adapter only in final/ and checkpoints; kill -9 + --resume"))
         check_lora_cli();
@@ -280,4 +305,6 @@ PT_SUITE(sft_lora) {
         check_qlora_cli();
     if (PT_TEST("puyu sft --lora: bad targets, r 0, adapter for another base, corrupt config"))
         check_errors();
+    if (PT_TEST("puyu sft --lora over a quantized GGUF base: a clear error"))
+        check_quant_base();
 }

@@ -616,6 +616,29 @@ static pu_status attach_base(pu_tmodel *m, const pu_model *src, bool qlora) {
     const pu_config *c = &m->cfg;
     const char *what = "base model";
     const pu_weights *w = pu_model_weights(src);
+    /* the GEMM packing converts rows of F32/BF16/F16 panel by panel; ggml
+     * block types have no per-element view: refuse rather than misread */
+    for (int64_t l = -1; l < c->num_hidden_layers; l++) {
+        const pu_tensor *ts[8];
+        int nt = 0;
+        if (l < 0) {
+            ts[nt++] = &w->tok_embeddings, ts[nt++] = &w->output;
+        } else {
+            const pu_layer_weights *lw = &w->layers[l];
+            const pu_tensor *all[8] = {&lw->wqkv, &lw->wq, &lw->wk, &lw->wv,
+                                       &lw->wo,   &lw->w1, &lw->w3, &lw->w2};
+            for (int j = 0; j < 8; j++)
+                ts[nt++] = all[j];
+        }
+        for (int j = 0; j < nt; j++)
+            if (ts[j]->data && pu_dtype_is_quant(ts[j]->dtype))
+                return pu_err_set(PU_ERR_UNSUPPORTED,
+                                  "%s: %s%lld holds %s weights: a frozen base must be F32, "
+                                  "BF16 or F16 (train on the unquantized model; --qlora "
+                                  "quantizes it to NF4 itself)",
+                                  what, l < 0 ? "the embedding / LM head" : "layer ",
+                                  l < 0 ? 0LL : (long long)l, pu_dtype_name(ts[j]->dtype));
+    }
     int64_t C = c->hidden_size, H = c->num_attention_heads, Hkv = c->num_key_value_heads;
     int64_t D = c->head_dim, G = H / Hkv;
     PU_TRY(check_shape(&w->tok_embeddings, &m->tab[m->emb], what));
