@@ -199,6 +199,8 @@ pu_status pu_tmodel_create_opts(const pu_config *c, int64_t B, int64_t Tmax,
  * BF16 GEMM level ("ref", "avx2", "avx512bf16", "amx"; "-" in fp32) */
 const char *pu_tmodel_attn_name(const pu_tmodel *m);
 const char *pu_tmodel_precision_name(const pu_tmodel *m);
+/* "block", "attn" (naive attention only: with flash it is a no-op) or "none" */
+const char *pu_tmodel_recompute_name(const pu_tmodel *m);
 const char *pu_tmodel_bf16_level_name(const pu_tmodel *m);
 /* bytes of frozen weights the tmodel holds itself (NF4 forms, repacked
  * q/k/v); borrowed views cost nothing */

@@ -497,6 +497,9 @@ float *pu_tmodel_params(pu_tmodel *m) {
 const char *pu_tmodel_attn_name(const pu_tmodel *m) {
     return pu_top_attn_kind_name(m->attn);
 }
+const char *pu_tmodel_recompute_name(const pu_tmodel *m) {
+    return m->recompute ? "block" : m->recompute_attn ? "attn" : "none";
+}
 const char *pu_tmodel_precision_name(const pu_tmodel *m) {
     return pu_precision_name(m->prec);
 }

@@ -676,7 +676,7 @@ pu_status pu_train_loop(const pu_train_opts *o, const pu_train_job *job, pu_pool
         if (!r.quiet)
             pu_log_info("attention %s, precision %s (bf16 level %s), recompute %s",
                         pu_tmodel_attn_name(r.m), pu_tmodel_precision_name(r.m),
-                        pu_tmodel_bf16_level_name(r.m), o->recompute ? o->recompute : "none");
+                        pu_tmodel_bf16_level_name(r.m), pu_tmodel_recompute_name(r.m));
         if (!r.quiet && r.nranks > 1)
             pu_log_info("data parallel: %d ranks, %lld of the %lld sequences of a step each "
                         "(rank 0), %d gradient buckets",
