@@ -77,10 +77,12 @@
  * tmodel), checkpoints (ckpt.c) and data parallel (dp.c). Adapter files
  * (PEFT) and inference-side adapters live in `model` (src/model/lora.c).
  *
- * Limits: fp32 math (bf16 storage only for frozen weights); attention keeps
- * the (B, H, T, T) probabilities for backward (O(T^2) memory: fine for the
- * short-context stages, a flash-style recomputing backward is needed for
- * 32k); dynamic-NTK rope scaling is ignored in training (plain RoPE).
+ * Precision and attention (pu_tmodel_opts, --precision / --attn /
+ * --recompute): fp32 or bf16 matmul operands with fp32 accumulation (fp32
+ * master weights, gradients, moments; see README "Training model options");
+ * flash attention (O(T) saved per layer, default) or naive (saves the
+ * (B, H, T, T) probabilities). Dynamic-NTK rope scaling is ignored in
+ * training (plain RoPE).
  *
  *  - The loop (optimizer, schedule, accumulation, checkpoints, resume,
  *    eval, metrics) is shared with `puyu sft` (pu_sft.h): pu_train_run is

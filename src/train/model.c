@@ -17,6 +17,15 @@
  * slab. Activation memory in floats: L * (N*(4C + 2 + 2*H*D + 2*Hkv*D + 3F)
  * + B*H*T^2) + N*(2C + V + 3) + N*QKV, plus N*(2C + QKV + 2*H*D + 2*Hkv*D +
  * 3F) of backward buffers.
+ *
+ * Options (pu_tmodel_opts): attn naive|flash (probs, or flash's lse (B, H, T)
+ * saved); precision bf16 (every lin_fwd/lin_bwd product on bf16 operands via
+ * src/train/gemm_bf16.c with fp32 accumulation: x rounded into the xb
+ * scratch in forward and again, to the same bits, in backward; weights from
+ * wbf[i]); recompute block (one layer's activations shared, rebuilt from
+ * each layer's saved input) or attn (naive: one shared probs buffer, rebuilt
+ * before each layer's backward). Every variant's gradients are thread-count
+ * independent, and recomputation gives bitwise the non-recomputed ones.
  */
 #include <math.h>
 #include <stdlib.h>
