@@ -8,7 +8,14 @@
  * activations + backward buffers.
  *
  *   build/release/bench_train [--threads N] [--batch B] [--steps N] [--big] [--only-big]
- *                             [--lora R] [--torch]
+ *                             [--lora R] [--torch] [--precision fp32|bf16] [--attn naive|flash]
+ *                             [--recompute none|attn|block]
+ *
+ * --precision, --attn and --recompute are the training model's creation
+ * options (pu_tmodel_opts; defaults fp32, flash unless PUYU_ATTN, none); the
+ * header line of each run prints what ran, with the BF16 GEMM level
+ * (PUYU_BF16 or the best the CPU allows: on AVX2-only CPUs bf16 is
+ * emulated: operands rounded to bf16, widened to fp32 in the panel packing).
  *
  * --lora R also runs, per shape, the SFT step of LoRA (rank R, alpha 2R, on
  * wqkv, wo, w1, w2, w3) over the same shape's base held frozen in F32 as a
@@ -40,6 +47,8 @@ static double cpu_seconds(void) {
 /* The machine is shared: besides wall-clock tokens/s each run reports
  * tokens per CPU-second times the thread count (what the run would reach
  * with its threads never preempted); ratios use the latter. */
+static const char *g_prec, *g_attn, *g_recompute;
+
 static double bench_shape(pu_pool *pool, const char *name, pu_config *c, int64_t B, int64_t T,
                           int steps, double peak, int64_t lora) {
     pu_tmodel *m = NULL;
@@ -55,12 +64,23 @@ static double bench_shape(pu_pool *pool, const char *name, pu_config *c, int64_t
         o.lora_r = lora;
         o.lora_alpha = 2.0 * (double)lora;
         o.seed = 1;
+        o.precision = g_prec;
+        o.attn = g_attn;
+        if (pu_tmodel_opts_set_recompute(&o, g_recompute) != PU_OK) {
+            fprintf(stderr, "%s\n", pu_err_msg());
+            exit(2);
+        }
         if (pu_tmodel_create_from(base, B, T, &o, &m) != PU_OK) {
             fprintf(stderr, "create: %s\n", pu_err_msg());
             exit(1);
         }
     } else {
-        if (pu_tmodel_create(c, B, T, &m) != PU_OK) {
+        pu_tmodel_opts o;
+        pu_tmodel_opts_default(&o);
+        o.precision = g_prec;
+        o.attn = g_attn;
+        if (pu_tmodel_opts_set_recompute(&o, g_recompute) != PU_OK ||
+            pu_tmodel_create_opts(c, B, T, &o, &m) != PU_OK) {
             fprintf(stderr, "create: %s\n", pu_err_msg());
             exit(1);
         }
@@ -123,6 +143,9 @@ static double bench_shape(pu_pool *pool, const char *name, pu_config *c, int64_t
     else
         printf("[%s, full] %.2fM params, batch %lld x seq %lld, %d threads\n", name,
                (double)P / 1e6, (long long)B, (long long)T, pu_pool_size(pool));
+    printf("  precision %s (BF16 GEMM level %s), attention %s, recompute %s\n",
+           pu_tmodel_precision_name(m), pu_tmodel_bf16_level_name(m), pu_tmodel_attn_name(m),
+           pu_tmodel_recompute_name(m));
     printf("  step %.3f s (best %.3f): forward %.3f, backward %.3f, adamw %.3f\n", avg, best,
            tf / steps, tb / steps, to / steps);
     double cpu_tps = (double)N / (cpu / steps / (double)pu_pool_size(pool));
@@ -205,9 +228,16 @@ int main(int argc, char **argv) {
             lora = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--torch"))
             torch = true;
+        else if (!strcmp(argv[i], "--precision") && i + 1 < argc)
+            g_prec = argv[++i];
+        else if (!strcmp(argv[i], "--attn") && i + 1 < argc)
+            g_attn = argv[++i];
+        else if (!strcmp(argv[i], "--recompute") && i + 1 < argc)
+            g_recompute = argv[++i];
         else {
             fprintf(stderr, "usage: bench_train [--threads N] [--batch B] [--steps N] [--big] "
-                            "[--only-big] [--lora R] [--torch]\n");
+                            "[--only-big] [--lora R] [--torch] [--precision fp32|bf16] "
+                            "[--attn naive|flash] [--recompute none|attn|block]\n");
             return 2;
         }
     }

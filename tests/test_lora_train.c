@@ -754,9 +754,51 @@ static void test_nf4(void) {
     }
 }
 
+/* --precision bf16 over a borrowed base: BF16-stored weights are the bf16
+ * operands as stored (no copy), F32 ones are rounded once into an owned copy
+ * (the embedding and norms stay as stored, so the two bases differ there);
+ * adapter grads vs torch's fp32 grads over the same base */
+static void test_bf16(void) {
+    if (PT_TEST("bf16 LoRA: BF16 base used as stored, F32 base rounded once; near torch fp32")) {
+        fixture x;
+        fx_open(&x);
+        if (!x.ok) {
+            fx_close(&x);
+            return;
+        }
+        pu_pool *pool = pu_pool_create(2);
+        pu_tmodel *m[2] = {NULL, NULL};
+        pu_model *bases[2] = {x.f32, x.bf16};
+        for (int k = 0; k < 2; k++) {
+            pu_tmodel_opts o = lora_opts(ALL_TARGETS);
+            o.precision = "bf16";
+            PT_OK(pu_tmodel_create_from(bases[k], B_, T_, &o, &m[k]));
+            if (!m[k])
+                continue;
+            PT_OK(get_entries(&x, m[k], "lora.", pu_tmodel_params(m[k]), true));
+            double loss = run_fb(m[k], pool, &x, true);
+            const char *lk = k ? "loss16" : "loss32";
+            PT_NEAR(loss, meta(&x, lk), 0, 2e-3);
+            double worst = cmp_grads(&x, m[k], k ? "g16." : "g32.", 6e-2);
+            printf("    bf16 over %s base: loss %.6f (torch fp32 %.6f), worst adapter grad err "
+                   "%.2e of max\n",
+                   k ? "BF16" : "F32", loss, meta(&x, lk), worst);
+        }
+        if (m[0] && m[1]) {
+            PT_CHECK(pu_tmodel_frozen_bytes(m[0]) > 0); /* the rounded copy */
+            PT_EQ_I64(pu_tmodel_frozen_bytes(m[1]), 0); /* stored bf16, no copy */
+        }
+        pu_tmodel_destroy(m[0]);
+        pu_tmodel_destroy(m[1]);
+        pu_pool_destroy(pool);
+        fx_close(&x);
+    }
+}
+
 PT_SUITE(lora_train) {
     test_against_torch();
     test_fd();
     test_structure();
     test_nf4();
+    test_bf16();
 }

@@ -171,6 +171,50 @@ static void check_lora_cli(void) {
     snprintf(f, sizeof f, "%s/final/adapter_model.safetensors", a);
     snprintf(g, sizeof g, "%s/final/adapter_model.safetensors", b);
     PT_CHECK(same_file(f, g));
+    /* --precision bf16 over the frozen base: uninterrupted == killed + resumed,
+     * bitwise; losses within 2% of fp32's and not equal to them */
+    char c[512], d[512];
+    pt_tmp_path("loraBf", c, sizeof c);
+    pt_tmp_path("loraBfK", d, sizeof d);
+    double lc[8], ld[8];
+    snprintf(args, sizeof args,
+             "--data %s --out %s " LORA_ARGS " --lora-dropout 0.1 --precision bf16 --attn naive "
+             "--recompute attn",
+             data, c);
+    rc = run(args, &out);
+    PT_CHECK_MSG(rc == 0, "rc %d: %s", rc, out ? out : "");
+    pu_free(out);
+    snprintf(args, sizeof args,
+             "--data %s --out %s " LORA_ARGS " --lora-dropout 0.1 --precision bf16 --attn naive "
+             "--recompute attn --kill-at-step 3",
+             data, d);
+    rc = run(args, &out);
+    PT_CHECK_MSG(rc != 0, "the killed run exited %d", rc);
+    pu_free(out);
+    snprintf(args, sizeof args,
+             "--data %s --out %s " LORA_ARGS " --lora-dropout 0.1 --precision bf16 --attn naive "
+             "--recompute attn --resume",
+             data, d);
+    rc = run(args, &out);
+    PT_CHECK_MSG(rc == 0, "rc %d: %s", rc, out ? out : "");
+    pu_free(out);
+    snprintf(f, sizeof f, "%s/metrics.jsonl", c);
+    int nc = read_losses(f, lc, 8);
+    snprintf(f, sizeof f, "%s/metrics.jsonl", d);
+    int nd = read_losses(f, ld, 8);
+    PT_EQ_I64(nc, 4);
+    PT_EQ_I64(nd, 4);
+    bool differ = false;
+    for (int i = 0; i < nc && i < nd && i < na; i++) {
+        PT_CHECK_MSG(lc[i] == ld[i], "bf16 step %d: %.17g vs resumed %.17g", i + 1, lc[i], ld[i]);
+        PT_CHECK_MSG(fabs(lc[i] - la[i]) < 0.02 * la[i], "step %d: bf16 %g fp32 %g", i + 1, lc[i],
+                     la[i]);
+        differ |= lc[i] != la[i];
+    }
+    PT_CHECK(differ);
+    snprintf(f, sizeof f, "%s/final/adapter_model.safetensors", c);
+    snprintf(g, sizeof g, "%s/final/adapter_model.safetensors", d);
+    PT_CHECK(same_file(f, g));
 }
 
 /* --lora-init: continuing from the step-2 adapter gives, on the same batch,

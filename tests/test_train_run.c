@@ -412,6 +412,59 @@ static void test_runs(void) {
         PT_CHECK_MSG(strcmp(la, lb) == 0, "uninterrupted:\n%s\nresumed:\n%s", la, lb);
         pu_free(la), pu_free(lb);
     }
+    if (PT_TEST("--precision bf16: killed and resumed == uninterrupted; near fp32's losses")) {
+        char d[512], e[512];
+        pt_tmp_path("runBf", d, sizeof d);
+        pt_tmp_path("runBfK", e, sizeof e);
+        pu_train_opts o;
+        base_opts(&o, cfg, data, d);
+        o.precision = "bf16";
+        pu_pool *pool = pu_pool_create(2);
+        PT_OK(pu_train_run(&o, pool));
+        pu_pool_destroy(pool);
+        base_opts(&o, cfg, data, e);
+        o.precision = "bf16";
+        o.kill_at = 5;
+        fflush(NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+            pu_pool *cp = pu_pool_create(2);
+            pu_train_run(&o, cp);
+            _exit(3); /* not reached */
+        }
+        int ws = 0;
+        waitpid(pid, &ws, 0);
+        PT_CHECK_MSG(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL, "child status %d", ws);
+        o.kill_at = 0;
+        o.resume = true;
+        PT_OK(pu_train_run(&o, NULL)); /* resumed with 1 thread */
+        char pa[700], pd[700], pe[700];
+        snprintf(pa, sizeof pa, "%s/metrics.jsonl", a);
+        snprintf(pd, sizeof pd, "%s/metrics.jsonl", d);
+        snprintf(pe, sizeof pe, "%s/metrics.jsonl", e);
+        char *la = loss_lines(pa), *ld = loss_lines(pd), *le = loss_lines(pe);
+        PT_CHECK_MSG(strcmp(ld, le) == 0, "uninterrupted:\n%s\nresumed:\n%s", ld, le);
+        PT_CHECK_MSG(strcmp(la, ld) != 0, "bf16 losses equal fp32's bitwise: path not taken");
+        /* same steps, loss within 2% of the fp32 run's */
+        char *qa = la, *qd = ld;
+        int n = 0;
+        while (*qa && *qd) {
+            long long sa, sd;
+            char ka[8], kd[8];
+            double va, vd;
+            if (sscanf(qa, "%lld %7s %lf", &sa, ka, &va) == 3 &&
+                sscanf(qd, "%lld %7s %lf", &sd, kd, &vd) == 3) {
+                PT_CHECK(sa == sd && !strcmp(ka, kd));
+                PT_CHECK_MSG(fabs(va - vd) < 0.02 * va, "step %lld %s: fp32 %g bf16 %g", sa, ka, va,
+                             vd);
+                n++;
+            }
+            qa = strchr(qa, '\n') + 1;
+            qd = strchr(qd, '\n') + 1;
+        }
+        PT_CHECK(n >= 8);
+        pu_free(la), pu_free(ld), pu_free(le);
+    }
     if (PT_TEST("NaN loss stops naming the step; the last checkpoint stays")) {
         pu_train_opts o;
         base_opts(&o, cfg, data, c);
@@ -592,6 +645,31 @@ static void test_runs(void) {
         pu_free(ll);
         snprintf(p, sizeof p, "%s/step_00000003/config.json", d);
         PT_CHECK(pu_file_exists(p));
+        /* the creation options: the startup line says what ran; bad values named */
+        pt_tmp_path("runCLIbf", p, sizeof p);
+        snprintf(
+            cmd, sizeof cmd,
+            "PUYU_LOG=info %s train --config %s --data %s --out %s --steps 2 --batch 2 "
+            "--seq 16 --lr 0.01 --precision bf16 --attn naive --recompute attn --threads 2 2>&1",
+            pt_bin(), cfg, data, p);
+        out = NULL;
+        rc = pt_run(cmd, &out);
+        PT_CHECK_MSG(rc == 0 && out &&
+                         strstr(out, "attention naive, precision bf16 (bf16 level ") &&
+                         strstr(out, "recompute attn"),
+                     "rc %d: %s", rc, out ? out : "");
+        pu_free(out);
+        const char *bad[3] = {"--precision fp16", "--attn fast", "--recompute all"};
+        for (int i = 0; i < 3; i++) {
+            snprintf(cmd, sizeof cmd,
+                     "%s train --config %s --data %s --out %s --steps 1 --batch 2 --seq 16 %s 2>&1",
+                     pt_bin(), cfg, data, p, bad[i]);
+            out = NULL;
+            rc = pt_run(cmd, &out);
+            PT_CHECK_MSG(rc != 0 && out && strstr(out, strchr(bad[i], ' ') + 1), "%s: rc %d: %s",
+                         bad[i], rc, out ? out : "");
+            pu_free(out);
+        }
         snprintf(cmd, sizeof cmd,
                  "%s train --config %s --data /nonexistent --out %s --steps 3 "
                  "2>&1",

@@ -77,10 +77,12 @@
  * tmodel), checkpoints (ckpt.c) and data parallel (dp.c). Adapter files
  * (PEFT) and inference-side adapters live in `model` (src/model/lora.c).
  *
- * Limits: fp32 math (bf16 storage only for frozen weights); attention keeps
- * the (B, H, T, T) probabilities for backward (O(T^2) memory: fine for the
- * short-context stages, a flash-style recomputing backward is needed for
- * 32k); dynamic-NTK rope scaling is ignored in training (plain RoPE).
+ * Precision and attention (pu_tmodel_opts, --precision / --attn /
+ * --recompute): fp32 or bf16 matmul operands with fp32 accumulation (fp32
+ * master weights, gradients, moments; see README "Training model options");
+ * flash attention (O(T) saved per layer, default) or naive (saves the
+ * (B, H, T, T) probabilities). Dynamic-NTK rope scaling is ignored in
+ * training (plain RoPE).
  *
  *  - The loop (optimizer, schedule, accumulation, checkpoints, resume,
  *    eval, metrics) is shared with `puyu sft` (pu_sft.h): pu_train_run is
@@ -160,6 +162,17 @@ typedef struct pu_tmodel_opts {
     /* activation checkpointing: keep only each layer's residual input and
      * rebuild the layer's activations in backward (bitwise the same grads) */
     bool recompute;
+    /* recompute only the attention probabilities in backward (naive attention:
+     * one shared (B, H, T, T) buffer instead of one per layer; flash already
+     * recomputes them tile by tile, so there it changes nothing) */
+    bool recompute_attn;
+    /* "naive" | "flash"; NULL: the environment's PUYU_ATTN if set, else flash */
+    const char *attn;
+    /* "fp32" | "bf16"; NULL: fp32. bf16: the linears' products (forward, dx,
+     * dW) on bf16 operands with fp32 accumulation (src/train/gemm_bf16.h, level
+     * PUYU_BF16 or the best available); master weights, gradients, optimizer
+     * state, norms, attention and the loss stay fp32. */
+    const char *precision;
     /* no gradients and no backward buffers (a frozen reference model) */
     bool forward_only;
     /* LoRA adapters (pu_lora.h semantics) when lora_r > 0: y += s (drop(x) A^T) B^T
@@ -174,9 +187,23 @@ typedef struct pu_tmodel_opts {
 } pu_tmodel_opts;
 /* freeze_base false, no LoRA, alpha 16, the default targets */
 void pu_tmodel_opts_default(pu_tmodel_opts *o);
+/* --recompute "none" | "attn" | "block" (NULL: none) into o->recompute /
+ * o->recompute_attn; PU_ERR_INVALID naming the value otherwise */
+pu_status pu_tmodel_opts_set_recompute(pu_tmodel_opts *o, const char *s);
 /* Shapes from base's config; B, Tmax as pu_tmodel_create. o NULL: defaults. */
 pu_status pu_tmodel_create_from(const pu_model *base, int64_t B, int64_t Tmax,
                                 const pu_tmodel_opts *o, pu_tmodel **out);
+/* pu_tmodel_create with options (attn, precision, recompute*, forward_only;
+ * freeze_base, qlora and LoRA need a base: pu_tmodel_create_from). */
+pu_status pu_tmodel_create_opts(const pu_config *c, int64_t B, int64_t Tmax,
+                                const pu_tmodel_opts *o, pu_tmodel **out);
+/* what the model runs: "naive"/"flash", "fp32"/"bf16", and in bf16 the
+ * BF16 GEMM level ("ref", "avx2", "avx512bf16", "amx"; "-" in fp32) */
+const char *pu_tmodel_attn_name(const pu_tmodel *m);
+const char *pu_tmodel_precision_name(const pu_tmodel *m);
+/* "block", "attn" (naive attention only: with flash it is a no-op) or "none" */
+const char *pu_tmodel_recompute_name(const pu_tmodel *m);
+const char *pu_tmodel_bf16_level_name(const pu_tmodel *m);
 /* bytes of frozen weights the tmodel holds itself (NF4 forms, repacked
  * q/k/v); borrowed views cost nothing */
 int64_t pu_tmodel_frozen_bytes(const pu_tmodel *m);
@@ -348,6 +375,10 @@ typedef struct pu_train_opts {
     double dp_bucket_mb;
     bool quiet;      /* no progress line */
     int64_t kill_at; /* testing: raise SIGKILL after this step (0 = never) */
+    /* the training model's creation options (pu_tmodel_opts): --attn
+     * naive|flash (NULL: PUYU_ATTN or flash), --precision fp32|bf16 (NULL:
+     * fp32), --recompute none|attn|block (NULL: none) */
+    const char *attn, *precision, *recompute;
 } pu_train_opts;
 
 void pu_train_opts_default(pu_train_opts *o);

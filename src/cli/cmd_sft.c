@@ -117,8 +117,18 @@ int pu_cmd_sft(int argc, char **argv) {
          "QLoRA: LoRA over the base quantized to NF4 with double quantization (bitsandbytes' "
          "scheme), with activation checkpointing",
          0, 0},
-        {"recompute", 0, PU_OPT_FLAG, &so.recompute, NULL,
-         "activation checkpointing: keep each layer's input, recompute the rest in backward", 0, 0},
+        {"attn", 0, PU_OPT_STRING, &o->attn, "naive|flash",
+         "attention kernel: flash (tiled, O(T) memory, default) or naive (saves the T x T "
+         "probabilities); PUYU_ATTN sets the default",
+         0, 0},
+        {"precision", 0, PU_OPT_STRING, &o->precision, "fp32|bf16",
+         "matmul precision: bf16 = BF16 operands, FP32 accumulation, FP32 master weights and "
+         "AdamW state (default fp32)",
+         0, 0},
+        {"recompute", 0, PU_OPT_STRING, &o->recompute, "none|attn|block",
+         "block: keep each layer's input and recompute the layer in backward; attn: recompute "
+         "only the naive attention's probabilities (no-op with flash) (default none)",
+         0, 0},
         {"quiet", 'q', PU_OPT_FLAG, &quiet, NULL, "no progress output", 0, 0},
         {"kill-at-step", 0, PU_OPT_INT, &kill_at, "N",
          "testing: SIGKILL the process right after step N", 0, 1e12},

@@ -57,6 +57,18 @@ int pu_cmd_train(int argc, char **argv) {
         {"keep", 0, PU_OPT_INT, &o.keep, "K", "keep the last K checkpoints", 1, 1e9},
         {"resume", 0, PU_OPT_FLAG, &resume, NULL,
          "continue from OUT/latest (bit-exact; starts fresh if there is none)", 0, 0},
+        {"attn", 0, PU_OPT_STRING, &o.attn, "naive|flash",
+         "attention kernel: flash (tiled, O(T) memory, default) or naive (saves the T x T "
+         "probabilities); PUYU_ATTN sets the default",
+         0, 0},
+        {"precision", 0, PU_OPT_STRING, &o.precision, "fp32|bf16",
+         "matmul precision: bf16 = BF16 operands, FP32 accumulation, FP32 master weights and "
+         "AdamW state (default fp32)",
+         0, 0},
+        {"recompute", 0, PU_OPT_STRING, &o.recompute, "none|attn|block",
+         "block: keep each layer's input and recompute the layer in backward; attn: recompute "
+         "only the naive attention's probabilities (no-op with flash) (default none)",
+         0, 0},
         {"quiet", 'q', PU_OPT_FLAG, &quiet, NULL, "no progress output", 0, 0},
         {"kill-at-step", 0, PU_OPT_INT, &kill_at, "N",
          "testing: SIGKILL the process right after step N", 0, 1e12},
@@ -68,7 +80,8 @@ int pu_cmd_train(int argc, char **argv) {
         "puyu train",
         "--config CONFIG.json --data SHARDS_DIR --out DIR --steps N --batch B --seq T --lr LR "
         "[--seed S] [--metrics FILE] [--threads N]",
-        "Pretrain an InternLM2-architecture model in fp32 (AdamW, warmup + cosine, clipping).\n"
+        "Pretrain an InternLM2-architecture model (fp32 or bf16 matmuls, fp32 AdamW, warmup + "
+        "cosine, clipping).\n"
         "Checkpoints OUT/step_N/ are model directories (`puyu generate -m` loads them) plus\n"
         "train_state.safetensors; --resume after a crash continues bit for bit.\n"
         "Data parallel: `mpirun -np N puyu train ...` (built with `make MPI=1`) trains with the\n"

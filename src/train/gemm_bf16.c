@@ -374,6 +374,10 @@ static pu_bf16_level mp_level(void) {
     return g_mp_level;
 }
 
+pu_bf16_level pu_top_matmul_mp_level(void) {
+    return mp_level();
+}
+
 void pu_top_matmul_mp_fwd(pu_pool *pool, const pu_kernels *k, pu_precision prec, float *y,
                           const float *x, uint16_t *xb, const float *w, const uint16_t *wb,
                           int64_t N, int64_t M, int64_t K) {

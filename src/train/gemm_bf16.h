@@ -81,6 +81,8 @@ void pu_bf16_matmul_bwd(pu_pool *pool, pu_bf16_level level, float *dx, float *dw
 typedef enum { PU_PREC_FP32 = 0, PU_PREC_BF16 = 1 } pu_precision;
 bool pu_precision_parse(const char *s, pu_precision *out); /* "fp32" | "bf16" */
 const char *pu_precision_name(pu_precision p);
+/* the level the _mp_ functions run (pu_bf16_level_active(), read once) */
+pu_bf16_level pu_top_matmul_mp_level(void);
 /* y (N, M) = x (N, K) · w^T (overwrites) */
 void pu_top_matmul_mp_fwd(pu_pool *pool, const pu_kernels *k, pu_precision prec, float *y,
                           const float *x, uint16_t *xb, const float *w, const uint16_t *wb,

@@ -17,11 +17,22 @@
  * slab. Activation memory in floats: L * (N*(4C + 2 + 2*H*D + 2*Hkv*D + 3F)
  * + B*H*T^2) + N*(2C + V + 3) + N*QKV, plus N*(2C + QKV + 2*H*D + 2*Hkv*D +
  * 3F) of backward buffers.
+ *
+ * Options (pu_tmodel_opts): attn naive|flash (probs, or flash's lse (B, H, T)
+ * saved); precision bf16 (every lin_fwd/lin_bwd product on bf16 operands via
+ * src/train/gemm_bf16.c with fp32 accumulation: x rounded into the xb
+ * scratch in forward and again, to the same bits, in backward; weights from
+ * wbf[i]); recompute block (one layer's activations shared, rebuilt from
+ * each layer's saved input) or attn (naive: one shared probs buffer, rebuilt
+ * before each layer's backward). Every variant's gradients are thread-count
+ * independent, and recomputation gives bitwise the non-recomputed ones.
  */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
-#include "train/attn_flash.h" /* attention switch (PUYU_ATTN=naive|flash) */
+#include "train/attn_flash.h" /* attention switch (--attn, PUYU_ATTN=naive|flash) */
+#include "train/gemm_bf16.h"  /* --precision bf16 */
 #include "train/train_impl.h"
 
 typedef struct {
@@ -73,7 +84,18 @@ struct pu_tmodel {
     float *bwd;
     int64_t bwd_floats;
     pu_tws ws;
-    pu_attn_kind attn; /* naive (probs saved) or flash (lse saved) */
+    pu_attn_kind attn;   /* naive (probs saved) or flash (lse saved) */
+    bool recompute_attn; /* naive: one shared probs buffer, rebuilt before each layer's bwd */
+    /* mixed precision (bf16): wb = bf16 copy of the slab (same offsets),
+     * refreshed at the next forward after any write access to the master
+     * weights; wbf[i] = the bf16 operand of matrix entry i (slab copy, the
+     * stored bf16 of a borrowed base, or an owned conversion), NULL: the fp32
+     * path (NF4); xb scratch for the rounded matmul inputs */
+    pu_precision prec;
+    pu_bf16_level bf16_level;
+    uint16_t *wb, *xb;
+    const uint16_t **wbf;
+    bool wb_dirty;
     /* gradient-ready hook (data parallel) */
     pu_grad_hook_fn hook;
     void *hook_ctx;
@@ -82,6 +104,9 @@ struct pu_tmodel {
     int32_t *ids, *targets, *pos, *seg;
     bool have_pos, have_seg, fwd_done;
 };
+
+static pu_status create(const pu_config *c, int64_t B, int64_t Tmax, const pu_model *base,
+                        const pu_tmodel_opts *o, pu_tmodel **out);
 
 static int add_param(pu_tmodel *m, int *cap, const char *name, int64_t r, int64_t c,
                      uint32_t flags) {
@@ -113,6 +138,31 @@ void pu_tmodel_opts_default(pu_tmodel_opts *o) {
     o->lora_targets = PU_LORA_DEFAULT_TARGETS;
 }
 
+pu_status pu_tmodel_opts_set_recompute(pu_tmodel_opts *o, const char *s) {
+    if (!s || !strcmp(s, "none")) {
+        o->recompute = o->recompute_attn = false;
+    } else if (!strcmp(s, "attn")) {
+        o->recompute = false;
+        o->recompute_attn = true;
+    } else if (!strcmp(s, "block")) {
+        o->recompute = true;
+        o->recompute_attn = false;
+    } else {
+        return pu_err_set(PU_ERR_INVALID, "train: --recompute '%s': expected none, attn or block",
+                          s);
+    }
+    return PU_OK;
+}
+
+pu_status pu_tmodel_create_opts(const pu_config *c, int64_t B, int64_t Tmax,
+                                const pu_tmodel_opts *o, pu_tmodel **out) {
+    *out = NULL;
+    if (o && (o->freeze_base || o->qlora || o->lora_r > 0))
+        return pu_err_set(PU_ERR_INVALID, "train: freeze_base, qlora and LoRA need a base model "
+                                          "(pu_tmodel_create_from)");
+    return create(c, B, Tmax, NULL, o, out);
+}
+
 static void *own(pu_tmodel *m, size_t bytes) {
     void *p = pu_malloc_aligned(bytes ? bytes : 1, 64);
     m->own = pu_realloc(m->own, (size_t)(m->n_own + 1) * sizeof *m->own);
@@ -133,6 +183,7 @@ static void add_lora(pu_tmodel *m, int *cap, const char *mod, int64_t in, int64_
 static pu_status create(const pu_config *c, int64_t B, int64_t Tmax, const pu_model *base,
                         const pu_tmodel_opts *o, pu_tmodel **out);
 static pu_status attach_base(pu_tmodel *m, const pu_model *base, bool qlora);
+static void attach_bf16(pu_tmodel *m);
 
 pu_status pu_tmodel_create(const pu_config *c, int64_t B, int64_t Tmax, pu_tmodel **out) {
     return create(c, B, Tmax, NULL, NULL, out);
@@ -157,6 +208,8 @@ pu_status pu_tmodel_create_from(const pu_model *base, int64_t B, int64_t Tmax,
     pu_tmodel *m = NULL;
     PU_TRY(create(pu_model_config(base), B, Tmax, base, o, &m));
     pu_status s = o->freeze_base ? attach_base(m, base, o->qlora) : pu_tmodel_load_weights(m, base);
+    if (s == PU_OK && m->prec == PU_PREC_BF16 && o->freeze_base)
+        attach_bf16(m);
     if (s != PU_OK) {
         pu_tmodel_destroy(m);
         return s;
@@ -257,9 +310,29 @@ static pu_status create(const pu_config *c, int64_t B, int64_t Tmax, const pu_mo
     int nlt = 0; /* adapted linears per layer */
     for (int t = 0; t < 5; t++)
         nlt += m->lora_r > 0 && (m->lora_targets & (1u << t));
-    m->attn = pu_top_attn_kind_default();
-    int64_t full_layer = N * (C * 4 + 2 + H * D * 2 + Hkv * D * 2 + F * 3) +
-                         pu_top_attn_saved_floats(m->attn, B, H, Tmax) + N * r * nlt;
+    m->attn = PU_ATTN_FLASH;
+    if (o && o->attn) {
+        if (!pu_top_attn_kind_parse(o->attn, &m->attn)) {
+            pu_tmodel_destroy(m);
+            return pu_err_set(PU_ERR_INVALID, "train: --attn '%s': expected naive or flash",
+                              o->attn);
+        }
+    } else if (getenv("PUYU_ATTN") && *getenv("PUYU_ATTN")) {
+        m->attn = pu_top_attn_kind_default();
+    }
+    m->prec = PU_PREC_FP32;
+    if (o && o->precision && !pu_precision_parse(o->precision, &m->prec)) {
+        pu_tmodel_destroy(m);
+        return pu_err_set(PU_ERR_INVALID, "train: --precision '%s': expected fp32 or bf16",
+                          o->precision);
+    }
+    m->bf16_level = m->prec == PU_PREC_BF16 ? pu_top_matmul_mp_level() : PU_BF16_REF;
+    /* naive attention with recompute_attn: one probabilities buffer for all layers */
+    m->recompute_attn = o && o->recompute_attn && m->attn == PU_ATTN_NAIVE && !m->recompute;
+    int64_t saved_attn = pu_top_attn_saved_floats(m->attn, B, H, Tmax);
+    int64_t layer_attn = m->recompute_attn ? 0 : saved_attn;
+    int64_t full_layer =
+        N * (C * 4 + 2 + H * D * 2 + Hkv * D * 2 + F * 3) + layer_attn + N * r * nlt;
     int64_t fin = N * (2 * C + V + 4) + (m->out_la >= 0 ? N * r : 0);
     m->rope_P = Tmax; /* positions used by training are < Tmax (pos arrays are checked) */
     int64_t misc = N * QKV + 2 * Tmax * (D / 2);
@@ -267,8 +340,8 @@ static pu_status create(const pu_config *c, int64_t B, int64_t Tmax, const pu_mo
     int64_t lora_scr = r > 0 ? N * r + (m->lora_dropout > 0 ? N * maxin : 0) : 0;
     /* recompute: the residual input of every layer + one layer's activations,
      * rebuilt from it in backward (activation checkpointing) */
-    m->act_floats =
-        (m->recompute ? L * N * C + full_layer : L * full_layer) + fin + misc + lora_scr;
+    m->act_floats = (m->recompute ? L * N * C + full_layer : L * full_layer) + fin + misc +
+                    lora_scr + (m->recompute_attn ? saved_attn : 0);
     m->act = pu_try_malloc_aligned((size_t)m->act_floats * sizeof(float), 64);
     m->bwd_floats = m->fwd_only ? 0 : N * (2 * C + QKV + 2 * H * D + 2 * Hkv * D + 3 * F);
     m->bwd = m->fwd_only ? NULL : pu_try_malloc_aligned((size_t)m->bwd_floats * sizeof(float), 64);
@@ -306,7 +379,7 @@ static pu_status create(const pu_config *c, int64_t B, int64_t Tmax, const pu_mo
         a->q = TAKE(N * H * D);
         a->k = TAKE(N * Hkv * D);
         a->v = TAKE(N * Hkv * D);
-        a->probs = TAKE(pu_top_attn_saved_floats(m->attn, B, H, Tmax));
+        a->probs = m->recompute_attn ? NULL : TAKE(layer_attn);
         a->att = TAKE(N * H * D);
         a->mid = TAKE(N * C);
         a->xn2 = TAKE(N * C);
@@ -316,6 +389,11 @@ static pu_status create(const pu_config *c, int64_t B, int64_t Tmax, const pu_mo
         a->hs = TAKE(N * F);
         for (int t = 0; t < 5; t++)
             a->us[t] = m->li[l].la[t] >= 0 ? TAKE(N * r) : NULL;
+    }
+    if (m->recompute_attn) {
+        float *shared = TAKE(saved_attn);
+        for (int64_t l = 0; l < L; l++)
+            m->la[l].probs = shared;
     }
     m->xo_tmp = m->recompute ? TAKE(N * C) : NULL;
     m->xL = TAKE(N * C);
@@ -360,6 +438,20 @@ static pu_status create(const pu_config *c, int64_t B, int64_t Tmax, const pu_mo
             m->mat[i].f32 = m->params + pp->offset;
     }
     pu_top_rope_tables(&m->cfg, Tmax, m->cos, m->sin);
+    m->wbf = pu_calloc((size_t)m->ntab, sizeof *m->wbf);
+    if (m->prec == PU_PREC_BF16) {
+        int64_t maxk = F > C ? F : C;
+        m->wb = pu_try_malloc_aligned((size_t)(m->numel ? m->numel : 1) * sizeof(uint16_t), 64);
+        m->xb = pu_try_malloc_aligned((size_t)(N * maxk) * sizeof(uint16_t), 64);
+        if (!m->wb || !m->xb) {
+            pu_tmodel_destroy(m);
+            return pu_err_set(PU_ERR_NOMEM, "train: cannot allocate the bf16 weight copies");
+        }
+        for (int i = 0; i < m->ntab; i++)
+            if (m->tab[i].ndim == 2 && !(m->tab[i].flags & PU_PARAM_BORROWED))
+                m->wbf[i] = m->wb + m->tab[i].offset;
+        m->wb_dirty = true;
+    }
     *out = m;
     return PU_OK;
 }
@@ -382,6 +474,9 @@ void pu_tmodel_destroy(pu_tmodel *m) {
     pu_free_aligned(m->act);
     pu_free_aligned(m->bwd);
     pu_free(m->ids);
+    pu_free(m->wbf);
+    pu_free_aligned(m->wb);
+    pu_free_aligned(m->xb);
     pu_tws_free(&m->ws);
     pu_free(m);
 }
@@ -405,7 +500,20 @@ int64_t pu_tmodel_numel(const pu_tmodel *m) {
     return m->numel;
 }
 float *pu_tmodel_params(pu_tmodel *m) {
+    m->wb_dirty = true; /* the only mutable access: the bf16 copies follow at the next forward */
     return m->params;
+}
+const char *pu_tmodel_attn_name(const pu_tmodel *m) {
+    return pu_top_attn_kind_name(m->attn);
+}
+const char *pu_tmodel_recompute_name(const pu_tmodel *m) {
+    return m->recompute ? "block" : m->recompute_attn ? "attn" : "none";
+}
+const char *pu_tmodel_precision_name(const pu_tmodel *m) {
+    return pu_precision_name(m->prec);
+}
+const char *pu_tmodel_bf16_level_name(const pu_tmodel *m) {
+    return m->prec == PU_PREC_BF16 ? pu_bf16_level_name(m->bf16_level) : "-";
 }
 float *pu_tmodel_grads(pu_tmodel *m) {
     return m->grads;
@@ -436,6 +544,11 @@ static bool is_lora(const pu_tmodel *m, int i) {
     return strstr(m->tab[i].name, ".lora_") != NULL;
 }
 
+void pu_tmodel_set_bf16_level_(pu_tmodel *m, int level) {
+    if (m->prec == PU_PREC_BF16 && pu_bf16_level_available((pu_bf16_level)level))
+        m->bf16_level = (pu_bf16_level)level;
+}
+
 const pu_tmat *pu_tmodel_mat_(const pu_tmodel *m, int i) {
     return &m->mat[i];
 }
@@ -458,6 +571,7 @@ void pu_tmodel_set_dropout(pu_tmodel *m, bool on, uint64_t key) {
 }
 
 void pu_tmodel_lora_init(pu_tmodel *m, uint64_t seed) {
+    m->wb_dirty = true;
     for (int i = 0; i < m->ntab; i++) {
         const pu_param *p = &m->tab[i];
         if (!is_lora(m, i))
@@ -477,6 +591,7 @@ void pu_tmodel_lora_init(pu_tmodel *m, uint64_t seed) {
 }
 
 void pu_tmodel_init_random(pu_tmodel *m, uint64_t seed, float std) {
+    m->wb_dirty = true;
     if (std <= 0)
         std = (float)(m->cfg.initializer_range > 0 ? m->cfg.initializer_range : 0.02);
     for (int i = 0; i < m->ntab; i++) {
@@ -531,6 +646,7 @@ pu_status pu_tmodel_load_weights(pu_tmodel *m, const pu_model *src) {
     const pu_config *sc = pu_model_config(src);
     const pu_config *c = &m->cfg;
     const char *what = "init model";
+    m->wb_dirty = true;
     if (m->tab[m->emb].flags & PU_PARAM_BORROWED)
         return pu_err_set(PU_ERR_INVALID, "train: the base weights of this model are borrowed "
                                           "(frozen); nothing to load into");
@@ -733,6 +849,34 @@ static pu_status attach_base(pu_tmodel *m, const pu_model *src, bool qlora) {
     return PU_OK;
 }
 
+/* bf16 operands of the borrowed matrices used by matmuls (not the
+ * embedding): BF16-stored ones are used as stored (no copy), F32 / F16 ones
+ * are converted once into an owned bf16 copy; NF4 stays on the fp32 path
+ * (dequantized in the panel packing) */
+static void attach_bf16(pu_tmodel *m) {
+    for (int i = 0; i < m->ntab; i++) {
+        const pu_tmat *t = &m->mat[i];
+        if (!(m->tab[i].flags & PU_PARAM_BORROWED) || i == m->emb || m->tab[i].ndim != 2 ||
+            t->nf4 || !t->data)
+            continue;
+        if (t->dtype == PU_DTYPE_BF16) {
+            m->wbf[i] = t->data;
+            continue;
+        }
+        int64_t rows = t->rows, cols = t->cols;
+        uint16_t *dst = own(m, (size_t)(rows * cols) * sizeof(uint16_t));
+        float *row = pu_malloc((size_t)cols * sizeof(float));
+        size_t es = pu_dtype_size(t->dtype);
+        for (int64_t r = 0; r < rows; r++) {
+            t->cvt(row, (const char *)t->data + (size_t)(r * cols) * es, cols);
+            pu_bf16_from_f32(NULL, dst + r * cols, row, cols);
+        }
+        pu_free(row);
+        m->frozen_bytes += rows * cols * 2;
+        m->wbf[i] = dst;
+    }
+}
+
 pu_status pu_tmodel_save_dir(const pu_tmodel *m, const char *dir) {
     bool borrowed = m->tab[m->emb].flags & PU_PARAM_BORROWED;
     if (borrowed && m->lora_r <= 0)
@@ -832,7 +976,12 @@ static void dropout(const pu_tmodel *m, pu_pool *pool, float *dst, const float *
 /* y (N, M) = x W^T [+ us B^T with us = scale * (dropout(x) A^T) saved] */
 static void lin_fwd(pu_tmodel *m, pu_pool *pool, float *y, const float *x, int wi, int ia, int ib,
                     float *us, int64_t N, int64_t M, int64_t K, uint64_t lid) {
-    pu_top_matmul_fwd_w(pool, y, x, &m->mat[wi], N, M, K);
+    if (m->wbf[wi]) { /* bf16: y = bf16(x) · wb^T, fp32 accumulation */
+        pu_bf16_from_f32(pool, m->xb, x, N * K);
+        pu_bf16_matmul_fwd(pool, m->bf16_level, y, m->xb, m->wbf[wi], N, M, K);
+    } else {
+        pu_top_matmul_fwd_w(pool, y, x, &m->mat[wi], N, M, K);
+    }
     if (ia < 0)
         return;
     int64_t r = m->lora_r;
@@ -850,11 +999,19 @@ static void lin_fwd(pu_tmodel *m, pu_pool *pool, float *y, const float *x, int w
 static void lin_bwd(pu_tmodel *m, pu_pool *pool, float *dx, const float *dy, const float *x, int wi,
                     int ia, int ib, const float *us, int64_t N, int64_t M, int64_t K,
                     uint64_t lid) {
-    if (dx)
-        pu_top_matmul_bwd_dx_w(pool, dx, dy, &m->mat[wi], N, M, K);
     float *gw = GW(wi);
-    if (gw) /* dW (M, K) += dy^T x */
-        pu_top_gemm(pool, gw, K, dy, 1, M, x, K, 1, M, K, N, true);
+    if (m->wbf[wi]) { /* bf16: dx += bf16(dy) · wb, dW += bf16(dy)^T bf16(x), fp32 sums */
+        uint16_t *dyb = (uint16_t *)pu_tws_get(&m->ws, (size_t)(N * M + 1) / 2);
+        pu_bf16_from_f32(pool, dyb, dy, N * M);
+        if (gw) /* the same bits the forward rounded x to */
+            pu_bf16_from_f32(pool, m->xb, x, N * K);
+        pu_bf16_matmul_bwd(pool, m->bf16_level, dx, gw, dyb, m->xb, m->wbf[wi], N, M, K);
+    } else {
+        if (dx)
+            pu_top_matmul_bwd_dx_w(pool, dx, dy, &m->mat[wi], N, M, K);
+        if (gw) /* dW (M, K) += dy^T x */
+            pu_top_gemm(pool, gw, K, dy, 1, M, x, K, 1, M, K, N, true);
+    }
     if (ia < 0)
         return;
     int64_t r = m->lora_r;
@@ -975,6 +1132,10 @@ pu_status pu_tmodel_forward(pu_tmodel *m, pu_pool *pool, const pu_tbatch *b, dou
     float eps = (float)c->rms_norm_eps;
     const pu_kernels *k = m->k;
 
+    if (m->prec == PU_PREC_BF16 && m->wb_dirty) { /* bf16 copies of the updated masters */
+        pu_bf16_from_f32(pool, m->wb, m->params, m->numel);
+        m->wb_dirty = false;
+    }
     float *x = L > 0 ? m->la[0].xin : m->xL;
     if (PW(m->emb))
         pu_top_embed_fwd(x, m->ids, PW(m->emb), N, C);
@@ -1086,6 +1247,11 @@ static void backward(pu_tmodel *m, pu_pool *pool, float grad_scale, const float 
     for (int64_t l = L - 1; l >= 0; l--) {
         if (m->recompute && l < L - 1) /* rebuild this layer's activations from its input */
             layer_fwd(m, pool, l, m->xo_tmp);
+        else if (m->recompute_attn && l < L - 1) /* rebuild the shared probabilities */
+            pu_top_attn_sel_fwd(m->attn, pool, m->k, &m->ws, m->la[l].att, m->la[l].probs,
+                                m->la[l].q, m->la[l].k, m->la[l].v, m->have_seg ? m->seg : NULL,
+                                m->curB, m->curT, m->cfg.num_attention_heads,
+                                m->cfg.num_key_value_heads, m->cfg.head_dim);
         layer_bwd(m, pool, l);
         if (m->hook) { /* a layer's entries are contiguous, attention_norm .. its adapters */
             int end = l + 1 < L ? m->li[l + 1].attn_norm : m->norm;
@@ -1161,6 +1327,7 @@ pu_status pu_tmodel_lora_export(const pu_tmodel *m, pu_lora **out) {
 
 pu_status pu_tmodel_lora_import(pu_tmodel *m, const pu_lora *l) {
     const char *what = "LoRA adapter";
+    m->wb_dirty = true;
     if (m->lora_r <= 0)
         return pu_err_set(PU_ERR_INVALID, "%s: the training model has no adapters", what);
     if (l->r != m->lora_r)

@@ -673,6 +673,10 @@ pu_status pu_train_loop(const pu_train_opts *o, const pu_train_job *job, pu_pool
                         job->label, (long long)(pu_tmodel_numel(r.m)), (long long)job->n_items,
                         job->items, (long long)o->batch, (long long)r.Tmax, (long long)r.mb,
                         (long long)o->steps, (long long)r.step);
+        if (!r.quiet)
+            pu_log_info("attention %s, precision %s (bf16 level %s), recompute %s",
+                        pu_tmodel_attn_name(r.m), pu_tmodel_precision_name(r.m),
+                        pu_tmodel_bf16_level_name(r.m), pu_tmodel_recompute_name(r.m));
         if (!r.quiet && r.nranks > 1)
             pu_log_info("data parallel: %d ranks, %lld of the %lld sequences of a step each "
                         "(rank 0), %d gradient buckets",
@@ -770,8 +774,14 @@ static pu_status shard_make_model(void *ctx, const char *ckpt_dir, int64_t B, in
     } else {
         s = pu_config_load(o->config_path, &cfg);
     }
+    pu_tmodel_opts to;
+    pu_tmodel_opts_default(&to);
+    to.attn = o->attn;
+    to.precision = o->precision;
     if (s == PU_OK)
-        s = pu_tmodel_create(&cfg, B, Tmax, m);
+        s = pu_tmodel_opts_set_recompute(&to, o->recompute);
+    if (s == PU_OK)
+        s = pu_tmodel_create_opts(&cfg, B, Tmax, &to, m);
     if (s == PU_OK)
         s = pu_loader_open(o->data_dir, "train", cfg.vocab_size, &j->train);
     if (s == PU_OK && o->eval_every > 0) {

@@ -59,7 +59,10 @@ static pu_status sft_make_model(void *ctx, const char *ckpt_dir, int64_t B, int6
     const pu_sft_opts *so = j->o;
     pu_tmodel_opts to;
     pu_tmodel_opts_default(&to);
-    to.recompute = so->recompute || so->qlora;
+    to.attn = so->train.attn;
+    to.precision = so->train.precision;
+    PU_TRY(pu_tmodel_opts_set_recompute(&to, so->train.recompute));
+    to.recompute = to.recompute || so->recompute || so->qlora;
     pu_lora *init = NULL;
     if (so->lora || so->qlora) {
         to.freeze_base = true;

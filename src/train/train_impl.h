@@ -152,6 +152,9 @@ void pu_top_xent_bwd_rows(pu_pool *pool, const pu_kernels *k, float *logits, con
 
 /* the operand view of table entry i (tests check borrowing: no copies) */
 const pu_tmat *pu_tmodel_mat_(const pu_tmodel *m, int i);
+/* tests: run the bf16 products of a --precision bf16 model at this
+ * pu_bf16_level (ignored when unavailable or in fp32) */
+void pu_tmodel_set_bf16_level_(pu_tmodel *m, int level);
 
 /* ------------------------------------------------------------------------ */
 /* safetensors writing / reading of flat F32 tensors (ckpt.c)               */
