@@ -341,4 +341,36 @@ void pu_rm_train_opts_default(pu_rm_train_opts *o);
  * directory (with --lora the adapter merged into the body, F32). */
 pu_status pu_rm_train_run(const pu_rm_train_opts *o, pu_pool *pool);
 
+/* ------------------------------------------------------------------------ */
+/* DPO training (puyu dpo; src/train/dpo.c)                                  */
+
+typedef enum { PU_DPO_SIGMOID = 0, PU_DPO_SIMPO = 1, PU_DPO_ORPO = 2 } pu_dpo_kind;
+
+typedef struct pu_dpo_train_opts {
+    /* as pu_rm_train_opts.train: batch = PAIRS per step, seq = the longest side */
+    pu_train_opts train;
+    const char *policy_dir, *ref_dir, *tok_path; /* ref_dir NULL: the initial policy */
+    const char *const *data;
+    int n_data;
+    const char *const *eval_data;
+    int n_eval;
+    bool shuffle, skip_bad;
+    pu_dpo_kind kind;
+    double beta;        /* 0.1 */
+    double simpo_gamma; /* 0.5 */
+    double orpo_lambda; /* 0.1 */
+    double label_smoothing;
+    bool lora, recompute;
+    int64_t lora_r;
+    double lora_alpha, lora_dropout;
+    bool lora_rslora;
+    uint32_t lora_targets;
+    const char *condition;
+} pu_dpo_train_opts;
+
+void pu_dpo_train_opts_default(pu_dpo_train_opts *o);
+/* DPO / SimPO / ORPO on preference pairs; OUT/final/ as `puyu sft` writes it
+ * (the model, or with --lora the PEFT adapter). */
+pu_status pu_dpo_train_run(const pu_dpo_train_opts *o, pu_pool *pool);
+
 #endif /* PU_ALIGN_H */
