@@ -190,7 +190,8 @@ void pu_entropy_bwd(const float *logits, const float *d_entropy, int64_t N, int6
  *   XTuner       {"prompt": [messages] | "text", "chosen": [messages] | "text",
  *                 "rejected": [messages] | "text"}; messages are
  *                {"role", "content"}; a response array holds exactly one
- *                assistant message.
+ *                assistant message; "messages" (OpenAI) is read as "prompt", and
+ *                a response may also be one message object.
  *   ShareGPT     {"conversations": [{"from", "value"}], "chosen": {"from":
  *                "gpt", "value"}, "rejected": {...}, ["system": "text"]}
  *                (from: human/user, gpt/assistant, system,
