@@ -248,7 +248,72 @@ static void test_rm_train_bad(void) {
     pu_pool_destroy(pool);
 }
 
+/* --lora: final/ (adapter merged into the body + v_head) scores as the
+ * trained model did in its last evaluation (same pairs, dropout off) */
+static void test_rm_train_lora(void) {
+    if (!PT_TEST("rm train --lora: final/ (merged) rewards = the trained model's eval rewards"))
+        return;
+    char out[512];
+    pt_tmp_path("rmtL", out, sizeof out);
+    pu_rm_train_opts o;
+    opts(&o, out);
+    o.lora = true;
+    o.lora_r = 4;
+    o.head_normal = true;
+    o.eval_data = k_data;
+    o.n_eval = 1;
+    pu_pool *pool = pu_pool_create(2);
+    PT_OK(pu_rm_train_run(&o, pool));
+    pu_pool_destroy(pool);
+    /* the last val line: mean chosen / rejected reward over all pairs */
+    char mp[600];
+    snprintf(mp, sizeof mp, "%s/metrics.jsonl", out);
+    char *buf = NULL;
+    size_t len = 0;
+    double vc = NAN, vr = NAN;
+    PT_OK(pu_file_read_all(mp, &buf, &len));
+    for (char *p = buf, *e; p && *p && (e = strchr(p, '\n')); p = e + 1) {
+        json_t *j = json_loadb(p, (size_t)(e - p), 0, NULL);
+        if (j && json_object_get(j, "val_reward_chosen")) {
+            vc = json_number_value(json_object_get(j, "val_reward_chosen"));
+            vr = json_number_value(json_object_get(j, "val_reward_rejected"));
+        }
+        if (j)
+            json_decref(j);
+    }
+    pu_free(buf);
+    char fin[600];
+    snprintf(fin, sizeof fin, "%s/final", out);
+    pu_model *rm = NULL;
+    pu_session *s = NULL;
+    json_t *ref = NULL;
+    PT_OK(pu_json_load_file(RT_DIR "/ref.json", &ref));
+    PT_OK(pu_model_load(fin, &rm));
+    if (rm)
+        PT_OK(pu_session_create(rm, 128, NULL, &s));
+    json_t *ids = json_object_get(ref, "ids");
+    double sc = 0, sr = 0;
+    size_t np = json_array_size(ids) / 2;
+    for (size_t i = 0; s && i < 2 * np; i++) {
+        json_t *w = json_array_get(ids, i);
+        int32_t q[256];
+        int64_t n = (int64_t)json_array_size(w);
+        for (int64_t k = 0; k < n && k < 256; k++)
+            q[k] = (int32_t)json_integer_value(json_array_get(w, (size_t)k));
+        float r = 0;
+        PT_OK(pu_model_reward(rm, s, q, n, &r));
+        *(i % 2 ? &sr : &sc) += r;
+    }
+    PT_NEAR(sc / (double)np, vc, 1e-4, 1e-4);
+    PT_NEAR(sr / (double)np, vr, 1e-4, 1e-4);
+    pu_session_destroy(s);
+    pu_model_destroy(rm);
+    if (ref)
+        json_decref(ref);
+}
+
 PT_SUITE(rm_train) {
+    test_rm_train_lora();
     test_rm_train_grads();
     test_rm_train_run();
     test_rm_train_bad();
