@@ -312,7 +312,54 @@ static void test_rm_train_lora(void) {
         json_decref(ref);
 }
 
+/* the CLI: rm train end to end (final/ scored by rm score), dpo, usage errors */
+static void test_rm_train_cli(void) {
+    if (!PT_TEST("puyu rm train / puyu dpo CLI: runs, --help, usage errors exit 2"))
+        return;
+    char out[512], cmd[2048];
+    pt_tmp_path("rmtCli", out, sizeof out);
+    snprintf(
+        cmd, sizeof cmd,
+        "%s rm train -m " RT_DIR "/base --data " RT_DIR "/data.jsonl --out %s --steps 2 "
+        "--batch 2 --reward-token 3 --lr 1e-2 -q 2>&1 && %s rm score -m %s/final --data " RT_DIR
+        "/data.jsonl 2>&1",
+        pt_bin(), out, pt_bin(), out);
+    char *o = NULL;
+    PT_EQ_I64(pt_run(cmd, &o), 0);
+    PT_CHECK_MSG(o && strstr(o, "\"reward_chosen\"") && strstr(o, "\"line\": 6"), "%s", o ? o : "");
+    pu_free(o);
+    const char *bad[] = {"rm train -m x --data y --out z --steps 1 --loss hinge",
+                         "rm train -m x --data y --out z --steps 1 --penalty l1",
+                         "rm train -m x --data y --out z --steps 1 --head-init ones",
+                         "rm train --data y --out z --steps 1",
+                         "dpo -m x --data y --out z --steps 1 --loss ipo",
+                         "dpo --data y"};
+    for (int i = 0; i < 6; i++) {
+        snprintf(cmd, sizeof cmd, "%s %s 2>&1", pt_bin(), bad[i]);
+        PT_EQ_I64(pt_run(cmd, &o), 2);
+        pu_free(o);
+    }
+    const char *help[] = {"rm train --help", "dpo --help", "rm --help"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(cmd, sizeof cmd, "%s %s 2>&1", pt_bin(), help[i]);
+        PT_EQ_I64(pt_run(cmd, &o), 0);
+        PT_CHECK(o && strstr(o, "usage"));
+        pu_free(o);
+    }
+    pt_tmp_path("dpoCli", out, sizeof out);
+    snprintf(cmd, sizeof cmd,
+             "%s dpo -m tests/golden/sft/hf --data tests/golden/dpo_train/data.jsonl --out %s "
+             "--steps 2 --batch 2 --beta 0.5 -q 2>&1",
+             pt_bin(), out);
+    PT_EQ_I64(pt_run(cmd, &o), 0);
+    pu_free(o);
+    char mp[700];
+    snprintf(mp, sizeof mp, "%s/final/model.safetensors", out);
+    PT_CHECK(pu_file_exists(mp));
+}
+
 PT_SUITE(rm_train) {
+    test_rm_train_cli();
     test_rm_train_lora();
     test_rm_train_grads();
     test_rm_train_run();
