@@ -1,6 +1,6 @@
 /*
  * fuzz_sft_record.c — libFuzzer harness for the SFT record parser, the
- * preference-record parser, the tokenizer of records and the dataset loader
+ * tokenizer of records and the dataset loader
  * + batcher: any input must parse
  * or fail with a message (never crash); a parsed record must render as chat
  * text and tokenize (with the golden tiny SentencePiece model when it is
@@ -88,19 +88,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
         pu_sft_record_free(&r);
     }
-    /* as a preference record: both sides end with the only scored turn */
-    pu_sft_record c, rj;
-    if (pu_sft_pref_parse((const char *)data, size, "fuzz:1", vars, &c, &rj) == PU_OK) {
-        if (c.msgs.n < 1 || rj.msgs.n < 1 || !c.loss[c.msgs.n - 1] || !rj.loss[rj.msgs.n - 1])
-            __builtin_trap();
-        for (int i = 0; i + 1 < c.msgs.n; i++)
-            if (c.loss[i])
-                __builtin_trap();
-        pu_sft_record_free(&c);
-        pu_sft_record_free(&rj);
-    } else if (pu_err_msg()[0] == 0) {
-        __builtin_trap();
-    }
+    /* preference records: fuzz/fuzz_pref.c (pref_data.c is their one reader) */
     if (!g_tok)
         return 0;
     /* the input as a data file */

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "pt.h"
+#include "puyu/pu_align.h"
 #include "puyu/pu_sft.h"
 #include "puyu/pu_train.h"
 
@@ -629,23 +630,28 @@ static void check_shared_files(void) {
     pu_tok_destroy(t);
 }
 
-/* preference records: prompt + chosen / rejected, only the reply scored */
+/* preference records: prompt + chosen / rejected, only the reply scored
+ * (the one reader, pref_data.c: pu_pref_record_parse + pu_pref_conversation,
+ * checked here for the record kinds the SFT files also use) */
 static void check_pref(void) {
     static const char *const recs[] = {
         "{\"conversations\": [{\"from\": \"system\", \"value\": \"s\"}, {\"from\": \"human\", "
         "\"value\": \"q\"}, {\"from\": \"gpt\", \"value\": \"a0\"}, {\"from\": \"human\", "
-        "\"value\": \"q2\"}], \"chosen\": {\"from\": \"gpt\", \"value\": \"good {{name}}\"}, "
+        "\"value\": \"q2\"}], \"chosen\": {\"from\": \"gpt\", \"value\": \"good Puyu\"}, "
         "\"rejected\": {\"from\": \"gpt\", \"value\": \"bad\"}}",
-        "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"chosen\": \"good {{name}}\", "
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"chosen\": \"good Puyu\", "
         "\"rejected\": {\"role\": \"assistant\", \"content\": \"bad\"}}",
-        "{\"instruction\": \"q\", \"input\": \"\", \"output\": [\"good {{name}}\", \"bad\", "
+        "{\"instruction\": \"q\", \"input\": \"\", \"output\": [\"good Puyu\", \"bad\", "
         "\"worse\"], "
         "\"history\": [[\"q0\", \"a0\"]]}",
     };
     static const int n_turns[] = {5, 2, 4};
     for (int i = 0; i < 3; i++) {
-        pu_sft_record c, r;
-        PT_OK(pu_sft_pref_parse(recs[i], strlen(recs[i]), "p", k_vars, &c, &r));
+        pu_pref_record pr;
+        pu_sft_record c = {0}, r = {0};
+        PT_OK(pu_pref_record_parse(recs[i], strlen(recs[i]), "p", NULL, &pr));
+        PT_OK(pu_pref_conversation(&pr, 0, &c));
+        PT_OK(pu_pref_conversation(&pr, 1, &r));
         PT_EQ_I64(c.msgs.n, n_turns[i]);
         PT_EQ_I64(r.msgs.n, n_turns[i]);
         if (c.msgs.n == n_turns[i] && r.msgs.n == n_turns[i]) {
@@ -662,21 +668,22 @@ static void check_pref(void) {
         }
         pu_sft_record_free(&c);
         pu_sft_record_free(&r);
+        pu_pref_record_free(&pr);
     }
     static const bad_case bad[] = {
         {"{\"conversations\": [{\"from\": \"human\", \"value\": \"q\"}], \"chosen\": \"a\"}",
          "p: rejected: missing"},
-        {"{\"instruction\": \"q\", \"output\": [\"a\"]}", "p: output: expected [chosen, rejected"},
+        {"{\"instruction\": \"q\", \"output\": [\"a\"]}", "p: output"},
         {"{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"chosen\": 3, "
          "\"rejected\": \"b\"}",
-         "p: chosen: expected a string"},
+         "p: chosen: missing or not a string"},
         {"{\"conversations\": [{\"from\": \"bot\", \"value\": \"q\"}], \"chosen\": \"a\", "
          "\"rejected\": \"b\"}",
          "p: conversations[0].from: unknown role"},
     };
     for (int i = 0; i < 4; i++) {
-        pu_sft_record c, r;
-        PT_CHECK(pu_sft_pref_parse(bad[i].rec, strlen(bad[i].rec), "p", NULL, &c, &r) ==
+        pu_pref_record pr;
+        PT_CHECK(pu_pref_record_parse(bad[i].rec, strlen(bad[i].rec), "p", NULL, &pr) ==
                  PU_ERR_FORMAT);
         PT_CHECK_MSG(strstr(pu_err_msg(), bad[i].want), "case %d: \"%s\" lacks \"%s\"", i,
                      pu_err_msg(), bad[i].want);
@@ -695,19 +702,25 @@ static void check_pref(void) {
         int ok = 0, same = 0;
         json_array_foreach(arr, i, rec) {
             char *txt = json_dumps(rec, 0);
-            pu_sft_record c, r;
-            pu_status st = pu_sft_pref_parse(txt, strlen(txt), rel[f], NULL, &c, &r);
-            PT_CHECK_MSG(st == PU_OK, "%s[%zu]: %s", rel[f], i, pu_err_msg());
+            pu_pref_record pr;
+            pu_status st = pu_pref_record_parse(txt, strlen(txt), rel[f], NULL, &pr);
+            if (st != PU_OK && strstr(pu_err_msg(), "equal to rejected")) {
+                same++; /* no preference: refused (counted by --skip-bad) */
+            } else {
+                PT_CHECK_MSG(st == PU_OK, "%s[%zu]: %s", rel[f], i, pu_err_msg());
+            }
             if (st == PU_OK) {
+                pu_sft_record c = {0}, r = {0};
+                PT_OK(pu_pref_conversation(&pr, 0, &c));
+                PT_OK(pu_pref_conversation(&pr, 1, &r));
                 ok += c.msgs.n == r.msgs.n && c.loss[c.msgs.n - 1] && r.loss[r.msgs.n - 1];
-                same += strcmp(c.msgs.msgs[c.msgs.n - 1].content,
-                               r.msgs.msgs[r.msgs.n - 1].content) == 0;
                 pu_sft_record_free(&c);
                 pu_sft_record_free(&r);
+                pu_pref_record_free(&pr);
             }
             free(txt);
         }
-        PT_EQ_I64(ok, (int64_t)json_array_size(arr));
+        PT_EQ_I64(ok + same, (int64_t)json_array_size(arr));
         PT_EQ_I64(same, f == 2 ? 3 : 0); /* oaast_rm_zh has 3 records with output[0] == [1] */
         json_decref(arr);
     }

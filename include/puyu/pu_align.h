@@ -190,7 +190,8 @@ void pu_entropy_bwd(const float *logits, const float *d_entropy, int64_t N, int6
  *   XTuner       {"prompt": [messages] | "text", "chosen": [messages] | "text",
  *                 "rejected": [messages] | "text"}; messages are
  *                {"role", "content"}; a response array holds exactly one
- *                assistant message.
+ *                assistant message; "messages" (OpenAI) is read as "prompt", and
+ *                a response may also be one message object.
  *   ShareGPT     {"conversations": [{"from", "value"}], "chosen": {"from":
  *                "gpt", "value"}, "rejected": {...}, ["system": "text"]}
  *                (from: human/user, gpt/assistant, system,
@@ -308,5 +309,69 @@ pu_status pu_rm_tokenize(const pu_tok *t, const pu_chat *conv, int32_t reward_to
  * conv[] are initialised here and owned by the caller (pu_chat_free). */
 pu_status pu_rm_parse_input(const char *json_text, size_t len, const char *where,
                             const pu_pref_parse_opts *o, pu_chat conv[2], int *n_conv);
+
+/* ------------------------------------------------------------------------ */
+/* reward-model training (puyu rm train; src/train/rm_train.c)              */
+
+typedef struct pu_rm_train_opts {
+    /* out_dir, metrics_path, steps, batch (PAIRS per step), seq (the longest
+     * pair side), grad_accum (must divide batch), warmup, lr, min_lr, adam,
+     * seed (data order, LoRA init), eval_every, save_every, keep, resume,
+     * quiet, kill_at */
+    pu_train_opts train;
+    const char *base_dir, *tok_path;
+    const char *const *data;
+    int n_data;
+    const char *const *eval_data; /* held-out pairs (val_loss, val_accuracy) or NULL */
+    int n_eval;
+    bool shuffle, skip_bad;
+    pu_rm_loss_opts loss;
+    bool head_normal;     /* v_head ~ N(0, 1/(C+1)) (HF nn.Linear-like) instead of zeros */
+    int64_t reward_token; /* -1: the base's reward_token_id, else 92527 */
+    bool lora, recompute;
+    int64_t lora_r;
+    double lora_alpha, lora_dropout;
+    bool lora_rslora;
+    uint32_t lora_targets;
+    const char *condition; /* default condition for records without one */
+} pu_rm_train_opts;
+
+void pu_rm_train_opts_default(pu_rm_train_opts *o);
+/* Train a reward model: the base body + v_head (1, C) over pairs rendered
+ * as pu_rm_tokenize renders them; OUT/final/ = an InternLM2ForRewardModel
+ * directory (with --lora the adapter merged into the body, F32). */
+pu_status pu_rm_train_run(const pu_rm_train_opts *o, pu_pool *pool);
+
+/* ------------------------------------------------------------------------ */
+/* DPO training (puyu dpo; src/train/dpo.c)                                  */
+
+typedef enum { PU_DPO_SIGMOID = 0, PU_DPO_SIMPO = 1, PU_DPO_ORPO = 2 } pu_dpo_kind;
+
+typedef struct pu_dpo_train_opts {
+    /* as pu_rm_train_opts.train: batch = PAIRS per step, seq = the longest side */
+    pu_train_opts train;
+    const char *policy_dir, *ref_dir, *tok_path; /* ref_dir NULL: the initial policy */
+    const char *const *data;
+    int n_data;
+    const char *const *eval_data;
+    int n_eval;
+    bool shuffle, skip_bad;
+    pu_dpo_kind kind;
+    double beta;        /* 0.1 */
+    double simpo_gamma; /* 0.5 */
+    double orpo_lambda; /* 0.1 */
+    double label_smoothing;
+    bool lora, recompute;
+    int64_t lora_r;
+    double lora_alpha, lora_dropout;
+    bool lora_rslora;
+    uint32_t lora_targets;
+    const char *condition;
+} pu_dpo_train_opts;
+
+void pu_dpo_train_opts_default(pu_dpo_train_opts *o);
+/* DPO / SimPO / ORPO on preference pairs; OUT/final/ as `puyu sft` writes it
+ * (the model, or with --lora the PEFT adapter). */
+pu_status pu_dpo_train_run(const pu_dpo_train_opts *o, pu_pool *pool);
 
 #endif /* PU_ALIGN_H */

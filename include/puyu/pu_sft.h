@@ -53,18 +53,8 @@ void pu_sft_record_free(pu_sft_record *r);
 pu_status pu_sft_record_parse(const char *json_text, size_t len, const char *where,
                               const char *const *vars, pu_sft_record *r);
 
-/* A preference record (what `puyu dpo` / `puyu rm` read) as two chat
- * records sharing the prompt: chosen = prompt + the chosen reply, rejected =
- * prompt + the rejected reply; only the reply (the last turn) is scored.
- * Kinds (../shared/data/preference): ShareGPT {"conversations": [prompt],
- * "chosen": {"from": "gpt", "value"} | "text", "rejected": ...}; OpenAI
- * {"messages": [prompt], "chosen": {"role", "content"} | "text", "rejected"};
- * alpaca ranking {"instruction", "input", "output": [best, second, ...],
- * "history"?} (chosen = output[0], rejected = output[1]). Errors as
- * pu_sft_record_parse ("chosen: expected ..."). */
-pu_status pu_sft_pref_parse(const char *json_text, size_t len, const char *where,
-                            const char *const *vars, pu_sft_record *chosen,
-                            pu_sft_record *rejected);
+/* Preference records (prompt + chosen / rejected) are read by pref_data.c
+ * (pu_align.h: pu_pref_record_parse, pu_pref_conversation, pu_pref_tokenize). */
 
 /* A tokenized sample: ids (n) and labels (n), labels[i] = ids[i] or -100. */
 typedef struct pu_sft_tokens {

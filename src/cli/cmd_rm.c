@@ -22,6 +22,7 @@
 #include "opts.h"
 #include "puyu/pu_align.h"
 #include "puyu/pu_core.h"
+#include "puyu/pu_lora.h"
 #include "puyu/pu_model.h"
 #include "puyu/pu_tok.h"
 
@@ -174,13 +175,203 @@ done:
     return ret;
 }
 
+/* "a,b,c" -> owned array of owned strings */
+static char **split_list(const char *s, int *n) {
+    *n = 0;
+    char **out = NULL;
+    if (!s)
+        return NULL;
+    const char *p = s;
+    while (*p) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len) {
+            out = pu_realloc(out, (size_t)(*n + 1) * sizeof(char *));
+            out[(*n)++] = pu_strndup(p, len);
+        }
+        p += len + (e ? 1 : 0);
+    }
+    return out;
+}
+
+static void free_list(char **l, int n) {
+    for (int i = 0; i < n; i++)
+        pu_free(l[i]);
+    pu_free(l);
+}
+
+static int cmd_train(int argc, char **argv) {
+    pu_rm_train_opts ro;
+    pu_rm_train_opts_default(&ro);
+    pu_train_opts *o = &ro.train;
+    const char *data = NULL, *eval_data = NULL, *loss = "focal", *penalty = "log_barrier",
+               *head = "zeros", *targets = NULL;
+    int64_t seed = 1, kill_at = 0;
+    double wd = o->adam.weight_decay, clip = o->adam.clip, b1 = o->adam.beta1, b2 = o->adam.beta2;
+    double eps = o->adam.eps;
+    bool resume = false, quiet = false, no_shuffle = false;
+    const pu_opt opts[] = {
+        {"model", 'm', PU_OPT_STRING, &ro.base_dir, "BASE",
+         "the model to start from (its body; the LM head is not used)", 0, 0},
+        {"data", 0, PU_OPT_STRING, &data, "FILE[,FILE2...]",
+         "preference pairs (XTuner prompt/chosen/rejected, ShareGPT, alpaca RM, hh-rlhf)", 0, 0},
+        {"out", 0, PU_OPT_STRING, &o->out_dir, "DIR",
+         "checkpoints, metrics and final/ (the reward model) go here", 0, 0},
+        {"tokenizer", 't', PU_OPT_STRING, &ro.tok_path, "TOK", "tokenizer (default: the model's)",
+         0, 0},
+        {"steps", 0, PU_OPT_INT, &o->steps, "N", "optimizer steps", 1, 1e12},
+        {"batch", 0, PU_OPT_INT, &o->batch, "N", "preference pairs per step", 1, 1e9},
+        {"seq", 0, PU_OPT_INT, &o->seq, "T",
+         "longest side (tokens, reward token included; default the model's context); longer pairs "
+         "are errors (or skipped "
+         "with --skip-bad)",
+         2, 1e7},
+        {"lr", 0, PU_OPT_DOUBLE, &o->lr, "LR", "peak learning rate", 0, 10},
+        {"seed", 0, PU_OPT_INT, &seed, "S", "seed of the data order, head and LoRA init", 0,
+         9.2e18},
+        {"no-shuffle", 0, PU_OPT_FLAG, &no_shuffle, NULL,
+         "step k takes pairs (k-1)*N .. k*N-1 in file order, wrapping", 0, 0},
+        {"loss", 0, PU_OPT_STRING, &loss, "focal|ranking", "ranking term (default focal)", 0, 0},
+        {"penalty", 0, PU_OPT_STRING, &penalty, "log_barrier|l2|none",
+         "reward penalty (default log_barrier)", 0, 0},
+        {"penalty-weight", 0, PU_OPT_DOUBLE, &ro.loss.penalty_weight, "W",
+         "weight of the penalty (default 0.01)", 0, 1e6},
+        {"head-init", 0, PU_OPT_STRING, &head, "zeros|normal",
+         "v_head init (default zeros, as XTuner)", 0, 0},
+        {"reward-token", 0, PU_OPT_INT, &ro.reward_token, "ID",
+         "reward token id (default: config reward_token_id, else 92527)", 0, 1e9},
+        {"condition", 0, PU_OPT_STRING, &ro.condition, "NAME|TEXT",
+         "condition (system prompt) for records without one", 0, 0},
+        {"skip-bad", 0, PU_OPT_FLAG, &ro.skip_bad, NULL,
+         "skip bad records (and count them) instead of failing", 0, 0},
+        {"eval-data", 0, PU_OPT_STRING, &eval_data, "FILE[,FILE2...]",
+         "held-out pairs: val_loss / val_accuracy before the first step, every --eval-every "
+         "steps and at the end",
+         0, 0},
+        {"eval-every", 0, PU_OPT_INT, &o->eval_every, "K", "validation every K steps", 0, 1e12},
+        {"metrics", 0, PU_OPT_STRING, &o->metrics_path, "FILE",
+         "metrics JSONL (default OUT/metrics.jsonl)", 0, 0},
+        {"warmup", 0, PU_OPT_INT, &o->warmup, "N",
+         "linear warmup steps (default min(100, steps/10))", 0, 1e12},
+        {"min-lr", 0, PU_OPT_DOUBLE, &o->min_lr, "LR", "floor of the cosine decay (default lr/10)",
+         0, 10},
+        {"weight-decay", 0, PU_OPT_DOUBLE, &wd, "WD", "AdamW decoupled weight decay", 0, 10},
+        {"beta1", 0, PU_OPT_DOUBLE, &b1, "B1", "AdamW beta1", 0, 1},
+        {"beta2", 0, PU_OPT_DOUBLE, &b2, "B2", "AdamW beta2", 0, 1},
+        {"adam-eps", 0, PU_OPT_DOUBLE, &eps, "EPS", "AdamW epsilon", 0, 1},
+        {"clip", 0, PU_OPT_DOUBLE, &clip, "NORM", "global gradient-norm clip (0 = off)", 0, 1e9},
+        {"grad-accum", 0, PU_OPT_INT, &o->grad_accum, "A",
+         "micro-batches per step (--batch must be divisible by A)", 1, 1e6},
+        {"save-every", 0, PU_OPT_INT, &o->save_every, "K",
+         "checkpoint every K steps (always at the end)", 0, 1e12},
+        {"keep", 0, PU_OPT_INT, &o->keep, "K", "keep the last K checkpoints", 1, 1e9},
+        {"resume", 0, PU_OPT_FLAG, &resume, NULL,
+         "continue from OUT/latest (bit-exact; starts fresh if there is none)", 0, 0},
+        {"lora", 0, PU_OPT_FLAG, &ro.lora, NULL,
+         "LoRA: train adapters + v_head only over the memory-mapped base; OUT/final/ holds "
+         "the adapter merged into the body",
+         0, 0},
+        {"lora-r", 0, PU_OPT_INT, &ro.lora_r, "R", "adapter rank", 1, 4096},
+        {"lora-alpha", 0, PU_OPT_DOUBLE, &ro.lora_alpha, "A", "adapter scale alpha / r", -1e6, 1e6},
+        {"lora-dropout", 0, PU_OPT_DOUBLE, &ro.lora_dropout, "P",
+         "dropout on the adapter inputs while training", 0, 0.999},
+        {"lora-targets", 0, PU_OPT_STRING, &targets, "LIST",
+         "adapted linears: wqkv,wo,w1,w2,w3 (default all five)", 0, 0},
+        {"lora-rslora", 0, PU_OPT_FLAG, &ro.lora_rslora, NULL,
+         "rank-stabilised scale alpha / sqrt(r)", 0, 0},
+        {"recompute", 0, PU_OPT_FLAG, &ro.recompute, NULL, "activation checkpointing", 0, 0},
+        {"quiet", 'q', PU_OPT_FLAG, &quiet, NULL, "no progress output", 0, 0},
+        {"kill-at-step", 0, PU_OPT_INT, &kill_at, "N",
+         "testing: SIGKILL the process right after step N", 0, 1e12},
+        PU_OPT_END,
+    };
+    const pu_cmd_spec spec = {
+        "puyu rm train",
+        "-m BASE --data PREFS.jsonl --out DIR --steps N --batch N [--loss focal|ranking] "
+        "[--penalty log_barrier|l2|none] [--penalty-weight W] [--head-init zeros|normal] "
+        "[--reward-token ID] [--lora ...]",
+        "Train an InternLM2 reward model (body + v_head [1, hidden]) on preference pairs, each\n"
+        "side rendered as `puyu rm score` renders it (chat template, BOS, the reward token\n"
+        "appended); reward = v_head . final hidden state at the reward token. Loss per batch of\n"
+        "N pairs (XTuner's InternLM2 loss): d = r_chosen - r_rejected; focal = sum (1 - 2\n"
+        "relu(sigmoid(d) - 1/2))^2 (-logsigmoid(d)) / N (ranking: sum -logsigmoid(d) / N),\n"
+        "log barrier over the 2N rewards clamped to [-5+1e-3, 5-1e-3]: sum (-log(5 - r) -\n"
+        "log(r + 5)) / N; loss = rank + W * penalty. Metrics line per step: step, loss,\n"
+        "accuracy, reward_chosen, reward_rejected (+ lr, grad_norm, tokens). Optimizer,\n"
+        "checkpoints and --resume as `puyu sft` (v_head and its moments are checkpointed).\n"
+        "OUT/final/ is an InternLM2ForRewardModel directory (`puyu rm score -m OUT/final`)."};
+    int rc = pu_opts_parse(&spec, opts, argc, argv, NULL, NULL);
+    if (rc)
+        return rc == 1 ? 0 : 2;
+    if (!ro.base_dir || !data || !o->out_dir || o->steps <= 0) {
+        fprintf(stderr, "puyu rm train: need -m BASE, --data FILE, --out DIR and --steps N (see "
+                        "--help)\n");
+        return 2;
+    }
+    if (!strcmp(loss, "focal"))
+        ro.loss.loss = PU_RM_LOSS_FOCAL;
+    else if (!strcmp(loss, "ranking"))
+        ro.loss.loss = PU_RM_LOSS_RANKING;
+    else {
+        fprintf(stderr, "puyu rm train: --loss \"%s\": expected focal or ranking\n", loss);
+        return 2;
+    }
+    if (!strcmp(penalty, "log_barrier"))
+        ro.loss.penalty = PU_RM_PENALTY_LOG_BARRIER;
+    else if (!strcmp(penalty, "l2"))
+        ro.loss.penalty = PU_RM_PENALTY_L2;
+    else if (!strcmp(penalty, "none"))
+        ro.loss.penalty = PU_RM_PENALTY_NONE;
+    else {
+        fprintf(stderr, "puyu rm train: --penalty \"%s\": expected log_barrier, l2 or none\n",
+                penalty);
+        return 2;
+    }
+    if (!strcmp(head, "normal"))
+        ro.head_normal = true;
+    else if (strcmp(head, "zeros")) {
+        fprintf(stderr, "puyu rm train: --head-init \"%s\": expected zeros or normal\n", head);
+        return 2;
+    }
+    if (targets && pu_lora_parse_targets(targets, &ro.lora_targets) != PU_OK) {
+        fprintf(stderr, "puyu rm train: --lora-targets: %s\n", pu_err_msg());
+        return 2;
+    }
+    int nd = 0, ne = 0;
+    char **dl = split_list(data, &nd), **el = split_list(eval_data, &ne);
+    ro.data = (const char *const *)dl;
+    ro.n_data = nd;
+    ro.eval_data = (const char *const *)el;
+    ro.n_eval = ne;
+    ro.shuffle = !no_shuffle;
+    o->seed = (uint64_t)seed;
+    o->kill_at = kill_at;
+    o->resume = resume;
+    o->quiet = quiet;
+    o->adam.weight_decay = wd;
+    o->adam.clip = clip;
+    o->adam.beta1 = b1;
+    o->adam.beta2 = b2;
+    o->adam.eps = eps;
+    pu_pool *pool = pu_pool_create(0);
+    pu_status s = pu_rm_train_run(&ro, pool);
+    pu_pool_destroy(pool);
+    free_list(dl, nd);
+    free_list(el, ne);
+    return s != PU_OK ? fail("puyu rm train") : 0;
+}
+
 int pu_cmd_rm(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "score"))
         return cmd_score(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "train"))
+        return cmd_train(argc - 1, argv + 1);
     FILE *f = argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) ? stdout : stderr;
-    fprintf(f, "usage: puyu rm score -m RM --data FILE.jsonl [--reward-token ID] [-t TOK]\n\n"
+    fprintf(f, "usage: puyu rm score -m RM --data FILE.jsonl [--reward-token ID] [-t TOK]\n"
+               "       puyu rm train -m BASE --data PREFS.jsonl --out DIR --steps N [...]\n\n"
                "  score   rewards of conversations / preference pairs under an InternLM2 reward "
                "model\n"
-               "(puyu rm score --help for the options)\n");
+               "  train   train a reward model (body + v_head) on preference pairs\n"
+               "(puyu rm score --help, puyu rm train --help for the options)\n");
     return f == stdout ? 0 : 2;
 }

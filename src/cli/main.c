@@ -19,12 +19,14 @@ typedef struct {
 } cmd_entry;
 
 static const cmd_entry g_cmds[] = {
-    {"data", pu_cmd_data, "data pipeline: extract | langid | clean | dedup | safety | quality | "
-                          "run | pack"},
+    {"data", pu_cmd_data,
+     "data pipeline: extract | langid | clean | dedup | safety | quality | "
+     "run | pack"},
     {"tokenizer", pu_cmd_tokenizer, "tokenizers: encode | decode | info | train"},
     {"train", pu_cmd_train, "pretrain or continue training an InternLM2 model"},
     {"sft", pu_cmd_sft, "supervised fine-tuning on chat data (full parameters)"},
-    {"rm", pu_cmd_rm, "reward model: score conversations and preference pairs"},
+    {"rm", pu_cmd_rm, "reward model: train | score (conversations and preference pairs)"},
+    {"dpo", pu_cmd_dpo, "preference optimisation: DPO, SimPO or ORPO on preference pairs"},
     {"plot", pu_cmd_plot, "draw train/val loss curves from a metrics JSONL (SVG)"},
     {"eval", pu_cmd_eval, "evaluate: MMLU, C-Eval, GSM8K, HellaSwag, needle-in-a-haystack, ..."},
     {"generate", pu_cmd_generate, "generate text from a prompt or token ids"},
@@ -39,9 +41,10 @@ static const cmd_entry g_cmds[] = {
 };
 
 static void usage(FILE *f) {
-    fprintf(f, "puyu %s — the InternLM2 chain in C: data, tokenizer, train, eval, serve, agent\n\n"
-               "usage: puyu <command> [options]    (puyu <command> --help for details)\n\n"
-               "commands:\n",
+    fprintf(f,
+            "puyu %s — the InternLM2 chain in C: data, tokenizer, train, eval, serve, agent\n\n"
+            "usage: puyu <command> [options]    (puyu <command> --help for details)\n\n"
+            "commands:\n",
             PUYU_VERSION);
     for (size_t i = 0; i < sizeof g_cmds / sizeof g_cmds[0]; i++)
         fprintf(f, "  %-12s %s\n", g_cmds[i].name, g_cmds[i].summary);
@@ -65,8 +68,8 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
-        printf("puyu %s\nsimd: %s (best %s)\nthreads: %d\n", PUYU_VERSION,
-               pu_kernels_get()->name, pu_simd_name(pu_cpu_simd_best()), pu_threads_default());
+        printf("puyu %s\nsimd: %s (best %s)\nthreads: %d\n", PUYU_VERSION, pu_kernels_get()->name,
+               pu_simd_name(pu_cpu_simd_best()), pu_threads_default());
         return 0;
     }
     /* `puyu data pack` belongs to the training side (token shards) */

@@ -124,7 +124,18 @@ static void adam_worker(void *vc, int ith, int nth) {
 }
 
 double pu_adamw_step(pu_adamw *o, pu_tmodel *m, pu_pool *pool, double lr) {
+    return pu_adamw_step_x(o, m, pool, lr, NULL, NULL, NULL, NULL, 0);
+}
+
+double pu_adamw_step_x(pu_adamw *o, pu_tmodel *m, pu_pool *pool, double lr, float *xp, float *xg,
+                       float *xm, float *xv, int64_t xn) {
     double norm = pu_grad_norm(m, pool);
+    if (xn > 0) {
+        double s = norm * norm;
+        for (int64_t j = 0; j < xn; j++)
+            s += (double)xg[j] * (double)xg[j];
+        norm = sqrt(s);
+    }
     adam_ctx c = {.o = o, .m = m, .lr = (float)lr};
     if (o->cfg.clip > 0) {
         /* torch: clip_coef = max_norm / (total_norm + 1e-6), clamped to 1 */
@@ -141,6 +152,21 @@ double pu_adamw_step(pu_adamw *o, pu_tmodel *m, pu_pool *pool, double lr) {
     c.step_size = (float)(lr / bc1);
     c.bc2_sqrt = (float)sqrt(bc2);
     pu_pool_run(pool, adam_worker, &c);
+    float b1 = (float)o->cfg.beta1, b2 = (float)o->cfg.beta2, eps = (float)o->cfg.eps;
+    float decay = 1.0f - c.lr * (float)o->cfg.weight_decay;
+    for (int64_t j = 0; j < xn; j++) { /* the same update as adam_worker's */
+        float gr = xg[j];
+        if (c.do_clip) {
+            gr *= c.clip_coef;
+            xg[j] = gr;
+        }
+        if (o->cfg.weight_decay != 0)
+            xp[j] *= decay;
+        xm[j] = xm[j] + (gr - xm[j]) * (1.0f - b1);
+        xv[j] = xv[j] * b2 + (1.0f - b2) * gr * gr;
+        float denom = sqrtf(xv[j]) / c.bc2_sqrt + eps;
+        xp[j] = xp[j] - c.step_size * (xm[j] / denom);
+    }
     return norm;
 }
 

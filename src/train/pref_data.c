@@ -433,8 +433,9 @@ static pu_status parse_obj(const json_t *j, const char *where, const pu_pref_par
         return BAD("%s: system: expected a string", where);
 
     const json_t *ch = json_object_get(j, "chosen"), *rj = json_object_get(j, "rejected");
-    if (json_object_get(j, "prompt")) {
-        PU_TRY(add_messages(&r->prompt, json_object_get(j, "prompt"), where, "prompt"));
+    if (json_object_get(j, "prompt") || json_object_get(j, "messages")) {
+        const char *pk = json_object_get(j, "prompt") ? "prompt" : "messages"; /* OpenAI form */
+        PU_TRY(add_messages(&r->prompt, json_object_get(j, pk), where, pk));
         PU_TRY(response_of(ch, where, "chosen", &r->chosen));
         PU_TRY(response_of(rj, where, "rejected", &r->rejected));
     } else if (json_object_get(j, "conversations")) {

@@ -51,7 +51,7 @@ pu_status pu_rm_parse_input(const char *json_text, size_t len, const char *where
                           e.text);
     pu_status st = PU_OK;
     const json_t *msgs = json_is_array(j) ? j : json_object_get(j, "messages");
-    if (msgs) {
+    if (msgs && !(json_is_object(j) && json_object_get(j, "chosen"))) {
         /* a conversation; the condition (if any) as the first system turn */
         const json_t *cond = json_is_object(j) ? json_object_get(j, "condition") : NULL;
         const char *ctext = NULL;

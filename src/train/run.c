@@ -195,6 +195,7 @@ typedef struct {
     int rank, nranks; /* data parallel (1 rank without MPI) */
     bool quiet;       /* o->quiet, or not rank 0 */
     pu_dp_grads *dpg; /* bucketed gradient all-reduce (NULL for 1 rank) */
+    float *xm, *xv;   /* AdamW moments of the job's extra parameters */
 } run_state;
 
 static pu_status save_ckpt_root(run_state *r);
@@ -249,10 +250,14 @@ static pu_status save_ckpt_root(run_state *r) {
                  (unsigned long long)r->rng.s[1], (unsigned long long)r->rng.s[2],
                  (unsigned long long)r->rng.s[3], (long long)o->steps, (long long)o->batch,
                  (unsigned long long)o->seed, (unsigned long long)r->job->tok_hash);
-        pu_st_out t[2] = {{"adam.m", r->opt.m, 1, {r->opt.n, 0}},
-                          {"adam.v", r->opt.v, 1, {r->opt.n, 0}}};
+        int64_t xn = r->job->xn;
+        pu_st_out t[5] = {{"adam.m", r->opt.m, 1, {r->opt.n, 0}},
+                          {"adam.v", r->opt.v, 1, {r->opt.n, 0}},
+                          {"extra", r->job->xp, 1, {xn, 0}},
+                          {"adam.xm", r->xm, 1, {xn, 0}},
+                          {"adam.xv", r->xv, 1, {xn, 0}}};
         char *sp = pu_path_join(tmp, "train_state.safetensors");
-        s = pu_train_write_safetensors(sp, t, 2, meta);
+        s = pu_train_write_safetensors(sp, t, xn > 0 ? 5 : 2, meta);
         pu_free(sp);
     }
     if (s == PU_OK) {
@@ -313,6 +318,12 @@ static pu_status load_ckpt(run_state *r, const char *name) {
         s = pu_train_st_get(&f, "adam.m", r->opt.m, r->opt.n);
         if (s == PU_OK)
             s = pu_train_st_get(&f, "adam.v", r->opt.v, r->opt.n);
+        if (s == PU_OK && r->job->xn > 0)
+            s = pu_train_st_get(&f, "extra", r->job->xp, r->job->xn);
+        if (s == PU_OK && r->job->xn > 0)
+            s = pu_train_st_get(&f, "adam.xm", r->xm, r->job->xn);
+        if (s == PU_OK && r->job->xn > 0)
+            s = pu_train_st_get(&f, "adam.xv", r->xv, r->job->xn);
         const char *st = pu_train_st_meta(&f, "step"), *at = pu_train_st_meta(&f, "adam_t");
         if (s == PU_OK && (!st || !at))
             s = pu_err_set(PU_ERR_FORMAT, "%s: __metadata__: step / adam_t missing", sp);
@@ -391,7 +402,10 @@ static pu_status eval_val(run_state *r, int64_t T_step, double *out) {
         double l;
         int64_t c;
         pu_tmodel_set_dropout(r->m, false, 0); /* evaluation: no adapter dropout */
-        PU_TRY(pu_tmodel_forward(r->m, r->pool, &bt, &l, &c));
+        if (job->micro)
+            PU_TRY(job->micro(job->ctx, r->m, r->pool, &bt, lo, true, 0.0f, &l, &c));
+        else
+            PU_TRY(pu_tmodel_forward(r->m, r->pool, &bt, &l, &c));
         sum += l;
         cnt += c;
     }
@@ -402,8 +416,12 @@ static pu_status eval_val(run_state *r, int64_t T_step, double *out) {
 }
 
 static void write_val(run_state *r, double vl, bool progress_enabled) {
+    char extra[512] = "";
+    if (r->job->metrics)
+        r->job->metrics(r->job->ctx, true, extra, sizeof extra);
     if (isfinite(vl) && r->metrics) {
-        fprintf(r->metrics, "{\"step\": %lld, \"val_loss\": %.17g}\n", (long long)r->step, vl);
+        fprintf(r->metrics, "{\"step\": %lld, \"val_loss\": %.17g%s}\n", (long long)r->step, vl,
+                extra);
         fflush(r->metrics);
     }
     if (!r->quiet && !progress_enabled)
@@ -434,9 +452,14 @@ static pu_status run(run_state *r) {
         bool packed = false;
         PU_TRY(job->batch(job->ctx, &r->rng, s, B, all_ids, all_tg, all_pos, all_seg, &T, &packed));
         int64_t count = 0;
-        for (int64_t i = 0; i < B * T; i++)
-            count += all_tg[i] >= 0;
+        if (job->micro)
+            count = B / (job->rows_per_unit > 0 ? job->rows_per_unit : 1);
+        else
+            for (int64_t i = 0; i < B * T; i++)
+                count += all_tg[i] >= 0;
         pu_tmodel_zero_grad(r->m);
+        if (job->xn > 0)
+            memset(job->xg, 0, (size_t)job->xn * sizeof(float));
         double lsum = 0;
         /* this rank's share [lo, hi) of the B windows in A micro-batches (one
          * rank: exactly the A micro-batches of mb windows) */
@@ -467,6 +490,18 @@ static pu_status run(run_state *r) {
                                   o->seed * 0x9E3779B97F4A7C15ull ^
                                       (uint64_t)s * 0xC2B2AE3D27D4EB4Full ^
                                       (uint64_t)first * 0x165667B19E3779F9ull);
+            if (r->dpg && a == last && job->micro)
+                pu_dp_grads_begin(r->dpg);
+            if (job->micro) {
+                pu_status ms = job->micro(job->ctx, r->m, r->pool, &bt, first, false,
+                                          (float)(1.0 / (double)(count ? count : 1)), &l, &c);
+                if (ms != PU_OK)
+                    return pu_err_prefix(ms,
+                                         "step %lld (last good checkpoint: %s): ", (long long)s + 1,
+                                         r->last_ckpt[0] ? r->last_ckpt : "none");
+                lsum += l;
+                continue;
+            }
             PU_TRY(pu_tmodel_forward(r->m, r->pool, &bt, &l, &c));
             lsum += l;
             if (r->dpg && a == last) /* buckets start as this backward finishes them */
@@ -484,7 +519,8 @@ static pu_status run(run_state *r) {
                               "(last good checkpoint: %s)",
                               (long long)s + 1, loss, r->last_ckpt[0] ? r->last_ckpt : "none");
         double lr = pu_lr_at(s, o->steps, r->warmup, o->lr, r->min_lr);
-        double gn = pu_adamw_step(&r->opt, r->m, r->pool, lr);
+        double gn =
+            pu_adamw_step_x(&r->opt, r->m, r->pool, lr, job->xp, job->xg, r->xm, r->xv, job->xn);
         if (!isfinite(gn))
             return pu_err_set(PU_ERR_INVALID,
                               "step %lld: the gradient norm is %g; stopping "
@@ -494,11 +530,14 @@ static pu_status run(run_state *r) {
         double now = pu_time_now(), dt = now - ts;
         tok_done += B * T;
         double tps = (double)(B * T) / (dt > 0 ? dt : 1e-9);
+        char jextra[512] = "";
+        if (job->metrics)
+            job->metrics(job->ctx, false, jextra, sizeof jextra);
         if (r->metrics) { /* rank 0 */
             fprintf(r->metrics,
-                    "{\"step\": %lld, \"loss\": %.17g, \"lr\": %.9g, \"grad_norm\": %.9g, "
+                    "{\"step\": %lld, \"loss\": %.17g%s, \"lr\": %.9g, \"grad_norm\": %.9g, "
                     "\"seq\": %lld, \"tokens\": %lld, \"tokens_per_s\": %.1f, \"time_s\": %.3f}\n",
-                    (long long)r->step, loss, lr, gn, (long long)T,
+                    (long long)r->step, loss, jextra, lr, gn, (long long)T,
                     (long long)job->tokens_upto(job->ctx, r->step), tps, now - t0);
             fflush(r->metrics);
         }
@@ -629,6 +668,8 @@ pu_status pu_train_loop(const pu_train_opts *o, const pu_train_job *job, pu_pool
     }
     if (s == PU_OK) {
         pu_adamw_init(&r.opt, &o->adam, pu_tmodel_numel(r.m));
+        r.xm = pu_calloc((size_t)(job->xn > 0 ? job->xn : 1), sizeof(float));
+        r.xv = pu_calloc((size_t)(job->xn > 0 ? job->xn : 1), sizeof(float));
         pu_rng_seed(&r.rng, o->seed * 0x2545F4914F6CDD1Dull + 0x5851F42D4C957F2Dull);
         if (ck[0])
             s = load_ckpt(&r, ck);
@@ -696,6 +737,8 @@ pu_status pu_train_loop(const pu_train_opts *o, const pu_train_job *job, pu_pool
     pu_free(r.metrics_path);
     pu_dp_grads_destroy(r.dpg);
     pu_adamw_free(&r.opt);
+    pu_free(r.xm);
+    pu_free(r.xv);
     pu_tmodel_destroy(r.m);
     return s;
 }

@@ -225,9 +225,47 @@ typedef struct pu_train_job {
     uint64_t tok_hash;  /* recorded in train_state metadata */
     /* called with the trained model after the last step (NULL: nothing) */
     pu_status (*done)(void *ctx, pu_tmodel *m);
+    /* A loss other than the mean cross-entropy (reward model, DPO; NULL: CE).
+     * Called per micro-batch bt (rows [first, first + bt->B) of the step's
+     * batch, or of eval batch: eval true, no backward) instead of
+     * forward + backward: it runs the forward, adds d(grad_scale *
+     * *loss_sum)/dparams to the gradients (train only), and returns the
+     * micro-batch's loss summed over its units (*count units). A unit is
+     * rows_per_unit consecutive rows (2: a preference pair); grad_scale =
+     * 1 / the units of the whole step. */
+    pu_status (*micro)(void *ctx, pu_tmodel *m, pu_pool *pool, const pu_tbatch *bt, int64_t first,
+                       bool eval, float grad_scale, double *loss_sum, int64_t *count);
+    int64_t rows_per_unit;
+    /* ", \"key\": value" fields appended to the step's metrics line (eval:
+     * the val line, keys prefixed by the job) from what micro accumulated
+     * since the last call; resets them. NULL: none. */
+    void (*metrics)(void *ctx, bool eval, char *buf, size_t n);
+    /* Extra trainable parameters beside the model (a value head): xn floats
+     * at xp with gradients xg (zeroed by the loop before each step), set by
+     * make_model. AdamW updates them with weight decay, they count in the
+     * global gradient norm, and checkpoints keep them and their moments
+     * (train_state tensors "extra", "adam.xm", "adam.xv"). */
+    float *xp, *xg;
+    int64_t xn;
 } pu_train_job;
 
+/* AdamW step over the model and n extra parameters (p, g, moments m, v;
+ * weight decay on them): the global norm covers both (optim.c). */
+double pu_adamw_step_x(pu_adamw *o, pu_tmodel *m, pu_pool *pool, double lr, float *xp, float *xg,
+                       float *xm, float *xv, int64_t xn);
+
 pu_status pu_train_loop(const pu_train_opts *o, const pu_train_job *job, pu_pool *pool);
+
+/* Reward-model micro-batch (rm_train.c): forward of bt (rows 2i chosen,
+ * 2i+1 rejected, lens[row] tokens each, the reward at the last), rewards =
+ * v . hidden there (rewards (B) out, NULL ok), pu_rm_loss over the B/2
+ * pairs (*met); with backward, grads += d(grad_scale * (B/2) * loss) via
+ * dhidden, dv (C) += likewise. *dh_buf / *dh_cap: reusable scratch. */
+#include "puyu/pu_align.h"
+pu_status pu_rm_pairs_step(pu_tmodel *m, pu_pool *pool, const pu_tbatch *bt, const int64_t *lens,
+                           const float *v, float *dv, const pu_rm_loss_opts *lo, float grad_scale,
+                           bool backward, pu_rm_metrics *met, float *rewards, float **dh_buf,
+                           size_t *dh_cap);
 
 /* shared file helpers of the loop */
 pu_status pu_train_copy_file(const char *src, const char *dst);
