@@ -96,6 +96,59 @@ pu_status pu_json_schema_parse(const char *json, size_t len, pu_json_schema **ou
                                         "null",   "object", "array"};
     const char *k;
     json_t *v;
+    /* keywords that would restrict the output beyond this subset are refused
+     * (ignoring them could produce JSON that does not validate); annotations
+     * pass */
+    static const char *const top_kw[] = {"type",  "properties", "required", "additionalProperties",
+                                         "title", "description", "$schema",  "$id",
+                                         "default", "examples", NULL};
+    static const char *const prop_kw[] = {"type",    "enum",     "title", "description",
+                                          "default", "examples", NULL};
+    if (!st && json_is_object(sc))
+        json_object_foreach(sc, k, v) {
+            bool known = false;
+            for (int i = 0; top_kw[i]; i++)
+                known = known || !strcmp(k, top_kw[i]);
+            if (!known) {
+                st = pu_err_set(PU_ERR_UNSUPPORTED, "json_schema.%s: unsupported keyword", k);
+                break;
+            }
+            if (!strcmp(k, "additionalProperties") && !json_is_boolean(v)) {
+                st = pu_err_set(PU_ERR_UNSUPPORTED,
+                                "json_schema.additionalProperties: only true/false (extra keys "
+                                "are never generated)");
+                break;
+            }
+            if (!strcmp(k, "required") && !json_is_array(v)) {
+                st = pu_err_set(PU_ERR_FORMAT, "json_schema.required: expected an array");
+                break;
+            }
+        }
+    if (!st)
+        json_object_foreach(props, k, v) {
+            if (!json_is_object(v)) {
+                st = pu_err_set(PU_ERR_FORMAT, "json_schema.properties.%s: expected an object", k);
+                break;
+            }
+            const char *k2;
+            json_t *v2;
+            json_object_foreach(v, k2, v2) {
+                bool known = false;
+                for (int i = 0; prop_kw[i]; i++)
+                    known = known || !strcmp(k2, prop_kw[i]);
+                if (!known) {
+                    st = pu_err_set(PU_ERR_UNSUPPORTED,
+                                    "json_schema.properties.%s.%s: unsupported keyword", k, k2);
+                    break;
+                }
+            }
+            json_t *t = json_object_get(v, "type");
+            if (!st && t && !json_is_string(t))
+                st = pu_err_set(PU_ERR_UNSUPPORTED,
+                                "json_schema.properties.%s.type: only a single type name", k);
+            if (st)
+                break;
+        }
     if (!st)
         json_object_foreach(props, k, v) {
             if (s->n >= 64 || strlen(k) >= 48 || strchr(k, '"') || strchr(k, '\\')) {
@@ -168,6 +221,14 @@ pu_status pu_json_schema_parse(const char *json, size_t len, pu_json_schema **ou
 
 void pu_json_schema_destroy(pu_json_schema *s) {
     pu_free(s);
+}
+
+pu_json_schema *pu_json_schema_copy(const pu_json_schema *s) {
+    if (!s)
+        return NULL;
+    pu_json_schema *c = pu_malloc(sizeof *c);
+    memcpy(c, s, sizeof *c);
+    return c;
 }
 
 void pu_json_sm_init_schema(pu_json_sm *s, const pu_json_schema *schema) {
@@ -276,7 +337,10 @@ static bool begin_value(pu_json_sm *s, uint8_t c) {
         s->in_key = false;
         return true;
     case '-': s->st = S_NUM_MINUS; return true;
-    case '0': s->st = S_NUM_ZERO; return true;
+    case '0':
+        s->st = S_NUM_ZERO;
+        s->aux = 1;
+        return true;
     case 't':
     case 'f':
     case 'n':
@@ -287,6 +351,7 @@ static bool begin_value(pu_json_sm *s, uint8_t c) {
     default:
         if (c >= '1' && c <= '9') {
             s->st = S_NUM_INT;
+            s->aux = 1;
             return true;
         }
         return false;
@@ -485,12 +550,19 @@ static bool feed1(pu_json_sm *s, uint8_t c) {
             s->st = S_NUM_INT;
         else
             return false;
+        s->aux = 1;
         return true;
     case S_NUM_ZERO:
     case S_NUM_INT:
     case S_NUM_FRAC:
-        if (is_digit(c) && s->st != S_NUM_ZERO)
+        if (is_digit(c) && s->st != S_NUM_ZERO) {
+            /* at most PU_JSON_MAX_DIGITS integer / fraction digits: the value
+             * stays exact in an int64 / a double for common parsers */
+            if (s->aux >= PU_JSON_MAX_DIGITS)
+                return false;
+            s->aux++;
             return true;
+        }
         if ((c == '.' || c == 'e' || c == 'E') && s->int_only)
             return false;
         if (c == '.' && s->st != S_NUM_FRAC) {
@@ -507,6 +579,7 @@ static bool feed1(pu_json_sm *s, uint8_t c) {
         if (!is_digit(c))
             return false;
         s->st = S_NUM_FRAC;
+        s->aux = 1;
         return true;
     case S_NUM_E:
         if (c == '+' || c == '-') {
@@ -518,10 +591,15 @@ static bool feed1(pu_json_sm *s, uint8_t c) {
         if (!is_digit(c))
             return false;
         s->st = S_NUM_EDIG;
+        s->aux = 1;
         return true;
     case S_NUM_EDIG:
-        if (is_digit(c))
+        if (is_digit(c)) {
+            if (s->aux >= 2) /* exponents up to 99: 15 digits e99 stays finite */
+                return false;
+            s->aux++;
             return true;
+        }
         end_value(s);
         return feed1(s, c);
     default: return false;
@@ -553,6 +631,7 @@ struct pu_json_constraint {
     uint8_t *bytes;
     pu_json_sm sm;
     bool object_only;
+    bool borrowed; /* the tables belong to the prototype (pu_json_constraint_clone) */
     const pu_json_schema *schema;
 };
 
@@ -660,6 +739,10 @@ pu_status pu_json_constraint_create(const pu_tok *tok, bool object_only, pu_json
 void pu_json_constraint_destroy(pu_json_constraint *c) {
     if (!c)
         return;
+    if (c->borrowed) {
+        pu_free(c);
+        return;
+    }
     pu_free(c->off);
     pu_free(c->len);
     pu_free(c->special);
@@ -680,6 +763,17 @@ pu_status pu_json_constraint_create_schema(const pu_tok *tok, const pu_json_sche
     (*out)->schema = schema;
     pu_json_constraint_reset(*out);
     return PU_OK;
+}
+
+pu_json_constraint *pu_json_constraint_clone(const pu_json_constraint *proto, bool object_only,
+                                             const pu_json_schema *schema) {
+    pu_json_constraint *c = pu_malloc(sizeof *c);
+    *c = *proto;
+    c->borrowed = true;
+    c->object_only = object_only || schema;
+    c->schema = schema;
+    pu_json_constraint_reset(c);
+    return c;
 }
 
 /* first_ok: which first bytes the current state accepts (NULL = not computed) */
