@@ -99,6 +99,13 @@ void pu_json_constraint_reset(pu_json_constraint *c);
 /* Set the logits of tokens that cannot continue to -INFINITY; returns how
  * many stay allowed. n_vocab may exceed the tokenizer's (extra rows masked). */
 int64_t pu_json_constraint_mask(pu_json_constraint *c, float *logits, int64_t n_vocab);
+/* The masks of the last 8 distinct automaton states are cached (keyed by the
+ * state's canonical bytes: inside a long string every step is the same
+ * state), so a repeated state costs one pass over a bitmask instead of
+ * feeding every token's bytes. _uncached is the reference the cache is
+ * tested against (the same mask, always recomputed). */
+int64_t pu_json_constraint_mask_uncached(pu_json_constraint *c, float *logits, int64_t n_vocab);
+void pu_json_constraint_cache_stats(const pu_json_constraint *c, int64_t *hits, int64_t *misses);
 /* Advance by a generated id; PU_ERR_INVALID when the id was not allowed. */
 pu_status pu_json_constraint_accept(pu_json_constraint *c, int32_t id);
 bool pu_json_constraint_complete(const pu_json_constraint *c);

@@ -633,7 +633,38 @@ struct pu_json_constraint {
     bool object_only;
     bool borrowed; /* the tables belong to the prototype (pu_json_constraint_clone) */
     const pu_json_schema *schema;
+    /* masks of recently seen automaton states (a long string revisits the
+     * same state at every token): key = the state's canonical bytes */
+    struct mcache {
+        uint8_t key[PU_JSON_MAX_DEPTH + 96];
+        size_t klen;
+        uint64_t *bits; /* (n + 63) / 64 words, bit set = allowed */
+        int64_t n_allowed;
+        uint64_t last_use;
+    } cache[8];
+    uint64_t tick;
+    int64_t cache_hits, cache_misses;
 };
+
+/* the state's bytes that decide the mask (padding and unused bytes excluded) */
+static size_t sm_key(const pu_json_sm *s, uint8_t *k) {
+    size_t n = 0;
+    k[n++] = (uint8_t)s->depth;
+    memcpy(k + n, s->stack, (size_t)s->depth);
+    n += (size_t)s->depth;
+    uint8_t f[] = {s->st,      s->aux,    s->lit, s->lo, s->hi, s->ws, (uint8_t)(s->cp & 0xff),
+                   (uint8_t)(s->cp >> 8), s->want_low, s->in_key, s->object_only, (uint8_t)s->prop,
+                   s->klen,    s->in_enum, s->int_only};
+    memcpy(k + n, f, sizeof f);
+    n += sizeof f;
+    memcpy(k + n, &s->used, sizeof s->used);
+    n += sizeof s->used;
+    memcpy(k + n, &s->schema, sizeof s->schema);
+    n += sizeof s->schema;
+    size_t kl = s->klen < sizeof s->kbuf ? s->klen : sizeof s->kbuf;
+    memcpy(k + n, s->kbuf, kl);
+    return n + kl;
+}
 
 pu_status pu_json_constraint_create(const pu_tok *tok, bool object_only, pu_json_constraint **out) {
     *out = NULL;
@@ -739,6 +770,8 @@ pu_status pu_json_constraint_create(const pu_tok *tok, bool object_only, pu_json
 void pu_json_constraint_destroy(pu_json_constraint *c) {
     if (!c)
         return;
+    for (int i = 0; i < 8; i++)
+        pu_free(c->cache[i].bits);
     if (c->borrowed) {
         pu_free(c);
         return;
@@ -769,6 +802,9 @@ pu_json_constraint *pu_json_constraint_clone(const pu_json_constraint *proto, bo
                                              const pu_json_schema *schema) {
     pu_json_constraint *c = pu_malloc(sizeof *c);
     *c = *proto;
+    memset(c->cache, 0, sizeof c->cache);
+    c->tick = 0;
+    c->cache_hits = c->cache_misses = 0;
     c->borrowed = true;
     c->object_only = object_only || schema;
     c->schema = schema;
@@ -792,6 +828,67 @@ static bool allowed(const pu_json_constraint *c, int64_t i, bool complete, const
 }
 
 int64_t pu_json_constraint_mask(pu_json_constraint *c, float *logits, int64_t n_vocab) {
+    uint8_t key[sizeof c->cache[0].key];
+    size_t kl = sm_key(&c->sm, key);
+    struct mcache *hit = NULL, *victim = &c->cache[0];
+    for (int i = 0; i < 8; i++) {
+        struct mcache *m = &c->cache[i];
+        if (m->bits && m->klen == kl && !memcmp(m->key, key, kl)) {
+            hit = m;
+            break;
+        }
+        if (!m->bits || (victim->bits && m->last_use < victim->last_use))
+            victim = m;
+    }
+    size_t nw = (size_t)(c->n + 63) / 64;
+    if (!hit) {
+        c->cache_misses++;
+        hit = victim;
+        if (!hit->bits)
+            hit->bits = pu_malloc(nw * sizeof(uint64_t));
+        memset(hit->bits, 0, nw * sizeof(uint64_t));
+        memcpy(hit->key, key, kl);
+        hit->klen = kl;
+        bool complete = pu_json_sm_complete(&c->sm);
+        bool first_ok[256];
+        for (int b = 0; b < 256; b++) {
+            pu_json_sm t = c->sm;
+            uint8_t x = (uint8_t)b;
+            first_ok[b] = pu_json_sm_feed(&t, &x, 1);
+        }
+        int64_t k = 0;
+        for (int64_t i = 0; i < c->n; i++)
+            if (allowed(c, i, complete, first_ok)) {
+                hit->bits[i >> 6] |= 1ull << (i & 63);
+                k++;
+            }
+        hit->n_allowed = k;
+    } else {
+        c->cache_hits++;
+    }
+    hit->last_use = ++c->tick;
+    if (n_vocab >= c->n) {
+        for (int64_t i = 0; i < n_vocab; i++)
+            if (i >= c->n || !(hit->bits[i >> 6] >> (i & 63) & 1))
+                logits[i] = -INFINITY;
+        return hit->n_allowed;
+    }
+    int64_t k = 0;
+    for (int64_t i = 0; i < n_vocab; i++) {
+        if (hit->bits[i >> 6] >> (i & 63) & 1)
+            k++;
+        else
+            logits[i] = -INFINITY;
+    }
+    return k;
+}
+
+void pu_json_constraint_cache_stats(const pu_json_constraint *c, int64_t *hits, int64_t *misses) {
+    *hits = c->cache_hits;
+    *misses = c->cache_misses;
+}
+
+int64_t pu_json_constraint_mask_uncached(pu_json_constraint *c, float *logits, int64_t n_vocab) {
     bool complete = pu_json_sm_complete(&c->sm);
     /* most pieces are rejected by their first byte: test the 256 bytes once */
     bool first_ok[256];
