@@ -96,7 +96,7 @@ const rn2 = await text.chat.completions.create({
 check(rn2.choices[0].message.content === rn.choices[0].message.content &&
       rn2.choices[1].message.content === rn.choices[1].message.content, 'seed reproduces n choices');
 const lb = await text.completions.create({ model, prompt: 'Once', max_tokens: 3, temperature: 0,
-                                           logit_bias: { '5': 100 }, logprobs: 0 });
+                                           logit_bias: { '300': 100 }, logprobs: 0 });
 const lbt = lb.choices[0].logprobs.tokens;
 check(lbt.length === 3 && lbt[0] === lbt[1] && lbt[1] === lbt[2], 'logit_bias forces a token', lbt);
 const emb = await text.embeddings.create({ model, input: ['a cat', 'a dog'] });
