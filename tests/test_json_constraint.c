@@ -497,6 +497,80 @@ static void check_agent_calls(const char *tok_path) {
     pu_tok_destroy(tok);
 }
 
+/* The cached mask equals the recomputed one at every step of random walks
+ * (a random allowed token each step, plain JSON and a schema), and the
+ * per-token cost of both is printed (never asserted). */
+static void check_cache(const char *tok_path, const char *label) {
+    pu_tok *tok = NULL;
+    PT_OK(pu_tok_load(tok_path, &tok));
+    if (!tok)
+        return;
+    const char *sj = "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},"
+                     "\"n\":{\"type\":\"integer\"},\"c\":{\"enum\":[\"red\",\"green\"]}},"
+                     "\"required\":[\"name\"]}";
+    pu_json_schema *sc = NULL;
+    PT_OK(pu_json_schema_parse(sj, strlen(sj), &sc));
+    int64_t V = pu_tok_n_vocab(tok) + 3; /* rows past the tokenizer's are masked too */
+    float *a = pu_malloc((size_t)V * sizeof(float)), *b = pu_malloc((size_t)V * sizeof(float));
+    double t_c = 0, t_u = 0;
+    int64_t steps = 0, diffs = 0;
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    for (int mode = 0; mode < 2; mode++) {
+        pu_json_constraint *c = NULL;
+        if (mode == 0)
+            PT_OK(pu_json_constraint_create(tok, true, &c));
+        else
+            PT_OK(pu_json_constraint_create_schema(tok, sc, &c));
+        for (int walk = 0; walk < (V > 10000 ? 2 : 6) && c; walk++) {
+            pu_json_constraint_reset(c);
+            for (int step = 0; step < 60; step++) {
+                for (int64_t v = 0; v < V; v++)
+                    a[v] = b[v] = 0.5f;
+                double t0 = pu_time_now();
+                int64_t ka = pu_json_constraint_mask(c, a, V);
+                double t1 = pu_time_now();
+                int64_t kb = pu_json_constraint_mask_uncached(c, b, V);
+                t_c += t1 - t0;
+                t_u += pu_time_now() - t1;
+                steps++;
+                int64_t d = ka != kb;
+                for (int64_t v = 0; v < V; v++)
+                    d += isfinite(a[v]) != isfinite(b[v]);
+                diffs += d;
+                if (ka <= 0)
+                    break;
+                /* a random allowed id; prefer short string-ish tokens half the time */
+                int64_t pick = -1, seen = 0;
+                for (int64_t v = 0; v < V; v++)
+                    if (isfinite(a[v])) {
+                        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+                        if ((rng >> 33) % (uint64_t)(++seen) == 0)
+                            pick = v;
+                    }
+                if (pick < 0 || pu_json_constraint_complete(c))
+                    break;
+                PT_OK(pu_json_constraint_accept(c, (int32_t)pick));
+            }
+        }
+        int64_t hits = 0, misses = 0;
+        if (c)
+            pu_json_constraint_cache_stats(c, &hits, &misses);
+        printf("    json_constraint cache (%s, %s): %lld hits, %lld misses\n", label,
+               mode ? "schema" : "json", (long long)hits, (long long)misses);
+        pu_json_constraint_destroy(c);
+    }
+    PT_CHECK_MSG(diffs == 0, "%s: cached masks differ from recomputed ones at %lld ids", label,
+                 (long long)diffs);
+    printf("    json_constraint mask cost (%s, V=%lld, %lld steps): cached %.3f ms/token, "
+           "recomputed %.3f ms/token\n",
+           label, (long long)V, (long long)steps, 1e3 * t_c / (double)steps,
+           1e3 * t_u / (double)steps);
+    pu_free(a);
+    pu_free(b);
+    pu_json_schema_destroy(sc);
+    pu_tok_destroy(tok);
+}
+
 PT_SUITE(json_constraint) {
     if (PT_TEST("json automaton: valid prefixes, invalid rejected"))
         check_sm();
@@ -507,6 +581,14 @@ PT_SUITE(json_constraint) {
     if (PT_TEST("json mask: InternLM2 tokenizer (multi-byte pieces)") &&
         pt_shared_path("internlm2/tokenizer.model", tok, sizeof tok))
         check_tokens(tok, "internlm2");
+    if (PT_TEST("mask cache = recomputed mask (stories260K tokenizer)") &&
+        pt_shared_path("models/stories260K/tok512.model", tok, sizeof tok))
+        check_cache(tok, "stories260K");
+    if (PT_TEST("mask cache = recomputed mask (InternLM2 tokenizer)") &&
+        pt_shared_path("internlm2/tokenizer.model", tok, sizeof tok))
+        check_cache(tok, "internlm2");
+    if (PT_TEST("mask cache = recomputed mask (tests/golden tiny_bpe tokenizer)"))
+        check_cache("tests/golden/tok/tiny_bpe.model", "tiny_bpe");
     if (PT_TEST("json schema subset: keys, types, enums, required")) {
         bool have = pt_shared() && pt_shared_path("internlm2/tokenizer.model", tok, sizeof tok);
         check_schema(have ? tok : NULL);

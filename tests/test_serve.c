@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "pt.h"
+#include "puyu/pu_json_constraint.h"
 #include "puyu/pu_serve.h"
 #include "puyu/pu_tok.h"
 
@@ -2241,5 +2242,334 @@ PT_SUITE(serve_features) {
         }
         if (d.pid)
             srv_stop(&d);
+    }
+}
+
+/* ---------------------------------------------------------------- structured output */
+
+/* An independent check (jansson, not the constraint's own automaton) of the
+ * schema subset the tests use: only declared keys, their types, string
+ * enums, required keys present. */
+static bool validate_schema(const json_t *doc, const json_t *schema, char *why, size_t wn) {
+    if (!json_is_object(doc)) {
+        snprintf(why, wn, "not an object");
+        return false;
+    }
+    json_t *props = json_object_get(schema, "properties");
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)doc, k, v) {
+        json_t *p = json_object_get(props, k);
+        if (!p) {
+            snprintf(why, wn, "undeclared key \"%s\"", k);
+            return false;
+        }
+        const char *t = json_string_value(json_object_get(p, "type"));
+        bool ok = !t || (!strcmp(t, "string") && json_is_string(v)) ||
+                  (!strcmp(t, "integer") && json_is_integer(v)) ||
+                  (!strcmp(t, "number") && json_is_number(v)) ||
+                  (!strcmp(t, "boolean") && json_is_boolean(v)) ||
+                  (!strcmp(t, "null") && json_is_null(v)) ||
+                  (!strcmp(t, "object") && json_is_object(v)) ||
+                  (!strcmp(t, "array") && json_is_array(v));
+        if (!ok) {
+            snprintf(why, wn, "\"%s\" is not of type %s", k, t);
+            return false;
+        }
+        json_t *en = json_object_get(p, "enum");
+        if (en) {
+            bool in = false;
+            size_t i;
+            json_t *e;
+            json_array_foreach(en, i, e) in = in || json_equal(e, v);
+            if (!in) {
+                snprintf(why, wn, "\"%s\" not in its enum", k);
+                return false;
+            }
+        }
+    }
+    size_t i;
+    json_t *r;
+    json_array_foreach(json_object_get(schema, "required"), i, r) {
+        if (!json_object_get(doc, json_string_value(r))) {
+            snprintf(why, wn, "required \"%s\" missing", json_string_value(r));
+            return false;
+        }
+    }
+    return true;
+}
+
+static const char *const k_person_schema =
+    "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},"
+    "\"age\":{\"type\":\"integer\"},\"ok\":{\"type\":\"boolean\"},"
+    "\"color\":{\"enum\":[\"red\",\"green\",\"blue\"]},\"score\":{\"type\":\"number\"}},"
+    "\"required\":[\"name\",\"age\",\"color\"]}";
+
+typedef struct jstats {
+    int complete, truncated, bad;
+} jstats;
+
+/* One choice's text: finish "stop" => parses as a JSON object (and follows
+ * the schema if one is given); "length" => at least a valid JSON prefix. */
+static void check_json_choice(const char *text, const char *finish, const json_t *schema,
+                              jstats *js, const char *what) {
+    if (!text || !finish) {
+        PT_CHECK_MSG(false, "%s: no text/finish_reason", what);
+        js->bad++;
+        return;
+    }
+    if (!strcmp(finish, "stop")) {
+        json_error_t je;
+        json_t *d = json_loads(text, 0, &je);
+        char why[160] = "";
+        bool ok = json_is_object(d) && (!schema || validate_schema(d, schema, why, sizeof why));
+        PT_CHECK_MSG(ok, "%s: not a %s: %s (%s %s)", what, schema ? "schema-valid object" : "JSON object",
+                     text, why, d ? "" : je.text);
+        js->complete += ok;
+        js->bad += !ok;
+        json_decref(d);
+    } else {
+        pu_json_sm sm;
+        pu_json_sm_init(&sm, true);
+        bool ok = pu_json_sm_feed(&sm, (const uint8_t *)text, strlen(text));
+        PT_CHECK_MSG(ok && !strcmp(finish, "length"), "%s: finish %s, not a JSON prefix: %s", what,
+                     finish, text);
+        js->truncated += ok;
+        js->bad += !ok;
+    }
+}
+
+/* non-streaming: every choice */
+static void json_req(int port, bool chat, const char *rf, const json_t *schema, double temp,
+                     int seed, int n, int max_tokens, jstats *js) {
+    pu_str b = {0};
+    if (chat)
+        pu_str_puts(&b, "{\"messages\":[{\"role\":\"user\",\"content\":\"Give me a person as "
+                        "JSON\"}]");
+    else
+        pu_str_puts(&b, "{\"prompt\":\"Once upon a time\"");
+    pu_str_appendf(&b, ",\"temperature\":%g,\"seed\":%d,\"n\":%d,\"max_tokens\":%d,%s}", temp,
+                   seed, n, max_tokens, rf);
+    hresp r;
+    int code = http(port, "POST", chat ? "/v1/chat/completions" : "/v1/completions", b.p, &r);
+    PT_CHECK_MSG(code == 200, "HTTP %d: %s", code, r.body.p ? r.body.p : "");
+    json_t *j = jbody(&r);
+    json_t *ch = json_object_get(j, "choices");
+    PT_CHECK_MSG((int)json_array_size(ch) == n, "%zu choices, want %d", json_array_size(ch), n);
+    for (size_t i = 0; i < json_array_size(ch); i++) {
+        json_t *c = json_array_get(ch, i);
+        const char *t = chat ? json_string_value(json_object_get(json_object_get(c, "message"),
+                                                                 "content"))
+                             : json_string_value(json_object_get(c, "text"));
+        char what[96];
+        snprintf(what, sizeof what, "%s T=%g seed %d choice %zu", chat ? "chat" : "completion",
+                 temp, seed, i);
+        check_json_choice(t, json_string_value(json_object_get(c, "finish_reason")), schema, js,
+                          what);
+    }
+    json_decref(j);
+    hresp_free(&r);
+    pu_str_free(&b);
+}
+
+/* streaming with n choices: the deltas concatenated per index */
+static void json_stream(int port, bool chat, const char *rf, const json_t *schema, double temp,
+                        int seed, int n, int max_tokens, jstats *js) {
+    pu_str b = {0};
+    if (chat)
+        pu_str_puts(&b, "{\"messages\":[{\"role\":\"user\",\"content\":\"A person as JSON\"}]");
+    else
+        pu_str_puts(&b, "{\"prompt\":\"The little dog\"");
+    pu_str_appendf(&b,
+                   ",\"stream\":true,\"temperature\":%g,\"seed\":%d,\"n\":%d,\"max_tokens\":%d,%s}",
+                   temp, seed, n, max_tokens, rf);
+    hresp r;
+    int code = http(port, "POST", chat ? "/v1/chat/completions" : "/v1/completions", b.p, &r);
+    PT_CHECK_MSG(code == 200, "HTTP %d", code);
+    pu_str text[8] = {{0}};
+    char finish[8][16] = {{0}};
+    for (const char *p = r.body.p; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        if (len > 6 && !strncmp(p, "data: ", 6) && strncmp(p + 6, "[DONE]", 6)) {
+            json_t *j = json_loadb(p + 6, len - 6, 0, NULL);
+            json_t *c = json_array_get(json_object_get(j, "choices"), 0);
+            int64_t idx = json_integer_value(json_object_get(c, "index"));
+            if (c && idx >= 0 && idx < 8) {
+                json_t *d = json_object_get(c, "delta");
+                const char *t = json_string_value(json_object_get(d ? d : c, d ? "content" : "text"));
+                if (t)
+                    pu_str_puts(&text[idx], t);
+                const char *fr = json_string_value(json_object_get(c, "finish_reason"));
+                if (fr)
+                    snprintf(finish[idx], sizeof finish[idx], "%s", fr);
+            }
+            json_decref(j);
+        }
+        p = nl ? nl + 1 : NULL;
+    }
+    for (int i = 0; i < n && i < 8; i++) {
+        char what[96];
+        snprintf(what, sizeof what, "stream %s T=%g seed %d choice %d", chat ? "chat" : "completion",
+                 temp, seed, i);
+        check_json_choice(text[i].p ? text[i].p : "", finish[i][0] ? finish[i] : NULL, schema, js,
+                          what);
+        pu_str_free(&text[i]);
+    }
+    hresp_free(&r);
+    pu_str_free(&b);
+}
+
+/* a schema without free strings: every response must complete (keys and
+ * enums are forced, whitespace runs and number digits are bounded) */
+static const char *const k_closed_schema =
+    "{\"type\":\"object\",\"properties\":{\"color\":{\"enum\":[\"red\",\"green\",\"blue\"]},"
+    "\"ok\":{\"type\":\"boolean\"},\"age\":{\"type\":\"integer\"}},"
+    "\"required\":[\"color\",\"ok\",\"age\"]}";
+
+/* the matrix against one server (full: every temperature; else a few) */
+static void json_matrix(int port, const char *label, bool full) {
+    json_t *schema = json_loads(k_person_schema, 0, NULL);
+    json_t *closed = json_loads(k_closed_schema, 0, NULL);
+    char rf_schema[1200], rf_closed[1200], ls_schema[1200];
+    snprintf(rf_schema, sizeof rf_schema,
+             "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"person\","
+             "\"strict\":true,\"schema\":%s}}",
+             k_person_schema);
+    snprintf(rf_closed, sizeof rf_closed,
+             "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"c\","
+             "\"schema\":%s}}",
+             k_closed_schema);
+    const char *rf_obj = "\"response_format\":{\"type\":\"json_object\"}";
+    snprintf(ls_schema, sizeof ls_schema, "\"json_schema\":%s", k_person_schema);
+    jstats obj = {0}, sch = {0}, cl = {0};
+    static const double temps[] = {0.0, 0.7, 1.0, 1.5};
+    int nt = full ? 4 : 1, mt = full ? 160 : 40;
+    for (int t = 0; t < nt; t++) {
+        double T = full ? temps[t] : 0.8;
+        json_req(port, true, rf_obj, NULL, T, 11 + t, t ? 2 : 1, mt, &obj);
+        json_req(port, false, rf_schema, schema, T, 31 + t, 1, mt, &sch);
+        json_req(port, t % 2, rf_closed, closed, T, 51 + t, full ? 2 : 1, 256, &cl);
+        if (full) {
+            json_req(port, false, rf_obj, NULL, T, 21 + t, 1, mt, &obj);
+            json_req(port, true, rf_schema, schema, T, 31 + t, 2, mt, &sch);
+            json_req(port, false, ls_schema, schema, T, 41 + t, 1, mt, &sch);
+        }
+    }
+    json_stream(port, true, rf_obj, NULL, 0.9, 5, full ? 3 : 1, mt, &obj);
+    json_stream(port, false, rf_closed, closed, 0.9, 6, 2, 256, &cl);
+    if (full) {
+        json_stream(port, false, rf_schema, schema, 0.9, 6, 2, mt, &sch);
+        json_stream(port, true, rf_closed, closed, 0.0, 7, 1, 256, &cl);
+    }
+    printf("    %s: json_object %d complete, %d cut by max_tokens; person schema %d complete, %d "
+           "cut; closed schema %d complete, %d cut\n",
+           label, obj.complete, obj.truncated, sch.complete, sch.truncated, cl.complete,
+           cl.truncated);
+    PT_CHECK_MSG(cl.complete > 0 && cl.truncated == 0,
+                 "%s: the closed schema must always complete (%d cut)", label, cl.truncated);
+    PT_EQ_I64(obj.bad + sch.bad + cl.bad, 0);
+    json_decref(schema);
+    json_decref(closed);
+}
+
+/* 400 naming the field */
+static void json_errors(int port) {
+    static const struct {
+        const char *rf, *param;
+    } cases[] = {
+        {"\"response_format\":\"json\"", "response_format"},
+        {"\"response_format\":{}", "response_format.type"},
+        {"\"response_format\":{\"type\":\"yaml\"}", "response_format.type"},
+        {"\"response_format\":{\"type\":\"json_schema\"}", "response_format.json_schema"},
+        {"\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\","
+         "\"schema\":[1]}}",
+         "response_format.json_schema.schema"},
+        {"\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\","
+         "\"schema\":{\"type\":\"array\"}}}",
+         "response_format.json_schema.schema.type"},
+        {"\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\","
+         "\"schema\":{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\","
+         "\"minLength\":3}}}}}",
+         "response_format.json_schema.schema.properties.a.minLength"},
+        {"\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\","
+         "\"schema\":{\"type\":\"object\",\"patternProperties\":{}}}}",
+         "response_format.json_schema.schema.patternProperties"},
+        {"\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\","
+         "\"schema\":{\"properties\":{\"a\":{}},\"required\":[\"b\"]}}}",
+         "response_format.json_schema.schema.required[0]"},
+        {"\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":7}}",
+         "response_format.json_schema.name"},
+        {"\"json_schema\":{\"properties\":{\"a\":{\"type\":\"strng\"}}}",
+         "json_schema.properties.a.type"},
+        {"\"json_schema\":5", "json_schema"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        for (int chat = 0; chat < 2; chat++) {
+            pu_str b = {0};
+            pu_str_appendf(&b, "{%s,\"max_tokens\":4,%s}",
+                           chat ? "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]"
+                                : "\"prompt\":\"hi\"",
+                           cases[k].rf);
+            hresp r;
+            int code = http(port, "POST", chat ? "/v1/chat/completions" : "/v1/completions", b.p, &r);
+            json_t *j = jbody(&r);
+            json_t *err = json_object_get(j, "error");
+            const char *param = json_string_value(json_object_get(err, "param"));
+            PT_CHECK_MSG(code == 400 && param && !strcmp(param, cases[k].param),
+                         "case %zu: HTTP %d param %s (want %s): %s", k, code, param ? param : "-",
+                         cases[k].param, r.body.p ? r.body.p : "");
+            json_decref(j);
+            hresp_free(&r);
+            pu_str_free(&b);
+        }
+    }
+    /* "text" is plain generation */
+    hresp r;
+    PT_EQ_I64(http(port, "POST", "/v1/completions",
+                   "{\"prompt\":\"hi\",\"max_tokens\":4,\"response_format\":{\"type\":\"text\"}}",
+                   &r),
+              200);
+    hresp_free(&r);
+}
+
+PT_SUITE(serve_json) {
+    srv a = {0};
+    if (PT_TEST("response_format: random BPE model (tests/golden tokenizer)") && stories_paths()) {
+        char args[1400];
+        snprintf(args, sizeof args, "-m '%s' -t '%s' --ctx 1024 --max-batch 8 --threads 1",
+                 g_stories, g_stories_tok);
+        if (srv_start(&a, args, "serve_json_a.log")) {
+            json_matrix(a.port, "random model, tiny_bpe tokenizer", true);
+            json_errors(a.port);
+            PT_EQ_I64(srv_stop(&a), 0);
+        } else {
+            PT_CHECK_MSG(false, "server did not start (log %s)", a.log);
+        }
+    }
+    char model[512], tok[512];
+    if (PT_TEST("response_format: stories260K (SentencePiece, byte fallback)") &&
+        pt_shared_path("models/stories260K/stories260K.bin", model, sizeof model) &&
+        pt_shared_path("models/stories260K/tok512.model", tok, sizeof tok)) {
+        char args[1400];
+        snprintf(args, sizeof args, "-m '%s' -t '%s' --max-batch 8 --threads 1", model, tok);
+        if (srv_start(&a, args, "serve_json_b.log")) {
+            json_matrix(a.port, "stories260K", true);
+            PT_EQ_I64(srv_stop(&a), 0);
+        } else {
+            PT_CHECK_MSG(false, "server did not start (log %s)", a.log);
+        }
+    }
+    if (PT_TEST("response_format: InternLM2 tokenizer (scripted model)") && pt_shared() &&
+        make_scripted_model()) {
+        char args[1400];
+        snprintf(args, sizeof args, "-m '%s' -t '%s' --max-batch 8 --threads 1", g_ilm_dir,
+                 g_ilm_tok);
+        if (srv_start(&a, args, "serve_json_c.log")) {
+            json_matrix(a.port, "InternLM2 tokenizer", false);
+            PT_EQ_I64(srv_stop(&a), 0);
+        } else {
+            PT_CHECK_MSG(false, "server did not start (log %s)", a.log);
+        }
     }
 }

@@ -90,6 +90,15 @@ typedef struct pu_engine_request {
     const int32_t *logit_bias_ids; /* OpenAI logit_bias: logit_bias[i] is added to the raw */
     const float *logit_bias;       /* logit of id logit_bias_ids[i] before sampling (and */
     int n_logit_bias;              /* logprobs); copied */
+    /* Structured output (pu_json_constraint.h): json_object = the output is
+     * one JSON object (OpenAI response_format json_object); json_schema (copied;
+     * implies json_object) = an object following the schema subset. A
+     * token-level mask each step (every sampling mode); the request ends (stop)
+     * once the value is complete and an end token is sampled — the only ids
+     * then allowed — even with ignore_eos. Such requests never decode
+     * speculatively (the draft path is skipped, so output stays exact). */
+    bool json_object;
+    const struct pu_json_schema *json_schema;
     pu_engine_cb cb;
     void *ud;
     /* unmerged LoRA adapters for this request (pu_lora.h; borrowed, must

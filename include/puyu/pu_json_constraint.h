@@ -5,7 +5,7 @@
  * A byte-level JSON recogniser (a pushdown automaton over RFC 8259: objects,
  * arrays, strings with escapes and \uXXXX (surrogates only as valid pairs,
  * no \u0000, so strict parsers accept the result), UTF-8 checked byte by byte inside
- * strings, numbers, true/false/null, at most 64 levels, at most 8 whitespace
+ * strings, numbers (digit limits below), true/false/null, at most 64 levels, at most 8 whitespace
  * bytes in a row outside strings so a model cannot stall in blanks) is
  * checked against each vocabulary token's bytes: a token is allowed when all
  * of its bytes continue a valid JSON prefix. Token bytes come from the
@@ -30,17 +30,27 @@
 #include "puyu/pu_tok.h"
 
 #define PU_JSON_MAX_DEPTH 64
+/* numbers: at most this many integer and fraction digits, exponents of at
+ * most 2 digits (so jansson, JavaScript and int64 parsers read them without
+ * overflow; RFC 8259 section 6 lets implementations limit range) */
+#define PU_JSON_MAX_DIGITS 15
 
 /* A JSON schema subset for the top-level object: "properties" (at most 64,
  * names up to 47 bytes) each of "type" string | number | integer | boolean |
  * null | object | array (or absent = any), string "enum"s (up to 16 values),
  * "required". Keys outside "properties" and repeated keys are refused (as
- * with additionalProperties: false); nested values are checked as JSON only. */
+ * with additionalProperties: false); nested values are checked as JSON only.
+ * Any other keyword that would restrict the output (items, nested
+ * properties, minLength, pattern, minimum, anyOf, $ref, ...) is refused
+ * (PU_ERR_UNSUPPORTED naming json_schema.<path>); annotations (title,
+ * description, default, examples, $schema, $id) pass. */
 typedef struct pu_json_schema pu_json_schema;
 /* Parse a schema (the object itself, or OpenAI's {"name", "schema": {...}}
  * wrapper of response_format.json_schema). Errors name the field. */
 pu_status pu_json_schema_parse(const char *json, size_t len, pu_json_schema **out);
 void pu_json_schema_destroy(pu_json_schema *s);
+/* an owned copy (NULL for NULL) */
+pu_json_schema *pu_json_schema_copy(const pu_json_schema *s);
 
 typedef struct pu_json_sm {
     uint8_t stack[PU_JSON_MAX_DEPTH]; /* 'o' object / 'a' array */
@@ -80,10 +90,22 @@ pu_status pu_json_constraint_create(const pu_tok *tok, bool object_only, pu_json
 pu_status pu_json_constraint_create_schema(const pu_tok *tok, const pu_json_schema *schema,
                                            pu_json_constraint **out);
 void pu_json_constraint_destroy(pu_json_constraint *c);
+/* A fresh constraint (reset state) sharing proto's vocabulary tables: cheap,
+ * for one request. proto must outlive it and must not be changed meanwhile
+ * (no allow_end on either); schema borrowed (NULL: JSON, object_only). */
+pu_json_constraint *pu_json_constraint_clone(const pu_json_constraint *proto, bool object_only,
+                                             const pu_json_schema *schema);
 void pu_json_constraint_reset(pu_json_constraint *c);
 /* Set the logits of tokens that cannot continue to -INFINITY; returns how
  * many stay allowed. n_vocab may exceed the tokenizer's (extra rows masked). */
 int64_t pu_json_constraint_mask(pu_json_constraint *c, float *logits, int64_t n_vocab);
+/* The masks of the last 8 distinct automaton states are cached (keyed by the
+ * state's canonical bytes: inside a long string every step is the same
+ * state), so a repeated state costs one pass over a bitmask instead of
+ * feeding every token's bytes. _uncached is the reference the cache is
+ * tested against (the same mask, always recomputed). */
+int64_t pu_json_constraint_mask_uncached(pu_json_constraint *c, float *logits, int64_t n_vocab);
+void pu_json_constraint_cache_stats(const pu_json_constraint *c, int64_t *hits, int64_t *misses);
 /* Advance by a generated id; PU_ERR_INVALID when the id was not allowed. */
 pu_status pu_json_constraint_accept(pu_json_constraint *c, int32_t id);
 bool pu_json_constraint_complete(const pu_json_constraint *c);

@@ -33,6 +33,7 @@
 #include <string.h>
 
 #include "puyu/pu_engine.h"
+#include "puyu/pu_json_constraint.h"
 #include "puyu/pu_kernels.h"
 #include "puyu/pu_lora.h"
 
@@ -78,6 +79,8 @@ typedef struct req {
     pu_session *dsess;           /* speculative decoding: the draft's own KV */
     int32_t draft[PU_MAX_DRAFT]; /* tokens proposed for this step */
     int n_draft_step;            /* how many of them are in this step's batch */
+    pu_json_constraint *jc;      /* structured output (NULL = off); tables shared */
+    pu_json_schema *schema;      /* owned copy for jc */
     struct req *next;
 } req;
 
@@ -119,6 +122,8 @@ struct pu_engine {
     int64_t *cancel_ids;
     int64_t n_cancel, cap_cancel;
     pthread_mutex_t mu;
+    pthread_mutex_t jc_mu;          /* guards jc_proto's lazy creation */
+    pu_json_constraint *jc_proto;   /* token tables for structured output (built once) */
     pthread_cond_t cv;
     pthread_t thread;
     bool stop;
@@ -293,6 +298,8 @@ static void req_free(req *r) {
     pu_free(r->bias_ids);
     pu_free(r->bias);
     pu_session_destroy(r->dsess);
+    pu_json_constraint_destroy(r->jc);
+    pu_json_schema_destroy(r->schema);
     pu_str_free(&r->text);
     pu_free(r->lora);
     pu_free(r->lora_scales);
@@ -550,6 +557,19 @@ static int64_t count(const req *r) {
 /* Append a chosen token to r: stop ids, stop strings, length limit, text
  * delivery. Returns true when r finished (it is freed then). */
 static bool take_token(pu_engine *e, req *r, int32_t tok, float lp) {
+    if (r->jc) {
+        /* the value is complete: the mask allowed only end tokens */
+        if (pu_json_constraint_complete(r->jc)) {
+            finish(e, r, PU_FINISH_STOP, NULL);
+            return true;
+        }
+        if (pu_json_constraint_accept(r->jc, tok) != PU_OK) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "%s", pu_err_msg());
+            finish(e, r, PU_FINISH_ERROR, msg);
+            return true;
+        }
+    }
     bool stop_id = false;
     for (int j = 0; j < r->n_stop_ids; j++)
         stop_id |= tok == r->stop_ids[j];
@@ -593,7 +613,7 @@ static bool take_token(pu_engine *e, req *r, int32_t tok, float lp) {
 
 static bool spec_eligible(const pu_engine *e, const req *r) {
     return e->p.draft && e->p.draft_k > 0 && r->smp.p.temperature == 0.0f && !r->logprobs &&
-           r->n_generated > 0;
+           !r->jc && r->n_generated > 0;
 }
 
 /* Propose up to kmax tokens after r's pending token with the draft model
@@ -949,6 +969,7 @@ pu_status pu_engine_create(const pu_model *m, const pu_tok *tok, const pu_engine
     e->st.blocks_total = nblocks;
     e->pool = pu_pool_create(e->p.n_threads);
     pthread_mutex_init(&e->mu, NULL);
+    pthread_mutex_init(&e->jc_mu, NULL);
     pthread_cond_init(&e->cv, NULL);
     if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
         pu_engine_destroy(e);
@@ -968,6 +989,8 @@ void pu_engine_destroy(pu_engine *e) {
     if (e->thread)
         pthread_join(e->thread, NULL);
     pthread_mutex_destroy(&e->mu);
+    pthread_mutex_destroy(&e->jc_mu);
+    pu_json_constraint_destroy(e->jc_proto);
     pthread_cond_destroy(&e->cv);
     pu_pool_destroy(e->pool);
     pu_batch_ws_destroy(e->ws);
@@ -1073,6 +1096,23 @@ pu_status pu_engine_submit(pu_engine *e, const pu_engine_request *rq, int64_t *i
         r->bias = pu_malloc((size_t)r->n_bias * sizeof(float));
         memcpy(r->bias_ids, rq->logit_bias_ids, (size_t)r->n_bias * sizeof(int32_t));
         memcpy(r->bias, rq->logit_bias, (size_t)r->n_bias * sizeof(float));
+    }
+    if (rq->json_object || rq->json_schema) {
+        pu_status js = PU_OK;
+        pthread_mutex_lock(&e->jc_mu);
+        if (!e->tok)
+            js = pu_err_set(PU_ERR_INVALID, "response_format: the engine has no tokenizer");
+        else if (!e->jc_proto)
+            js = pu_json_constraint_create(e->tok, true, &e->jc_proto);
+        pthread_mutex_unlock(&e->jc_mu);
+        if (js != PU_OK) {
+            req_free(r);
+            return js;
+        }
+        r->schema = pu_json_schema_copy(rq->json_schema);
+        r->jc = pu_json_constraint_clone(e->jc_proto, true, r->schema);
+        r->smp.mask_fn = pu_json_constraint_mask_hook;
+        r->smp.mask_ud = r->jc;
     }
     r->cb = rq->cb;
     r->ud = rq->ud;

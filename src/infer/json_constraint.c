@@ -96,6 +96,59 @@ pu_status pu_json_schema_parse(const char *json, size_t len, pu_json_schema **ou
                                         "null",   "object", "array"};
     const char *k;
     json_t *v;
+    /* keywords that would restrict the output beyond this subset are refused
+     * (ignoring them could produce JSON that does not validate); annotations
+     * pass */
+    static const char *const top_kw[] = {"type",  "properties", "required", "additionalProperties",
+                                         "title", "description", "$schema",  "$id",
+                                         "default", "examples", NULL};
+    static const char *const prop_kw[] = {"type",    "enum",     "title", "description",
+                                          "default", "examples", NULL};
+    if (!st && json_is_object(sc))
+        json_object_foreach(sc, k, v) {
+            bool known = false;
+            for (int i = 0; top_kw[i]; i++)
+                known = known || !strcmp(k, top_kw[i]);
+            if (!known) {
+                st = pu_err_set(PU_ERR_UNSUPPORTED, "json_schema.%s: unsupported keyword", k);
+                break;
+            }
+            if (!strcmp(k, "additionalProperties") && !json_is_boolean(v)) {
+                st = pu_err_set(PU_ERR_UNSUPPORTED,
+                                "json_schema.additionalProperties: only true/false (extra keys "
+                                "are never generated)");
+                break;
+            }
+            if (!strcmp(k, "required") && !json_is_array(v)) {
+                st = pu_err_set(PU_ERR_FORMAT, "json_schema.required: expected an array");
+                break;
+            }
+        }
+    if (!st)
+        json_object_foreach(props, k, v) {
+            if (!json_is_object(v)) {
+                st = pu_err_set(PU_ERR_FORMAT, "json_schema.properties.%s: expected an object", k);
+                break;
+            }
+            const char *k2;
+            json_t *v2;
+            json_object_foreach(v, k2, v2) {
+                bool known = false;
+                for (int i = 0; prop_kw[i]; i++)
+                    known = known || !strcmp(k2, prop_kw[i]);
+                if (!known) {
+                    st = pu_err_set(PU_ERR_UNSUPPORTED,
+                                    "json_schema.properties.%s.%s: unsupported keyword", k, k2);
+                    break;
+                }
+            }
+            json_t *t = json_object_get(v, "type");
+            if (!st && t && !json_is_string(t))
+                st = pu_err_set(PU_ERR_UNSUPPORTED,
+                                "json_schema.properties.%s.type: only a single type name", k);
+            if (st)
+                break;
+        }
     if (!st)
         json_object_foreach(props, k, v) {
             if (s->n >= 64 || strlen(k) >= 48 || strchr(k, '"') || strchr(k, '\\')) {
@@ -168,6 +221,14 @@ pu_status pu_json_schema_parse(const char *json, size_t len, pu_json_schema **ou
 
 void pu_json_schema_destroy(pu_json_schema *s) {
     pu_free(s);
+}
+
+pu_json_schema *pu_json_schema_copy(const pu_json_schema *s) {
+    if (!s)
+        return NULL;
+    pu_json_schema *c = pu_malloc(sizeof *c);
+    memcpy(c, s, sizeof *c);
+    return c;
 }
 
 void pu_json_sm_init_schema(pu_json_sm *s, const pu_json_schema *schema) {
@@ -276,7 +337,10 @@ static bool begin_value(pu_json_sm *s, uint8_t c) {
         s->in_key = false;
         return true;
     case '-': s->st = S_NUM_MINUS; return true;
-    case '0': s->st = S_NUM_ZERO; return true;
+    case '0':
+        s->st = S_NUM_ZERO;
+        s->aux = 1;
+        return true;
     case 't':
     case 'f':
     case 'n':
@@ -287,6 +351,7 @@ static bool begin_value(pu_json_sm *s, uint8_t c) {
     default:
         if (c >= '1' && c <= '9') {
             s->st = S_NUM_INT;
+            s->aux = 1;
             return true;
         }
         return false;
@@ -485,12 +550,19 @@ static bool feed1(pu_json_sm *s, uint8_t c) {
             s->st = S_NUM_INT;
         else
             return false;
+        s->aux = 1;
         return true;
     case S_NUM_ZERO:
     case S_NUM_INT:
     case S_NUM_FRAC:
-        if (is_digit(c) && s->st != S_NUM_ZERO)
+        if (is_digit(c) && s->st != S_NUM_ZERO) {
+            /* at most PU_JSON_MAX_DIGITS integer / fraction digits: the value
+             * stays exact in an int64 / a double for common parsers */
+            if (s->aux >= PU_JSON_MAX_DIGITS)
+                return false;
+            s->aux++;
             return true;
+        }
         if ((c == '.' || c == 'e' || c == 'E') && s->int_only)
             return false;
         if (c == '.' && s->st != S_NUM_FRAC) {
@@ -507,6 +579,7 @@ static bool feed1(pu_json_sm *s, uint8_t c) {
         if (!is_digit(c))
             return false;
         s->st = S_NUM_FRAC;
+        s->aux = 1;
         return true;
     case S_NUM_E:
         if (c == '+' || c == '-') {
@@ -518,10 +591,15 @@ static bool feed1(pu_json_sm *s, uint8_t c) {
         if (!is_digit(c))
             return false;
         s->st = S_NUM_EDIG;
+        s->aux = 1;
         return true;
     case S_NUM_EDIG:
-        if (is_digit(c))
+        if (is_digit(c)) {
+            if (s->aux >= 2) /* exponents up to 99: 15 digits e99 stays finite */
+                return false;
+            s->aux++;
             return true;
+        }
         end_value(s);
         return feed1(s, c);
     default: return false;
@@ -553,8 +631,40 @@ struct pu_json_constraint {
     uint8_t *bytes;
     pu_json_sm sm;
     bool object_only;
+    bool borrowed; /* the tables belong to the prototype (pu_json_constraint_clone) */
     const pu_json_schema *schema;
+    /* masks of recently seen automaton states (a long string revisits the
+     * same state at every token): key = the state's canonical bytes */
+    struct mcache {
+        uint8_t key[PU_JSON_MAX_DEPTH + 96];
+        size_t klen;
+        uint64_t *bits; /* (n + 63) / 64 words, bit set = allowed */
+        int64_t n_allowed;
+        uint64_t last_use;
+    } cache[8];
+    uint64_t tick;
+    int64_t cache_hits, cache_misses;
 };
+
+/* the state's bytes that decide the mask (padding and unused bytes excluded) */
+static size_t sm_key(const pu_json_sm *s, uint8_t *k) {
+    size_t n = 0;
+    k[n++] = (uint8_t)s->depth;
+    memcpy(k + n, s->stack, (size_t)s->depth);
+    n += (size_t)s->depth;
+    uint8_t f[] = {s->st,      s->aux,    s->lit, s->lo, s->hi, s->ws, (uint8_t)(s->cp & 0xff),
+                   (uint8_t)(s->cp >> 8), s->want_low, s->in_key, s->object_only, (uint8_t)s->prop,
+                   s->klen,    s->in_enum, s->int_only};
+    memcpy(k + n, f, sizeof f);
+    n += sizeof f;
+    memcpy(k + n, &s->used, sizeof s->used);
+    n += sizeof s->used;
+    memcpy(k + n, &s->schema, sizeof s->schema);
+    n += sizeof s->schema;
+    size_t kl = s->klen < sizeof s->kbuf ? s->klen : sizeof s->kbuf;
+    memcpy(k + n, s->kbuf, kl);
+    return n + kl;
+}
 
 pu_status pu_json_constraint_create(const pu_tok *tok, bool object_only, pu_json_constraint **out) {
     *out = NULL;
@@ -660,6 +770,12 @@ pu_status pu_json_constraint_create(const pu_tok *tok, bool object_only, pu_json
 void pu_json_constraint_destroy(pu_json_constraint *c) {
     if (!c)
         return;
+    for (int i = 0; i < 8; i++)
+        pu_free(c->cache[i].bits);
+    if (c->borrowed) {
+        pu_free(c);
+        return;
+    }
     pu_free(c->off);
     pu_free(c->len);
     pu_free(c->special);
@@ -682,6 +798,20 @@ pu_status pu_json_constraint_create_schema(const pu_tok *tok, const pu_json_sche
     return PU_OK;
 }
 
+pu_json_constraint *pu_json_constraint_clone(const pu_json_constraint *proto, bool object_only,
+                                             const pu_json_schema *schema) {
+    pu_json_constraint *c = pu_malloc(sizeof *c);
+    *c = *proto;
+    memset(c->cache, 0, sizeof c->cache);
+    c->tick = 0;
+    c->cache_hits = c->cache_misses = 0;
+    c->borrowed = true;
+    c->object_only = object_only || schema;
+    c->schema = schema;
+    pu_json_constraint_reset(c);
+    return c;
+}
+
 /* first_ok: which first bytes the current state accepts (NULL = not computed) */
 static bool allowed(const pu_json_constraint *c, int64_t i, bool complete, const bool *first_ok) {
     if (i >= c->n)
@@ -698,6 +828,67 @@ static bool allowed(const pu_json_constraint *c, int64_t i, bool complete, const
 }
 
 int64_t pu_json_constraint_mask(pu_json_constraint *c, float *logits, int64_t n_vocab) {
+    uint8_t key[sizeof c->cache[0].key];
+    size_t kl = sm_key(&c->sm, key);
+    struct mcache *hit = NULL, *victim = &c->cache[0];
+    for (int i = 0; i < 8; i++) {
+        struct mcache *m = &c->cache[i];
+        if (m->bits && m->klen == kl && !memcmp(m->key, key, kl)) {
+            hit = m;
+            break;
+        }
+        if (!m->bits || (victim->bits && m->last_use < victim->last_use))
+            victim = m;
+    }
+    size_t nw = (size_t)(c->n + 63) / 64;
+    if (!hit) {
+        c->cache_misses++;
+        hit = victim;
+        if (!hit->bits)
+            hit->bits = pu_malloc(nw * sizeof(uint64_t));
+        memset(hit->bits, 0, nw * sizeof(uint64_t));
+        memcpy(hit->key, key, kl);
+        hit->klen = kl;
+        bool complete = pu_json_sm_complete(&c->sm);
+        bool first_ok[256];
+        for (int b = 0; b < 256; b++) {
+            pu_json_sm t = c->sm;
+            uint8_t x = (uint8_t)b;
+            first_ok[b] = pu_json_sm_feed(&t, &x, 1);
+        }
+        int64_t k = 0;
+        for (int64_t i = 0; i < c->n; i++)
+            if (allowed(c, i, complete, first_ok)) {
+                hit->bits[i >> 6] |= 1ull << (i & 63);
+                k++;
+            }
+        hit->n_allowed = k;
+    } else {
+        c->cache_hits++;
+    }
+    hit->last_use = ++c->tick;
+    if (n_vocab >= c->n) {
+        for (int64_t i = 0; i < n_vocab; i++)
+            if (i >= c->n || !(hit->bits[i >> 6] >> (i & 63) & 1))
+                logits[i] = -INFINITY;
+        return hit->n_allowed;
+    }
+    int64_t k = 0;
+    for (int64_t i = 0; i < n_vocab; i++) {
+        if (hit->bits[i >> 6] >> (i & 63) & 1)
+            k++;
+        else
+            logits[i] = -INFINITY;
+    }
+    return k;
+}
+
+void pu_json_constraint_cache_stats(const pu_json_constraint *c, int64_t *hits, int64_t *misses) {
+    *hits = c->cache_hits;
+    *misses = c->cache_misses;
+}
+
+int64_t pu_json_constraint_mask_uncached(pu_json_constraint *c, float *logits, int64_t n_vocab) {
     bool complete = pu_json_sm_complete(&c->sm);
     /* most pieces are rejected by their first byte: test the 256 bytes once */
     bool first_ok[256];

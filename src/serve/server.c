@@ -54,6 +54,7 @@
 #include <microhttpd.h>
 
 #include "puyu/pu_chat.h"
+#include "puyu/pu_json_constraint.h"
 #include "puyu/pu_lora.h"
 #include "serve_impl.h"
 
@@ -325,6 +326,7 @@ typedef struct gen_req {
     char *stops[MAX_STOPS];
     int n_stops;
     int32_t stop_id;
+    pu_json_schema *schema; /* response_format json_schema (owned; the engine copies it) */
     char id[48];
 } gen_req;
 
@@ -333,6 +335,8 @@ static void gen_req_free(gen_req *g) {
     pu_str_free(&g->echo_text);
     for (int i = 0; i < g->n_stops; i++)
         pu_free(g->stops[i]);
+    pu_json_schema_destroy(g->schema);
+    g->schema = NULL;
 }
 
 /* fail() with the param "messages[i]<suffix>" kept in e->pbuf. */
@@ -631,6 +635,109 @@ static bool parse_bias(pu_server *s, const json_t *root, gen_req *g, api_err *e)
     return true;
 }
 
+/* Parse a JSON schema object (at param path `where`) into g->schema; an
+ * unsupported or malformed part is a 400 naming where + the schema path. */
+static bool parse_schema(const json_t *schema, const char *where, gen_req *g, api_err *e) {
+    json_t *wrap = json_pack("{sO}", "schema", (json_t *)schema);
+    char *txt = wrap ? json_dumps(wrap, JSON_COMPACT) : NULL;
+    json_decref(wrap);
+    pu_status st = txt ? pu_json_schema_parse(txt, strlen(txt), &g->schema)
+                       : pu_err_set(PU_ERR_INVALID, "json_schema: cannot serialise");
+    free(txt);
+    if (st == PU_OK)
+        return true;
+    /* the parser names "json_schema.<path>: what" */
+    const char *m = pu_err_msg();
+    const char *rest = !strncmp(m, "json_schema", 11) ? m + 11 : "";
+    size_t pl = strcspn(rest, ":");
+    snprintf(e->pbuf, sizeof e->pbuf, "%s%.*s", where, (int)pl, rest);
+    fail(e, 400, NULL, "invalid_value", "'%s': %s", e->pbuf, *rest ? rest + pl + (rest[pl] ? 2 : 0) : m);
+    e->param = e->pbuf;
+    return false;
+}
+
+/* response_format (OpenAI: text / json_object / json_schema) and
+ * llama-server's top-level json_schema -> the engine's JSON constraint */
+static bool parse_response_format(const json_t *root, gen_req *g, api_err *e) {
+    json_t *rf = json_object_get(root, "response_format");
+    json_t *ls = json_object_get(root, "json_schema");
+    bool want = false;
+    if (rf && !json_is_null(rf)) {
+        if (!json_is_object(rf))
+            return fail(e, 400, "response_format", "invalid_type",
+                        "'response_format' must be an object, found %s", jtype(rf));
+        json_t *ty = json_object_get(rf, "type");
+        if (!json_is_string(ty))
+            return fail(e, 400, "response_format.type",
+                        ty ? "invalid_type" : "missing_required_parameter",
+                        "'response_format.type' must be \"text\", \"json_object\" or "
+                        "\"json_schema\", found %s",
+                        ty ? jtype(ty) : "nothing");
+        const char *t = json_string_value(ty);
+        if (!strcmp(t, "json_object")) {
+            want = true;
+            /* llama-server also reads response_format.schema */
+            json_t *sc = json_object_get(rf, "schema");
+            if (sc && !json_is_null(sc)) {
+                if (!json_is_object(sc))
+                    return fail(e, 400, "response_format.schema", "invalid_type",
+                                "'response_format.schema' must be an object, found %s",
+                                jtype(sc));
+                if (!parse_schema(sc, "response_format.schema", g, e))
+                    return false;
+            }
+        } else if (!strcmp(t, "json_schema")) {
+            want = true;
+            json_t *js = json_object_get(rf, "json_schema");
+            if (!json_is_object(js))
+                return fail(e, 400, "response_format.json_schema",
+                            js ? "invalid_type" : "missing_required_parameter",
+                            "'response_format.json_schema' must be an object {\"name\", "
+                            "\"schema\", \"strict\"}, found %s",
+                            js ? jtype(js) : "nothing");
+            json_t *nm = json_object_get(js, "name");
+            if (nm && !json_is_string(nm))
+                return fail(e, 400, "response_format.json_schema.name", "invalid_type",
+                            "'response_format.json_schema.name' must be a string, found %s",
+                            jtype(nm));
+            json_t *strict = json_object_get(js, "strict");
+            if (strict && !json_is_boolean(strict) && !json_is_null(strict))
+                return fail(e, 400, "response_format.json_schema.strict", "invalid_type",
+                            "'response_format.json_schema.strict' must be a boolean, found %s",
+                            jtype(strict));
+            json_t *sc = json_object_get(js, "schema");
+            if (sc && !json_is_null(sc)) {
+                if (!json_is_object(sc))
+                    return fail(e, 400, "response_format.json_schema.schema", "invalid_type",
+                                "'response_format.json_schema.schema' must be an object, "
+                                "found %s",
+                                jtype(sc));
+                if (!parse_schema(sc, "response_format.json_schema.schema", g, e))
+                    return false;
+            }
+        } else if (strcmp(t, "text")) {
+            return fail(e, 400, "response_format.type", "invalid_value",
+                        "'response_format.type' must be \"text\", \"json_object\" or "
+                        "\"json_schema\", found \"%s\"",
+                        t);
+        }
+    }
+    if (ls && !json_is_null(ls)) {
+        if (want)
+            return fail(e, 400, "json_schema", "invalid_value",
+                        "give either 'json_schema' or a JSON 'response_format', not both");
+        if (!json_is_object(ls))
+            return fail(e, 400, "json_schema", "invalid_type",
+                        "'json_schema' must be an object, found %s", jtype(ls));
+        if (!parse_schema(ls, "json_schema", g, e))
+            return false;
+        want = true;
+    }
+    g->er.json_object = want;
+    g->er.json_schema = g->schema;
+    return true;
+}
+
 static bool parse_gen(pu_server *s, const json_t *root, bool chat, gen_req *g, api_err *e) {
     memset(g, 0, sizeof *g);
     g->chat = chat;
@@ -693,7 +800,7 @@ static bool parse_gen(pu_server *s, const json_t *root, bool chat, gen_req *g, a
                         "'echo' together with 'logprobs' is not supported (prompt logprobs are "
                         "not computed)");
     }
-    if (!parse_bias(s, root, g, e))
+    if (!parse_bias(s, root, g, e) || !parse_response_format(root, g, e))
         return false;
     if (top_lp > 0 && !lp)
         return fail(e, 400, "top_logprobs", "invalid_value",

@@ -56,6 +56,29 @@ check(streamed === content, 'streaming equals non-streaming', { streamed, conten
 check(chunks > 2 && (finish === 'length' || finish === 'stop'), 'stream finish', { chunks, finish });
 check(usage && usage.completion_tokens === r.usage.completion_tokens, 'stream usage', usage);
 
+// structured output: a closed schema (enum + boolean + integer) always completes
+const schema = { type: 'object', required: ['color', 'ok', 'age'],
+                 properties: { color: { enum: ['red', 'green', 'blue'] }, ok: { type: 'boolean' },
+                               age: { type: 'integer' } } };
+const js = await text.chat.completions.create({
+  model, messages: msgs, temperature: 0.8, seed: 3, n: 2, max_tokens: 256,
+  response_format: { type: 'json_schema', json_schema: { name: 'c', strict: true, schema } },
+});
+check(js.choices.length === 2 && js.choices.every((c) => {
+  try {
+    const o = JSON.parse(c.message.content);
+    return c.finish_reason === 'stop' && ['red', 'green', 'blue'].includes(o.color) &&
+           typeof o.ok === 'boolean' && Number.isInteger(o.age) && Object.keys(o).length === 3;
+  } catch (e) { return false; }
+}), 'response_format json_schema (n=2)', js.choices);
+let badErr = null;
+try {
+  await text.chat.completions.create({ model, messages: msgs, max_tokens: 4,
+                                       response_format: { type: 'yaml' } });
+} catch (e) { badErr = e; }
+check(badErr && badErr.status === 400 && badErr.param === 'response_format.type',
+      'response_format: unknown type is a 400 naming the field', badErr && badErr.error);
+
 const cr = await text.completions.create({ model, prompt: 'Once upon a time', max_tokens: 12, temperature: 0 });
 check(typeof cr.choices[0].text === 'string' && cr.choices[0].text.length > 0, 'completions', cr);
 
@@ -73,7 +96,7 @@ const rn2 = await text.chat.completions.create({
 check(rn2.choices[0].message.content === rn.choices[0].message.content &&
       rn2.choices[1].message.content === rn.choices[1].message.content, 'seed reproduces n choices');
 const lb = await text.completions.create({ model, prompt: 'Once', max_tokens: 3, temperature: 0,
-                                           logit_bias: { '5': 100 }, logprobs: 0 });
+                                           logit_bias: { '300': 100 }, logprobs: 0 });
 const lbt = lb.choices[0].logprobs.tokens;
 check(lbt.length === 3 && lbt[0] === lbt[1] && lbt[1] === lbt[2], 'logit_bias forces a token', lbt);
 const emb = await text.embeddings.create({ model, input: ['a cat', 'a dog'] });
