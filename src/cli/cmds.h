@@ -22,5 +22,6 @@ int pu_cmd_sft(int argc, char **argv);
 int pu_cmd_rm(int argc, char **argv);
 int pu_cmd_sandbox(int argc, char **argv);
 int pu_cmd_agent(int argc, char **argv);
+int pu_cmd_demo(int argc, char **argv);
 
 #endif

@@ -19,6 +19,7 @@ typedef struct {
 } cmd_entry;
 
 static const cmd_entry g_cmds[] = {
+    {"demo", pu_cmd_demo, "the whole chain on Debian's corpora, ending in report.html"},
     {"data", pu_cmd_data, "data pipeline: extract | langid | clean | dedup | safety | quality | "
                           "run | pack"},
     {"tokenizer", pu_cmd_tokenizer, "tokenizers: encode | decode | info | train"},
