@@ -1027,6 +1027,15 @@ static int st_chat(demo *d) {
         char *r = slurp(one, NULL);
         /* drop the logged command line */
         char *body = r ? strchr(r, '\n') : NULL;
+        if (body) { /* the command line goes to logs/chat.log */
+            char *lp = pathf(d, "logs/chat.log");
+            FILE *lf = fopen(lp, i ? "ab" : "wb");
+            if (lf) {
+                fwrite(r, 1, (size_t)(body - r + 1), lf);
+                fclose(lf);
+            }
+            pu_free(lp);
+        }
         body = body ? body + 1 : (char *)"";
         trim(body);
         fprintf(t.f, "> %s\n%s\n\n", g_chat_prompts[i], body);
