@@ -41,10 +41,12 @@ typedef struct demo {
     bool big, smallest, tty;
     /* sizes */
     int vocab, hidden, layers, inter, train_steps, sft_steps, batch, seq, max_fortunes,
-        max_glosses, needle_len2;
+        max_glosses, max_chapters, needle_len2;
     /* results passed between stages */
     char model[2048]; /* current model directory (pretrained, then fine-tuned, ...) */
     int nstage, istage;
+    char progress[1024]; /* a metrics JSONL the running stage appends to, or "" */
+    int total_steps;     /* its step count */
 } demo;
 
 /* ------------------------------------------------------------------ helpers */
@@ -196,7 +198,20 @@ static int run_self(demo *d, const char *label, const char *log, const char *in,
         }
         if (d->tty) {
             char ll[200];
-            last_line(log, ll, 70);
+            last_line(d->progress[0] ? d->progress : log, ll, 120);
+            if (d->progress[0]) { /* {"step": k, "loss": L, ...} -> step k/N loss L */
+                char *ps = strstr(ll, "\"step\": "), *pl = strstr(ll, "\"loss\": ");
+                char *pv = strstr(ll, "\"val_loss\": ");
+                if (ps)
+                    snprintf(ll, sizeof ll, "step %lld/%d  %s %.4f", strtoll(ps + 8, NULL, 10),
+                             d->total_steps, pv ? "val_loss" : "loss",
+                             pv ? strtod(pv + 12, NULL) : pl ? strtod(pl + 8, NULL) : NAN);
+                else
+                    ll[0] = 0;
+            }
+            if (ll[0] == '$' && ll[1] == ' ')
+                ll[0] = 0; /* only the logged command so far */
+            ll[70] = 0;
             int el = (int)(now_s() - t0);
             fprintf(stderr, "\r\033[K[%d/%d] %-16s %02d:%02d  %s", d->istage, d->nstage, label,
                     el / 60, el % 60, ll);
@@ -335,7 +350,7 @@ typedef struct corpus_ctx {
     FILE *needle;   /* needle haystack text */
     json_t *poems;  /* [[title, author, [lines]]] for the MC task */
     json_t *glosses; /* [[word, gloss]] */
-    int64_t docs, en, zh, gl;
+    int64_t docs, en, zh, gl, bible;
     const char *source;
 } corpus_ctx;
 
@@ -475,6 +490,58 @@ static int read_wordnet(corpus_ctx *c, const char *path, int max) {
     return n;
 }
 
+/* the King James Bible through bible-kjv's `bible` (its data file is compressed): one
+ * document a chapter, verse numbers dropped */
+static int read_bible(corpus_ctx *c, int max) {
+    if (!exists("/usr/bin/bible") || !exists("/usr/lib/bible.data"))
+        return 0;
+    FILE *p = popen("/usr/bin/bible -l1000000 'Gen1:1-Rev22:21' 2>/dev/null", "r");
+    if (!p)
+        return 0;
+    char line[8192];
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    int n = 0;
+    bool prev_blank = true;
+    buf[0] = 0;
+    while (fgets(line, sizeof line, p)) {
+        bool blank = line[strspn(line, " \t\r\n")] == 0;
+        if (!blank && prev_blank && line[0] != ' ') { /* "Genesis 1": a new chapter */
+            if (len && n < max) {
+                doc(c, buf, "bible-kjv");
+                n++;
+            }
+            len = 0;
+            buf[0] = 0;
+            prev_blank = false;
+            continue;
+        }
+        prev_blank = blank;
+        if (blank)
+            continue;
+        char *t = line + strspn(line, " ");
+        t += strspn(t, "0123456789");
+        trim(t);
+        size_t k = strlen(t);
+        if (len + k + 2 > cap) {
+            cap = (len + k + 2) * 2;
+            buf = realloc(buf, cap);
+        }
+        if (len)
+            buf[len++] = ' ';
+        memcpy(buf + len, t, k + 1);
+        len += k;
+    }
+    if (len && n < max) {
+        doc(c, buf, "bible-kjv");
+        n++;
+    }
+    free(buf);
+    pclose(p);
+    c->bible = n;
+    return n;
+}
+
 static const char *const g_fortunes_en[] = {
     "fortunes", "literature", "wisdom", "science", "people", "humorists", "art",
     "education", "politics", "work", "love", "food", "platitudes", "miscellaneous", NULL};
@@ -539,7 +606,7 @@ static int st_corpus(demo *d) {
     wopen(&raw);
     wopen(&sft);
     wopen(&nd);
-    corpus_ctx c = {raw.f, sft.f, nd.f, json_array(), json_array(), 0, 0, 0, 0, NULL};
+    corpus_ctx c = {raw.f, sft.f, nd.f, json_array(), json_array(), 0, 0, 0, 0, 0, NULL};
     identity_recs(&c);
     for (int i = 0; g_fortunes_en[i]; i++) {
         char p[256];
@@ -562,6 +629,7 @@ static int st_corpus(demo *d) {
     read_wordnet(&c, "/usr/share/wordnet/data.noun", d->max_glosses * 7 / 10);
     read_wordnet(&c, "/usr/share/wordnet/data.verb", d->max_glosses * 2 / 10);
     read_wordnet(&c, "/usr/share/wordnet/data.adj", d->max_glosses / 10);
+    read_bible(&c, d->max_chapters);
     if (d->big)
         big_corpora(&c, d->smallest ? 2000 : 20000);
     int rc = 0;
@@ -669,13 +737,15 @@ static int st_corpus(demo *d) {
         pu_file_write_atomic(s3, spec_nd, strlen(spec_nd)) != PU_OK)
         rc = 1;
     fprintf(stderr,
-            "  corpus: %lld documents (%lld fortunes, %lld poems, %lld glosses); SFT %d train / "
-            "%d held out\n",
-            (long long)c.docs, (long long)c.en, (long long)c.zh, (long long)c.gl, ntr, nev);
+            "  corpus: %lld documents (%lld fortunes, %lld poems, %lld glosses, %lld Bible "
+            "chapters); SFT %d train / %d held out\n",
+            (long long)c.docs, (long long)c.en, (long long)c.zh, (long long)c.gl,
+            (long long)c.bible, ntr, nev);
     char *pinfo = pathf(d, "corpus/counts.json");
-    json_t *info = json_pack("{sIsIsIsIsisi}", "documents", (json_int_t)c.docs, "fortunes",
+    json_t *info = json_pack("{sIsIsIsIsIsisi}", "documents", (json_int_t)c.docs, "fortunes",
                              (json_int_t)c.en, "poems", (json_int_t)c.zh, "glosses",
-                             (json_int_t)c.gl, "sft_train", ntr, "sft_eval", nev);
+                             (json_int_t)c.gl, "bible_chapters", (json_int_t)c.bible,
+                             "sft_train", ntr, "sft_eval", nev);
     char *is = json_dumps(info, JSON_INDENT(1));
     pu_file_write_atomic(pinfo, is, strlen(is));
     free(is);
@@ -812,7 +882,10 @@ static int st_train(demo *d) {
     arg(&b, "--keep");
     arg(&b, "1");
     char *log = pathf(d, "logs/train.log");
+    snprintf(d->progress, sizeof d->progress, "%s/train/metrics.jsonl", d->out);
+    d->total_steps = d->train_steps;
     int rc = run_self(d, "train", log, NULL, b.a);
+    d->progress[0] = 0;
     pu_free(log);
     pu_free(cp);
     return rc;
@@ -846,7 +919,10 @@ static int st_sft(demo *d) {
     arg(&b, "--keep");
     arg(&b, "1");
     char *log = pathf(d, "logs/sft.log");
+    snprintf(d->progress, sizeof d->progress, "%s/sft/metrics.jsonl", d->out);
+    d->total_steps = d->sft_steps;
     int rc = run_self(d, "sft", log, NULL, b.a);
+    d->progress[0] = 0;
     pu_free(log);
     return rc;
 }
@@ -1290,6 +1366,7 @@ static void sizes(demo *d) {
         d->sft_steps = 30;
         d->max_fortunes = 1500;
         d->max_glosses = 1500;
+        d->max_chapters = 60;
         d->needle_len2 = 128;
         return;
     }
@@ -1306,6 +1383,7 @@ static void sizes(demo *d) {
     d->sft_steps = d->train_steps / 4 + 1;
     d->max_fortunes = 12000;
     d->max_glosses = 20000;
+    d->max_chapters = 1189;
     d->needle_len2 = 512;
     if (d->big) {
         d->hidden = 192;
