@@ -41,7 +41,7 @@ typedef struct demo {
     bool big, smallest, tty;
     /* sizes */
     int vocab, hidden, layers, inter, train_steps, sft_steps, batch, seq, max_fortunes,
-        max_glosses, max_chapters, needle_len2;
+        max_glosses, max_chapters;
     /* results passed between stages */
     char model[2048]; /* current model directory (pretrained, then fine-tuned, ...) */
     int nstage, istage;
@@ -727,9 +727,9 @@ static int st_corpus(demo *d) {
              "{\"path\": \"../corpus/haystack\", \"glob\": \"*.txt\"}, \"needle\": \"The secret "
              "word is puyu.\", \"question\": \"What is the secret word?\", \"answer\": "
              "\"puyu\", \"prompt\": \"{haystack}\\n\\n{question}\\nThe secret word is\", "
-             "\"lengths\": [%d, %d], \"depths\": [0, 50, 100]}, \"gen\": {\"max_tokens\": 8, "
-             "\"stop\": [\"\\n\"]}}\n",
-             d->needle_len2 / 2, d->needle_len2);
+             "\"lengths\": [%d, %d, %d], \"depths\": [0, 50, 100]}, \"gen\": {\"max_tokens\": "
+             "8, \"stop\": [\"\\n\"]}}\n",
+             d->seq / 2, d->seq, d->seq * 2 - 24);
     char *s1 = pathf(d, "eval/mc_gloss_en.json"), *s2 = pathf(d, "eval/mc_poem_zh.json"),
          *s3 = pathf(d, "eval/needle_demo.json");
     if (pu_file_write_atomic(s1, spec_en, strlen(spec_en)) != PU_OK ||
@@ -1367,7 +1367,6 @@ static void sizes(demo *d) {
         d->max_fortunes = 1500;
         d->max_glosses = 1500;
         d->max_chapters = 60;
-        d->needle_len2 = 128;
         return;
     }
     d->vocab = 4000;
@@ -1376,15 +1375,16 @@ static void sizes(demo *d) {
     d->inter = 352;
     d->seq = 256;
     d->batch = 16;
-    /* ~70% of the budget for pretraining, measured ~0.75 s/step on 2 cores */
-    d->train_steps = (int)(m * 60 * 0.55 / 0.75);
+    /* ~55 % of the budget for pretraining at ~1 s a step (measured 0.25-0.7 s at context
+     * 128 and 0.6-2 s at 256 on 2 shared cores); a fixed function of --minutes, never of
+     * the measured speed, so that a --seed reproduces the run */
+    d->train_steps = (int)(m * 60 * 0.55 / 1.0);
     if (d->train_steps < 20)
         d->train_steps = 20;
     d->sft_steps = d->train_steps / 4 + 1;
     d->max_fortunes = 12000;
     d->max_glosses = 20000;
     d->max_chapters = 1189;
-    d->needle_len2 = 512;
     if (d->big) {
         d->hidden = 192;
         d->inter = 512;
