@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -114,6 +115,15 @@ static uint64_t rng_next(uint64_t *s) { /* splitmix64 */
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     return z ^ (z >> 31);
+}
+
+/* CPU seconds of the finished children so far */
+static double child_cpu_s(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_CHILDREN, &ru) != 0)
+        return 0;
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec * 1e-6;
 }
 
 static double now_s(void) {
@@ -1157,7 +1167,7 @@ static void put_svg(FILE *f, const char *path) {
 typedef struct stage_rec {
     const char *name;
     const char *status; /* done, skipped, n/a, failed */
-    double seconds;
+    double seconds, cpu;
 } stage_rec;
 
 static int plot(demo *d, const char *metrics, const char *svg, const char *title) {
@@ -1215,30 +1225,30 @@ static int st_report(demo *d, const stage_rec *recs, int nrec) {
             d->smallest ? "--smallest" : d->big ? "--big" : "default size");
     html_esc(f, d->out);
     fprintf(f, "</code></p>\n<h2>Stages</h2>\n<table><tr><th>#</th><th>stage</th><th>status</th>"
-               "<th>seconds</th></tr>\n");
+               "<th>wall s</th><th>CPU s</th></tr>\n");
     for (int i = 0; i < nrec; i++)
-        fprintf(f, "<tr><td>%d</td><td>%s</td><td>%s</td><td>%.1f</td></tr>\n", i + 1,
-                recs[i].name, recs[i].status, recs[i].seconds);
+        fprintf(f, "<tr><td>%d</td><td>%s</td><td>%s</td><td>%.1f</td><td>%.1f</td></tr>\n",
+                i + 1, recs[i].name, recs[i].status, recs[i].seconds, recs[i].cpu);
     fprintf(f, "</table>\n<h2>Data funnel (puyu data run)</h2>\n");
     char *p_st = pathf(d, "data/stats.json");
     json_t *st = json_load_file(p_st, 0, NULL);
     if (st) {
         json_t *stages = json_object_get(st, "stages");
         long long in0 = json_integer_value(json_object_get(st, "docs_in"));
-        fprintf(f, "<table><tr><th>stage</th><th>in</th><th>kept</th><th>rejected</th><th>"
-                   "</th></tr>\n<tr><td>corpus</td><td>%lld</td><td>%lld</td><td>0</td><td>"
-                   "<span class=\"bar\" style=\"width:400px\"></span></td></tr>\n",
+        fprintf(f, "<table><tr><th>stage</th><th>in</th><th>kept</th><th>rejected</th><th>kept "
+                   "of the corpus</th></tr>\n<tr><td>corpus</td><td>%lld</td><td>%lld</td><td>0"
+                   "</td><td><span class=\"bar\" style=\"width:400px\"></span> 100%%</td></tr>\n",
                 in0, in0);
         for (size_t i = 0; i < json_array_size(stages); i++) {
             json_t *s = json_array_get(stages, i);
             long long kept = json_integer_value(json_object_get(s, "kept"));
             fprintf(f,
                     "<tr><td>%s</td><td>%lld</td><td>%lld</td><td>%lld</td><td><span "
-                    "class=\"bar\" style=\"width:%dpx\"></span></td></tr>\n",
+                    "class=\"bar\" style=\"width:%dpx\"></span> %.1f%%</td></tr>\n",
                     json_string_value(json_object_get(s, "stage")),
                     (long long)json_integer_value(json_object_get(s, "in")), kept,
                     (long long)json_integer_value(json_object_get(s, "rejected")),
-                    in0 ? (int)(400.0 * kept / in0) : 0);
+                    in0 ? (int)(400.0 * kept / in0) : 0, in0 ? 100.0 * kept / in0 : 0);
         }
         fprintf(f, "</table>\n<p>languages:");
         const char *k;
@@ -1482,6 +1492,8 @@ int pu_cmd_demo(int argc, char **argv) {
         char *st = force ? NULL : slurp(stamp, NULL);
         if (st) {
             recs[i].seconds = strtod(st, NULL);
+            char *cl = strstr(st, "\ncpu ");
+            recs[i].cpu = cl ? strtod(cl + 5, NULL) : 0;
             recs[i].status = "done (stamp)";
             pu_free(st);
             fprintf(stderr, "[%d/%d] %-16s done earlier (stamp %s/.stamps/%s)\n", i + 1, N_STAGES,
@@ -1493,7 +1505,7 @@ int pu_cmd_demo(int argc, char **argv) {
         }
         if (!d.tty)
             fprintf(stderr, "[%d/%d] %-16s ...\n", i + 1, N_STAGES, s->name);
-        double t0 = now_s();
+        double t0 = now_s(), c0 = child_cpu_s();
         int r = s->run(&d);
         char *op = pathf(&d, "%s", s->out);
         if (r == 0 && !exists(op)) {
@@ -1502,6 +1514,7 @@ int pu_cmd_demo(int argc, char **argv) {
         }
         pu_free(op);
         recs[i].seconds = now_s() - t0;
+        recs[i].cpu = child_cpu_s() - c0;
         if (r != 0) {
             fprintf(stderr, "[%d/%d] %-16s FAILED (exit %d; see %s/logs/)\n", i + 1, N_STAGES,
                     s->name, r, out);
@@ -1516,8 +1529,8 @@ int pu_cmd_demo(int argc, char **argv) {
         if (s->model)
             set_model(&d, s);
         char line[1600];
-        int ln = snprintf(line, sizeof line, "%.3f\nout %s\nmodel %s\n", recs[i].seconds, s->out,
-                          d.model);
+        int ln = snprintf(line, sizeof line, "%.3f\ncpu %.3f\nout %s\nmodel %s\n",
+                          recs[i].seconds, recs[i].cpu, s->out, d.model);
         pu_file_write_atomic(stamp, line, (size_t)ln);
         fprintf(stderr, "[%d/%d] %-16s done in %.1f s\n", i + 1, N_STAGES, s->name,
                 recs[i].seconds);
