@@ -574,33 +574,71 @@ static void identity_recs(corpus_ctx *c) {
             sft_rec(c, q[i][0], q[i][1]);
 }
 
-/* jsonl of shared-data corpora for --big: TinyStories / chinese-poetry texts as documents */
+/* --big: the ../shared/data corpora when present (PUYU_SHARED overrides the root):
+ * TinyStories (chunks of ~1500 bytes at paragraph ends), C4 (its "text"), chinese-poetry
+ * Song ci (paragraphs joined, one document a poem) */
 static void big_corpora(corpus_ctx *c, int max) {
-    static const char *const cand[] = {"../shared/data/corpus/tinystories/TinyStories-valid.txt",
-                                       "../shared/data/corpus/TinyStories-valid.txt", NULL};
-    for (int i = 0; cand[i]; i++) {
-        size_t len;
-        char *t = slurp(cand[i], &len);
-        if (!t)
-            continue;
-        int n = 0;
-        for (char *p = t; *p && n < max;) {
-            char *e = strstr(p, "<|endoftext|>");
-            if (e)
-                *e = 0;
-            trim(p);
-            if (*p && json_string(p)) {
-                doc(c, p, "tinystories");
-                n++;
-            }
-            if (!e)
-                break;
-            p = e + 13;
+    const char *root = getenv("PUYU_SHARED") ? getenv("PUYU_SHARED") : "../shared/data";
+    char p[1024];
+    snprintf(p, sizeof p, "%s/corpus/en-tinystories/tinystories_train_head.txt", root);
+    char *t = slurp(p, NULL);
+    int n = 0;
+    for (char *q = t; q && *q && n < max;) {
+        char *e = q + strlen(q) > q + 1500 ? strstr(q + 1500, "\n\n") : NULL;
+        if (e)
+            *e = 0;
+        trim(q);
+        if (*q && json_string(q)) {
+            doc(c, q, "tinystories");
+            n++;
         }
-        pu_free(t);
-        fprintf(stderr, "  --big: %d TinyStories documents from %s\n", n, cand[i]);
-        break;
+        q = e ? e + 2 : q + strlen(q);
     }
+    pu_free(t);
+    snprintf(p, sizeof p, "%s/corpus/en-c4/c4_demo.jsonl", root);
+    FILE *f = fopen(p, "rb");
+    int n4 = 0;
+    if (f) {
+        char *line = NULL;
+        size_t cap = 0;
+        while (getline(&line, &cap, f) > 0 && n4 < max) {
+            json_t *j = json_loads(line, 0, NULL);
+            const char *tx = json_string_value(json_object_get(j, "text"));
+            if (tx && *tx) {
+                doc(c, tx, "c4");
+                n4++;
+            }
+            json_decref(j);
+        }
+        free(line);
+        fclose(f);
+    }
+    int nz = 0;
+    for (int k = 0; k <= 2000; k += 1000) {
+        snprintf(p, sizeof p, "%s/corpus/zh-chinese-poetry/ci.song.%d.json", root, k);
+        json_t *arr = json_load_file(p, 0, NULL);
+        for (size_t i = 0; i < json_array_size(arr) && nz < max; i++) {
+            json_t *o = json_array_get(arr, i), *pa = json_object_get(o, "paragraphs");
+            char buf[8192];
+            int len = snprintf(buf, sizeof buf, "%s\n",
+                               json_string_value(json_object_get(o, "rhythmic"))
+                                   ? json_string_value(json_object_get(o, "rhythmic"))
+                                   : "");
+            for (size_t l = 0; l < json_array_size(pa) && len < (int)sizeof buf - 600; l++)
+                len += snprintf(buf + len, sizeof buf - (size_t)len, "%s\n",
+                                json_string_value(json_array_get(pa, l))
+                                    ? json_string_value(json_array_get(pa, l))
+                                    : "");
+            trim(buf);
+            if (*buf) {
+                doc(c, buf, "chinese-poetry");
+                nz++;
+            }
+        }
+        json_decref(arr);
+    }
+    fprintf(stderr, "  --big: %d TinyStories chunks, %d C4 documents, %d Song ci from %s/corpus\n",
+            n, n4, nz, root);
 }
 
 static int st_corpus(demo *d) {
