@@ -1291,9 +1291,15 @@ static int st_report(demo *d, const stage_rec *recs, int nrec) {
         fprintf(f, "</table>\n<p>languages:");
         const char *k;
         json_t *v;
-        json_object_foreach(json_object_get(st, "lang_mix"), k, v) fprintf(
-            f, " %s %lld", k, (long long)json_integer_value(v));
-        fprintf(f, "</p>\n");
+        long long other = 0, kept_all = json_integer_value(json_object_get(st, "kept"));
+        json_object_foreach(json_object_get(st, "lang_mix"), k, v) {
+            long long c = (long long)json_integer_value(v);
+            if (c * 200 >= kept_all) /* 0.5 % or more */
+                fprintf(f, " %s %lld (%.1f%%),", k, c, 100.0 * c / (kept_all ? kept_all : 1));
+            else
+                other += c;
+        }
+        fprintf(f, " other %lld (langid of short texts)</p>\n", other);
         json_decref(st);
     } else
         fprintf(f, "<p class=\"na\">(no data stats)</p>\n");
