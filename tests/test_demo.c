@@ -61,7 +61,7 @@ static bool log_has(const char *dir, const char *log, const char *opt, const cha
     return ok;
 }
 
-static const char *const STAGES[] = {"corpus", "data", "tokenizer", "pack", "train", "sft",
+static const char *const STAGES[] = {"corpus", "data", "tokenizer", "pack", "train",    "sft",
                                      "dpo",    "rm",   "ppo",       "eval", "quantize", "chat"};
 
 PT_SUITE(demo) {
@@ -84,8 +84,8 @@ PT_SUITE(demo) {
     if (PT_TEST("demo --smallest runs every stage of this build")) {
         PT_CHECK_MSG(rc == 0, "exit %d; stderr:\n%s", rc, se ? se : "");
         PT_CHECK(so && strstr(so, "./puyu chat -m"));
-        const char *must[] = {"corpus", "data", "tokenizer", "pack", "train", "sft", "eval",
-                              "chat"};
+        const char *must[] = {"corpus", "data", "tokenizer", "pack",
+                              "train",  "sft",  "eval",      "chat"};
         for (size_t i = 0; i < sizeof must / sizeof must[0]; i++) {
             char rel[64];
             snprintf(rel, sizeof rel, ".stamps/%s", must[i]);

@@ -31,7 +31,7 @@
 #include "opts.h"
 #include "puyu/pu_core.h"
 
-#define DEMO_SPECIALS                                                                              \
+#define DEMO_SPECIALS \
     "<|plugin|>,<|interpreter|>,<|action_end|>,<|action_start|>,<|im_end|>,<|im_start|>"
 
 typedef struct demo {
@@ -41,8 +41,8 @@ typedef struct demo {
     double minutes;
     bool big, smallest, tty;
     /* sizes */
-    int vocab, hidden, layers, inter, train_steps, sft_steps, batch, seq, max_fortunes,
-        max_glosses, max_chapters;
+    int vocab, hidden, layers, inter, train_steps, sft_steps, batch, seq, max_fortunes, max_glosses,
+        max_chapters;
     /* results passed between stages */
     char model[2048]; /* current model directory (pretrained, then fine-tuned, ...) */
     int nstage, istage;
@@ -101,7 +101,7 @@ static int wclose(wfile *w, const char *path) {
 }
 
 static void put_json_line(FILE *f, json_t *j) {
-    char *s = json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII * 0);
+    char *s = json_dumps(j, JSON_COMPACT);
     if (s) {
         fputs(s, f);
         fputc('\n', f);
@@ -215,7 +215,9 @@ static int run_self(demo *d, const char *label, const char *log, const char *in,
                 if (ps)
                     snprintf(ll, sizeof ll, "step %lld/%d  %s %.4f", strtoll(ps + 8, NULL, 10),
                              d->total_steps, pv ? "val_loss" : "loss",
-                             pv ? strtod(pv + 12, NULL) : pl ? strtod(pl + 8, NULL) : NAN);
+                             pv   ? strtod(pv + 12, NULL)
+                             : pl ? strtod(pl + 8, NULL)
+                                  : NAN);
                 else
                     ll[0] = 0;
             }
@@ -355,10 +357,10 @@ static int read_fortune_file(const char *path, entry_cb cb, void *ctx, int max) 
 }
 
 typedef struct corpus_ctx {
-    FILE *raw;      /* raw.jsonl: pretraining documents */
-    FILE *sft;      /* sft instruction records */
-    FILE *needle;   /* needle haystack text */
-    json_t *poems;  /* [[title, author, [lines]]] for the MC task */
+    FILE *raw;       /* raw.jsonl: pretraining documents */
+    FILE *sft;       /* sft instruction records */
+    FILE *needle;    /* needle haystack text */
+    json_t *poems;   /* [[title, author, [lines]]] for the MC task */
     json_t *glosses; /* [[word, gloss]] */
     int64_t docs, en, zh, gl, bible;
     const char *source;
@@ -552,9 +554,10 @@ static int read_bible(corpus_ctx *c, int max) {
     return n;
 }
 
-static const char *const g_fortunes_en[] = {
-    "fortunes", "literature", "wisdom", "science", "people", "humorists", "art",
-    "education", "politics", "work", "love", "food", "platitudes", "miscellaneous", NULL};
+static const char *const g_fortunes_en[] = {"fortunes",   "literature",    "wisdom", "science",
+                                            "people",     "humorists",     "art",    "education",
+                                            "politics",   "work",          "love",   "food",
+                                            "platitudes", "miscellaneous", NULL};
 
 static int corpora_present(void) {
     return exists("/usr/share/games/fortunes/fortunes") &&
@@ -721,8 +724,8 @@ static int st_corpus(demo *d) {
         }
         json_t *j = json_object();
         char q[512];
-        snprintf(q, sizeof q, "%s:",
-                 json_string_value(json_array_get(json_array_get(c.glosses, i), 0)));
+        snprintf(q, sizeof q,
+                 "%s:", json_string_value(json_array_get(json_array_get(c.glosses, i), 0)));
         json_object_set_new(j, "query", json_string(q));
         json_object_set_new(j, "choices", ch);
         json_object_set_new(j, "gold", json_integer(gold));
@@ -790,10 +793,10 @@ static int st_corpus(demo *d) {
             (long long)c.docs, (long long)c.en, (long long)c.zh, (long long)c.gl,
             (long long)c.bible, ntr, nev);
     char *pinfo = pathf(d, "corpus/counts.json");
-    json_t *info = json_pack("{sIsIsIsIsIsisi}", "documents", (json_int_t)c.docs, "fortunes",
-                             (json_int_t)c.en, "poems", (json_int_t)c.zh, "glosses",
-                             (json_int_t)c.gl, "bible_chapters", (json_int_t)c.bible,
-                             "sft_train", ntr, "sft_eval", nev);
+    json_t *info =
+        json_pack("{sIsIsIsIsIsisi}", "documents", (json_int_t)c.docs, "fortunes", (json_int_t)c.en,
+                  "poems", (json_int_t)c.zh, "glosses", (json_int_t)c.gl, "bible_chapters",
+                  (json_int_t)c.bible, "sft_train", ntr, "sft_eval", nev);
     char *is = json_dumps(info, JSON_INDENT(1));
     pu_file_write_atomic(pinfo, is, strlen(is));
     free(is);
@@ -1252,30 +1255,34 @@ static int st_report(demo *d, const stage_rec *recs, int nrec) {
     wfile w;
     wopen(&w);
     FILE *f = w.f;
-    fprintf(f, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>puyu demo "
-               "report</title>\n<style>body{font-family:sans-serif;max-width:1100px;margin:20px "
-               "auto;color:#222}table{border-collapse:collapse;margin:8px 0}td,th{border:1px "
-               "solid #bbb;padding:3px 8px;text-align:left}th{background:#eee}.bar{background:"
-               "#4a7bd0;height:14px;display:inline-block}pre{background:#f6f6f6;padding:8px;"
-               "white-space:pre-wrap}.na{color:#888}svg{max-width:100%%;height:auto}</style>"
-               "</head><body>\n<h1>puyu demo</h1>\n<p>seed %lld, %s, out <code>",
+    fprintf(f,
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>puyu demo "
+            "report</title>\n<style>body{font-family:sans-serif;max-width:1100px;margin:20px "
+            "auto;color:#222}table{border-collapse:collapse;margin:8px 0}td,th{border:1px "
+            "solid #bbb;padding:3px 8px;text-align:left}th{background:#eee}.bar{background:"
+            "#4a7bd0;height:14px;display:inline-block}pre{background:#f6f6f6;padding:8px;"
+            "white-space:pre-wrap}.na{color:#888}svg{max-width:100%%;height:auto}</style>"
+            "</head><body>\n<h1>puyu demo</h1>\n<p>seed %lld, %s, out <code>",
             (long long)d->seed,
-            d->smallest ? "--smallest" : d->big ? "--big" : "default size");
+            d->smallest ? "--smallest"
+            : d->big    ? "--big"
+                        : "default size");
     html_esc(f, d->out);
     fprintf(f, "</code></p>\n<h2>Stages</h2>\n<table><tr><th>#</th><th>stage</th><th>status</th>"
                "<th>wall s</th><th>CPU s</th></tr>\n");
     for (int i = 0; i < nrec; i++)
-        fprintf(f, "<tr><td>%d</td><td>%s</td><td>%s</td><td>%.1f</td><td>%.1f</td></tr>\n",
-                i + 1, recs[i].name, recs[i].status, recs[i].seconds, recs[i].cpu);
+        fprintf(f, "<tr><td>%d</td><td>%s</td><td>%s</td><td>%.1f</td><td>%.1f</td></tr>\n", i + 1,
+                recs[i].name, recs[i].status, recs[i].seconds, recs[i].cpu);
     fprintf(f, "</table>\n<h2>Data funnel (puyu data run)</h2>\n");
     char *p_st = pathf(d, "data/stats.json");
     json_t *st = json_load_file(p_st, 0, NULL);
     if (st) {
         json_t *stages = json_object_get(st, "stages");
         long long in0 = json_integer_value(json_object_get(st, "docs_in"));
-        fprintf(f, "<table><tr><th>stage</th><th>in</th><th>kept</th><th>rejected</th><th>kept "
-                   "of the corpus</th></tr>\n<tr><td>corpus</td><td>%lld</td><td>%lld</td><td>0"
-                   "</td><td><span class=\"bar\" style=\"width:400px\"></span> 100%%</td></tr>\n",
+        fprintf(f,
+                "<table><tr><th>stage</th><th>in</th><th>kept</th><th>rejected</th><th>kept "
+                "of the corpus</th></tr>\n<tr><td>corpus</td><td>%lld</td><td>%lld</td><td>0"
+                "</td><td><span class=\"bar\" style=\"width:400px\"></span> 100%%</td></tr>\n",
                 in0, in0);
         for (size_t i = 0; i < json_array_size(stages); i++) {
             json_t *s = json_array_get(stages, i);
@@ -1374,10 +1381,10 @@ typedef struct stage {
     const char *name;
     const char *cmd, *sub; /* the puyu command the stage needs (NULL: built in) */
     int (*run)(demo *d);
-    const char *out;     /* what it leaves (relative to OUT) */
-    const char *model;   /* a model directory it produces (relative to OUT), or NULL */
-    bool optional;       /* failure: keep the previous model and go on */
-    int alt_group;       /* 1: dpo, else rm train + ppo */
+    const char *out;   /* what it leaves (relative to OUT) */
+    const char *model; /* a model directory it produces (relative to OUT), or NULL */
+    bool optional;     /* failure: keep the previous model and go on */
+    int alt_group;     /* 1: dpo, else rm train + ppo */
 } stage;
 
 static const stage g_stages[] = {
@@ -1457,8 +1464,8 @@ int pu_cmd_demo(int argc, char **argv) {
          1e6},
         {"out", 'o', PU_OPT_STRING, &out, "DIR", "where every stage writes (default demo_out)", 0,
          0},
-        {"seed", 0, PU_OPT_INT, &seed, "S", "seed of the corpus sampling, init and data order",
-         0, 9.2e18},
+        {"seed", 0, PU_OPT_INT, &seed, "S", "seed of the corpus sampling, init and data order", 0,
+         9.2e18},
         {"big", 0, PU_OPT_FLAG, &big, NULL,
          "a bigger model; also the ../shared/data corpora when present", 0, 0},
         {"smallest", 0, PU_OPT_FLAG, &smallest, NULL,
@@ -1507,7 +1514,9 @@ int pu_cmd_demo(int argc, char **argv) {
     bool have_dpo = have_cmd(&d, "dpo", NULL);
     int failed = 0;
     fprintf(stderr, "puyu demo: %d stages into %s (%s)\n", N_STAGES, out,
-            smallest ? "--smallest" : big ? "--big" : "default");
+            smallest ? "--smallest"
+            : big    ? "--big"
+                     : "default");
     for (int i = 0; i < N_STAGES; i++) {
         const stage *s = &g_stages[i];
         d.istage = i + 1;
@@ -1515,8 +1524,8 @@ int pu_cmd_demo(int argc, char **argv) {
         recs[i].seconds = 0;
         char *stamp = pathf(&d, ".stamps/%s", s->name);
         if (s->cmd && !have_cmd(&d, s->cmd, s->sub)) {
-            fprintf(stderr, "[%d/%d] %-16s not available in this build (no `puyu %s%s%s`)\n",
-                    i + 1, N_STAGES, s->name, s->cmd, s->sub ? " " : "", s->sub ? s->sub : "");
+            fprintf(stderr, "[%d/%d] %-16s not available in this build (no `puyu %s%s%s`)\n", i + 1,
+                    N_STAGES, s->name, s->cmd, s->sub ? " " : "", s->sub ? s->sub : "");
             recs[i].status = "not available in this build";
             pu_free(stamp);
             continue;
@@ -1527,8 +1536,9 @@ int pu_cmd_demo(int argc, char **argv) {
             pu_free(stamp);
             continue;
         }
-        if (!strcmp(s->name, "ppo") && (!recs[i - 1].status || (strcmp(recs[i - 1].status, "done") &&
-            strcmp(recs[i - 1].status, "done (stamp)")))) {
+        if (!strcmp(s->name, "ppo") &&
+            (!recs[i - 1].status ||
+             (strcmp(recs[i - 1].status, "done") && strcmp(recs[i - 1].status, "done (stamp)")))) {
             recs[i].status = "skipped (no reward model)";
             pu_free(stamp);
             continue;
@@ -1573,8 +1583,8 @@ int pu_cmd_demo(int argc, char **argv) {
         if (s->model)
             set_model(&d, s);
         char line[1600];
-        int ln = snprintf(line, sizeof line, "%.3f\ncpu %.3f\nout %s\nmodel %s\n",
-                          recs[i].seconds, recs[i].cpu, s->out, d.model);
+        int ln = snprintf(line, sizeof line, "%.3f\ncpu %.3f\nout %s\nmodel %s\n", recs[i].seconds,
+                          recs[i].cpu, s->out, d.model);
         pu_file_write_atomic(stamp, line, (size_t)ln);
         fprintf(stderr, "[%d/%d] %-16s done in %.1f s\n", i + 1, N_STAGES, s->name,
                 recs[i].seconds);
