@@ -110,6 +110,13 @@ static void put_json_line(FILE *f, json_t *j) {
     json_decref(j);
 }
 
+/* valid UTF-8 (what json_string accepts) */
+static bool utf8_ok(const char *t) {
+    json_t *j = json_string(t);
+    json_decref(j);
+    return j != NULL;
+}
+
 static uint64_t rng_next(uint64_t *s) { /* splitmix64 */
     uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -391,7 +398,7 @@ static void sft_rec(corpus_ctx *c, const char *user, const char *assistant) {
 
 static void fortune_cb(void *ctx, char *text) {
     corpus_ctx *c = ctx;
-    if (!json_string(text)) /* not UTF-8 */
+    if (!utf8_ok(text)) /* not UTF-8 */
         return;
     doc(c, text, c->source);
     if (c->needle && c->en % 2 == 0) {
@@ -404,7 +411,7 @@ static void fortune_cb(void *ctx, char *text) {
 /* a poem of fortunes-zh: "《title》\n作者：author\nline\nline..." */
 static void poem_cb(void *ctx, char *text) {
     corpus_ctx *c = ctx;
-    if (!json_string(text))
+    if (!utf8_ok(text))
         return;
     doc(c, text, c->source);
     c->zh++;
@@ -471,7 +478,7 @@ static int read_wordnet(corpus_ctx *c, const char *path, int max) {
         for (char *p = word; *p; p++)
             if (*p == '_')
                 *p = ' ';
-        if (strchr(word, '(') || !json_string(word))
+        if (strchr(word, '(') || !utf8_ok(word))
             continue;
         char *gloss = bar + 3;
         trim(gloss);
@@ -482,7 +489,7 @@ static int read_wordnet(corpus_ctx *c, const char *path, int max) {
         if (q)
             *q = 0;
         trim(def);
-        if (!*def || !json_string(def) || !json_string(gloss))
+        if (!*def || !utf8_ok(def) || !utf8_ok(gloss))
             continue;
         char text[8400];
         snprintf(text, sizeof text, "%s: %s", word, gloss);
@@ -591,7 +598,7 @@ static void big_corpora(corpus_ctx *c, int max) {
         if (e)
             *e = 0;
         trim(q);
-        if (*q && json_string(q)) {
+        if (*q && utf8_ok(q)) {
             doc(c, q, "tinystories");
             n++;
         }
@@ -1009,7 +1016,7 @@ static int write_pairs(demo *d) {
     for (size_t i = 0; n > 1 && i < n && i < 2000; i++) {
         json_t *j = json_object();
         json_t *pr = json_array(), *u = json_object();
-        json_object_set(u, "role", json_string("user"));
+        json_object_set_new(u, "role", json_string("user"));
         json_object_set(u, "content", json_array_get(qs, i));
         json_array_append_new(pr, u);
         json_t *c = json_object(), *r = json_object();
