@@ -24,5 +24,6 @@ int pu_cmd_rm(int argc, char **argv);
 int pu_cmd_dpo(int argc, char **argv);
 int pu_cmd_sandbox(int argc, char **argv);
 int pu_cmd_agent(int argc, char **argv);
+int pu_cmd_demo(int argc, char **argv);
 
 #endif

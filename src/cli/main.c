@@ -19,12 +19,12 @@ typedef struct {
 } cmd_entry;
 
 static const cmd_entry g_cmds[] = {
-    {"data", pu_cmd_data,
-     "data pipeline: extract | langid | clean | dedup | safety | quality | "
-     "run | pack"},
+    {"demo", pu_cmd_demo, "the whole chain on Debian's corpora, ending in report.html"},
+    {"data", pu_cmd_data, "data pipeline: extract | langid | clean | dedup | safety | quality | "
+                          "run | pack"},
     {"tokenizer", pu_cmd_tokenizer, "tokenizers: encode | decode | info | train"},
     {"train", pu_cmd_train, "pretrain or continue training an InternLM2 model"},
-    {"sft", pu_cmd_sft, "supervised fine-tuning on chat data (full parameters)"},
+    {"sft", pu_cmd_sft, "supervised fine-tuning on chat data (full, LoRA, QLoRA)"},
     {"rm", pu_cmd_rm, "reward model: train | score (conversations and preference pairs)"},
     {"dpo", pu_cmd_dpo, "preference optimisation: DPO, SimPO or ORPO on preference pairs"},
     {"plot", pu_cmd_plot, "draw train/val loss curves from a metrics JSONL (SVG)"},
