@@ -1064,8 +1064,8 @@ static void finish_exit(pu_sandbox_result *r, int ws, const pump *pm, bool unsaf
     (void)pm;
 }
 
-pu_status pu_sandbox_run(const pu_sandbox_opts *o, const char *code, size_t len,
-                         pu_sandbox_result *r) {
+static pu_status run_once(const pu_sandbox_opts *o, const char *code, size_t len,
+                          pu_sandbox_result *r) {
     memset(r, 0, sizeof *r);
     double t_enter = pu_time_now();
     sbx_cfg c;
@@ -1183,7 +1183,7 @@ static pu_status session_start(pu_sandbox_session *s) {
     return st;
 }
 
-pu_status pu_sandbox_session_open(const pu_sandbox_opts *o, pu_sandbox_session **out) {
+static pu_status session_open_once(const pu_sandbox_opts *o, pu_sandbox_session **out) {
     *out = NULL;
     pu_sandbox_session *s = pu_calloc(1, sizeof *s);
     pu_status st = cfg_make(o, true, &s->c);
@@ -1306,4 +1306,38 @@ void pu_sandbox_session_close(pu_sandbox_session *s) {
         rm_tree(s->workdir);
     pu_free(s->workdir);
     pu_free(s);
+}
+
+/* RLIMIT_NPROC counts the processes of the sandbox uid, and those of a
+ * sandbox that just ended are still being torn down for a moment: after many
+ * sandboxes in quick succession a fork inside bwrap can fail with EAGAIN.
+ * That is transient, not a refusal of namespaces: retry with a short
+ * backoff (at most ~0.6 s in all) before reporting it. */
+static bool transient_fork_error(pu_status st) {
+    return st == PU_ERR_UNSUPPORTED && strstr(pu_err_msg(), "Resource temporarily unavailable");
+}
+
+static void backoff(int attempt) {
+    long ms = 5L << attempt; /* 5, 10, 20, ... 320 ms */
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+pu_status pu_sandbox_run(const pu_sandbox_opts *o, const char *code, size_t len,
+                         pu_sandbox_result *r) {
+    pu_status st = run_once(o, code, len, r);
+    for (int a = 0; a < 7 && transient_fork_error(st); a++) {
+        backoff(a);
+        st = run_once(o, code, len, r);
+    }
+    return st;
+}
+
+pu_status pu_sandbox_session_open(const pu_sandbox_opts *o, pu_sandbox_session **out) {
+    pu_status st = session_open_once(o, out);
+    for (int a = 0; a < 7 && transient_fork_error(st); a++) {
+        backoff(a);
+        st = session_open_once(o, out);
+    }
+    return st;
 }
