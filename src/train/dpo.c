@@ -59,7 +59,7 @@ typedef struct dpo_job {
     pu_tmodel *ref;
     int64_t seq;
     dpo_set train, eval;
-    int64_t *perm, perm_epoch;
+    pu_epoch_order order;
     int64_t tok_step, tok_sum;
     float *dlogp;
     size_t dl_cap;
@@ -147,28 +147,9 @@ static pu_status load_set(dpo_job *j, const char *const *paths, int n, dpo_set *
     return s;
 }
 
+/* pair index of slot i (= s*N + k) of the training order */
 static int64_t pair_at(dpo_job *j, int64_t i) {
-    int64_t n = j->train.n_pairs;
-    if (!j->o->shuffle)
-        return i % n;
-    int64_t e = i / n;
-    if (!j->perm || j->perm_epoch != e) {
-        if (!j->perm)
-            j->perm = pu_malloc((size_t)n * sizeof(int64_t));
-        pu_rng g;
-        pu_rng_seed(&g,
-                    j->o->train.seed * 0x9E3779B97F4A7C15ull + (uint64_t)e * 0xD1B54A32D192ED03ull);
-        for (int64_t k = 0; k < n; k++)
-            j->perm[k] = k;
-        for (int64_t k = n - 1; k > 0; k--) {
-            int64_t r = (int64_t)(pu_rng_u64(&g) % (uint64_t)(k + 1));
-            int64_t t = j->perm[k];
-            j->perm[k] = j->perm[r];
-            j->perm[r] = t;
-        }
-        j->perm_epoch = e;
-    }
-    return j->perm[i % n];
+    return pu_epoch_order_at(&j->order, j->train.n_pairs, j->o->shuffle, j->o->train.seed, i);
 }
 
 static int64_t set_max_len(const dpo_set *s) {
@@ -525,7 +506,7 @@ pu_status pu_dpo_train_run(const pu_dpo_train_opts *o, pu_pool *pool) {
     }
     set_free(&j.train);
     set_free(&j.eval);
-    pu_free(j.perm);
+    pu_epoch_order_free(&j.order);
     pu_free(j.dlogp);
     pu_tmodel_destroy(j.ref);
     pu_tok_destroy(j.tok);

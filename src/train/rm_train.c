@@ -63,8 +63,7 @@ typedef struct rm_job {
     int64_t seq; /* longest side */
     rm_set train, eval;
     int64_t *lens, *elens; /* rows of the current step / eval batch */
-    int64_t perm_epoch;
-    int64_t *perm;
+    pu_epoch_order order;
     float *v, *dv; /* the head (C) and its gradient */
     float *dh;     /* (rows * T * C) scratch */
     size_t dh_cap;
@@ -154,27 +153,7 @@ static pu_status load_set(rm_job *j, const char *const *paths, int n, rm_set *ou
 
 /* pair index of slot i (= s*N + k) of the training order */
 static int64_t pair_at(rm_job *j, int64_t i) {
-    int64_t n = j->train.n_pairs;
-    if (!j->o->shuffle)
-        return i % n;
-    int64_t e = i / n;
-    if (!j->perm || j->perm_epoch != e) {
-        if (!j->perm)
-            j->perm = pu_malloc((size_t)n * sizeof(int64_t));
-        pu_rng g;
-        pu_rng_seed(&g,
-                    j->o->train.seed * 0x9E3779B97F4A7C15ull + (uint64_t)e * 0xD1B54A32D192ED03ull);
-        for (int64_t k = 0; k < n; k++)
-            j->perm[k] = k;
-        for (int64_t k = n - 1; k > 0; k--) {
-            int64_t r = (int64_t)(pu_rng_u64(&g) % (uint64_t)(k + 1));
-            int64_t t = j->perm[k];
-            j->perm[k] = j->perm[r];
-            j->perm[r] = t;
-        }
-        j->perm_epoch = e;
-    }
-    return j->perm[i % n];
+    return pu_epoch_order_at(&j->order, j->train.n_pairs, j->o->shuffle, j->o->train.seed, i);
 }
 
 static int64_t set_max_len(const rm_set *s) {
@@ -504,7 +483,7 @@ pu_status pu_rm_train_run(const pu_rm_train_opts *o, pu_pool *pool) {
     set_free(&j.eval);
     pu_free(j.lens);
     pu_free(j.elens);
-    pu_free(j.perm);
+    pu_epoch_order_free(&j.order);
     pu_free(j.v);
     pu_free(j.dv);
     pu_free(j.dh);

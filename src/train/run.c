@@ -886,3 +886,30 @@ pu_status pu_train_run(const pu_train_opts *o, pu_pool *pool) {
     pu_loader_close(j.val);
     return s;
 }
+
+int64_t pu_epoch_order_at(pu_epoch_order *o, int64_t n, bool shuffle, uint64_t seed, int64_t i) {
+    if (!shuffle)
+        return i % n;
+    int64_t e = i / n;
+    if (!o->perm || o->epoch != e) {
+        if (!o->perm)
+            o->perm = pu_malloc((size_t)n * sizeof(int64_t));
+        pu_rng g;
+        pu_rng_seed(&g, seed * 0x9E3779B97F4A7C15ull + (uint64_t)e * 0xD1B54A32D192ED03ull);
+        for (int64_t k = 0; k < n; k++)
+            o->perm[k] = k;
+        for (int64_t k = n - 1; k > 0; k--) {
+            int64_t r = (int64_t)(pu_rng_u64(&g) % (uint64_t)(k + 1));
+            int64_t t = o->perm[k];
+            o->perm[k] = o->perm[r];
+            o->perm[r] = t;
+        }
+        o->epoch = e;
+    }
+    return o->perm[i % n];
+}
+
+void pu_epoch_order_free(pu_epoch_order *o) {
+    pu_free(o->perm);
+    o->perm = NULL;
+}

@@ -271,4 +271,15 @@ pu_status pu_rm_pairs_step(pu_tmodel *m, pu_pool *pool, const pu_tbatch *bt, con
 pu_status pu_train_copy_file(const char *src, const char *dst);
 void pu_train_rm_flat_dir(const char *dir);
 
+/* The order in which pair-based jobs (rm train, dpo) visit their n items:
+ * slot i -> item index; identity when !shuffle, else a Fisher-Yates
+ * permutation per epoch e = i / n drawn from (seed, e) — deterministic and
+ * resumable from i alone. The permutation of the current epoch is cached. */
+typedef struct pu_epoch_order {
+    int64_t *perm; /* (n) owned, NULL until the first shuffled call */
+    int64_t epoch;
+} pu_epoch_order;
+int64_t pu_epoch_order_at(pu_epoch_order *o, int64_t n, bool shuffle, uint64_t seed, int64_t i);
+void pu_epoch_order_free(pu_epoch_order *o);
+
 #endif
