@@ -7,43 +7,20 @@
 
 #include "cli/cmds.h"
 #include "cli/opts.h"
+#include "cli/train_opts.h"
 #include "puyu/pu_align.h"
 #include "puyu/pu_lora.h"
-
-static char **split_list(const char *s, int *n) {
-    *n = 0;
-    char **out = NULL;
-    if (!s)
-        return NULL;
-    const char *p = s;
-    while (*p) {
-        const char *e = strchr(p, ',');
-        size_t len = e ? (size_t)(e - p) : strlen(p);
-        if (len) {
-            out = pu_realloc(out, (size_t)(*n + 1) * sizeof(char *));
-            out[(*n)++] = pu_strndup(p, len);
-        }
-        p += len + (e ? 1 : 0);
-    }
-    return out;
-}
-
-static void free_list(char **l, int n) {
-    for (int i = 0; i < n; i++)
-        pu_free(l[i]);
-    pu_free(l);
-}
 
 int pu_cmd_dpo(int argc, char **argv) {
     pu_dpo_train_opts d;
     pu_dpo_train_opts_default(&d);
     pu_train_opts *o = &d.train;
-    const char *data = NULL, *eval_data = NULL, *loss = "sigmoid", *targets = NULL;
-    int64_t seed = 1, kill_at = 0;
-    double wd = o->adam.weight_decay, clip = o->adam.clip, b1 = o->adam.beta1, b2 = o->adam.beta2;
-    double eps = o->adam.eps;
-    bool resume = false, quiet = false, no_shuffle = false;
-    const pu_opt opts[] = {
+    const char *data = NULL, *loss = "sigmoid";
+    pu_cli_pairs cp = {0};
+    pu_cli_train ct;
+    pu_cli_train_init(&ct, o);
+    pu_cli_lora cl = {&d.lora_r, &d.lora_alpha, &d.lora_dropout, &d.lora_rslora, NULL};
+    const pu_opt own[] = {
         {"model", 'm', PU_OPT_STRING, &d.policy_dir, "POLICY", "the model to align (the policy)", 0,
          0},
         {"ref", 0, PU_OPT_STRING, &d.ref_dir, "REF",
@@ -70,54 +47,28 @@ int pu_cmd_dpo(int argc, char **argv) {
          "skipped with --skip-bad)",
          2, 1e7},
         {"lr", 0, PU_OPT_DOUBLE, &o->lr, "LR", "peak learning rate", 0, 10},
-        {"seed", 0, PU_OPT_INT, &seed, "S", "seed of the data order and LoRA init", 0, 9.2e18},
-        {"no-shuffle", 0, PU_OPT_FLAG, &no_shuffle, NULL,
-         "step k takes pairs (k-1)*N .. k*N-1 in file order, wrapping", 0, 0},
-        {"condition", 0, PU_OPT_STRING, &d.condition, "NAME|TEXT",
-         "condition (system prompt) for records without one", 0, 0},
-        {"skip-bad", 0, PU_OPT_FLAG, &d.skip_bad, NULL,
-         "skip bad pairs (and count them) instead of failing", 0, 0},
-        {"eval-data", 0, PU_OPT_STRING, &eval_data, "FILE[,FILE2...]",
-         "held-out pairs: val_loss / val_accuracy / val_margin before the first step, every "
-         "--eval-every steps and at the end",
-         0, 0},
-        {"eval-every", 0, PU_OPT_INT, &o->eval_every, "K", "validation every K steps", 0, 1e12},
-        {"metrics", 0, PU_OPT_STRING, &o->metrics_path, "FILE",
-         "metrics JSONL (default OUT/metrics.jsonl)", 0, 0},
-        {"warmup", 0, PU_OPT_INT, &o->warmup, "N",
-         "linear warmup steps (default min(100, steps/10))", 0, 1e12},
-        {"min-lr", 0, PU_OPT_DOUBLE, &o->min_lr, "LR", "floor of the cosine decay (default lr/10)",
-         0, 10},
-        {"weight-decay", 0, PU_OPT_DOUBLE, &wd, "WD", "AdamW decoupled weight decay", 0, 10},
-        {"beta1", 0, PU_OPT_DOUBLE, &b1, "B1", "AdamW beta1", 0, 1},
-        {"beta2", 0, PU_OPT_DOUBLE, &b2, "B2", "AdamW beta2", 0, 1},
-        {"adam-eps", 0, PU_OPT_DOUBLE, &eps, "EPS", "AdamW epsilon", 0, 1},
-        {"clip", 0, PU_OPT_DOUBLE, &clip, "NORM", "global gradient-norm clip (0 = off)", 0, 1e9},
-        {"grad-accum", 0, PU_OPT_INT, &o->grad_accum, "A",
-         "micro-batches per step (--batch must be divisible by A)", 1, 1e6},
-        {"save-every", 0, PU_OPT_INT, &o->save_every, "K",
-         "checkpoint every K steps (always at the end)", 0, 1e12},
-        {"keep", 0, PU_OPT_INT, &o->keep, "K", "keep the last K checkpoints", 1, 1e9},
-        {"resume", 0, PU_OPT_FLAG, &resume, NULL,
-         "continue from OUT/latest (bit-exact; starts fresh if there is none)", 0, 0},
+        {"seed", 0, PU_OPT_INT, &ct.seed, "S", "seed of the data order and LoRA init", 0, 9.2e18},
+        PU_OPT_END,
+    };
+    const pu_opt lora[] = {
         {"lora", 0, PU_OPT_FLAG, &d.lora, NULL,
          "LoRA: adapters only over the memory-mapped base; the reference is that base without "
          "the adapter; OUT/final/ is a PEFT adapter directory",
          0, 0},
-        {"lora-r", 0, PU_OPT_INT, &d.lora_r, "R", "adapter rank", 1, 4096},
-        {"lora-alpha", 0, PU_OPT_DOUBLE, &d.lora_alpha, "A", "adapter scale alpha / r", -1e6, 1e6},
-        {"lora-dropout", 0, PU_OPT_DOUBLE, &d.lora_dropout, "P",
-         "dropout on the adapter inputs while training", 0, 0.999},
-        {"lora-targets", 0, PU_OPT_STRING, &targets, "LIST",
-         "adapted linears: wqkv,wo,w1,w2,w3[,output] (default wqkv,wo,w1,w2,w3)", 0, 0},
-        {"lora-rslora", 0, PU_OPT_FLAG, &d.lora_rslora, NULL,
-         "rank-stabilised scale alpha / sqrt(r)", 0, 0},
-        {"recompute", 0, PU_OPT_FLAG, &d.recompute, NULL, "activation checkpointing", 0, 0},
-        {"quiet", 'q', PU_OPT_FLAG, &quiet, NULL, "no progress output", 0, 0},
-        {"kill-at-step", 0, PU_OPT_INT, &kill_at, "N",
-         "testing: SIGKILL the process right after step N", 0, 1e12},
         PU_OPT_END,
     };
+    pu_opt opts[PU_CLI_MAX_OPTS];
+    int n = pu_opts_add(opts, 0, own);
+    n = pu_cli_opts_pairs(
+        opts, n, &cp,
+        "held-out pairs: val_loss / val_accuracy / val_margin before the first step, every "
+        "--eval-every steps and at the end");
+    n = pu_cli_opts_eval(opts, n, &ct, "validation every K steps");
+    n = pu_cli_opts_optim(opts, n, &ct);
+    n = pu_cli_opts_ckpt(opts, n, &ct);
+    n = pu_opts_add(opts, n, lora);
+    n = pu_cli_opts_lora(opts, n, &cl);
+    pu_cli_opts_model(opts, n, &ct);
     const pu_cmd_spec spec = {
         "puyu dpo",
         "-m POLICY [--ref REF] --data PREFS.jsonl --out DIR --steps N --batch N --beta B "
@@ -149,31 +100,23 @@ int pu_cmd_dpo(int argc, char **argv) {
         fprintf(stderr, "puyu dpo: --loss \"%s\": expected sigmoid, simpo or orpo\n", loss);
         return 2;
     }
-    if (targets && pu_lora_parse_targets(targets, &d.lora_targets) != PU_OK) {
-        fprintf(stderr, "puyu dpo: --lora-targets: %s\n", pu_err_msg());
+    if (pu_cli_lora_targets(&cl, "puyu dpo", &d.lora_targets))
         return 2;
-    }
     int nd = 0, ne = 0;
-    char **dl = split_list(data, &nd), **el = split_list(eval_data, &ne);
+    char **dl = pu_cli_split_list(data, &nd), **el = pu_cli_split_list(cp.eval_data, &ne);
     d.data = (const char *const *)dl;
     d.n_data = nd;
     d.eval_data = (const char *const *)el;
     d.n_eval = ne;
-    d.shuffle = !no_shuffle;
-    o->seed = (uint64_t)seed;
-    o->kill_at = kill_at;
-    o->resume = resume;
-    o->quiet = quiet;
-    o->adam.weight_decay = wd;
-    o->adam.clip = clip;
-    o->adam.beta1 = b1;
-    o->adam.beta2 = b2;
-    o->adam.eps = eps;
+    d.shuffle = !cp.no_shuffle;
+    d.skip_bad = cp.skip_bad;
+    d.condition = cp.condition;
+    pu_cli_train_apply(&ct);
     pu_pool *pool = pu_pool_create(0);
     pu_status s = pu_dpo_train_run(&d, pool);
     pu_pool_destroy(pool);
-    free_list(dl, nd);
-    free_list(el, ne);
+    pu_cli_free_list(dl, nd);
+    pu_cli_free_list(el, ne);
     if (s != PU_OK) {
         fprintf(stderr, "puyu dpo: error: %s\n", pu_err_msg());
         return 1;

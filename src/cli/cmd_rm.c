@@ -20,6 +20,7 @@
 #include "cmds.h"
 #include "common.h"
 #include "opts.h"
+#include "train_opts.h"
 #include "puyu/pu_align.h"
 #include "puyu/pu_core.h"
 #include "puyu/pu_lora.h"
@@ -175,42 +176,16 @@ done:
     return ret;
 }
 
-/* "a,b,c" -> owned array of owned strings */
-static char **split_list(const char *s, int *n) {
-    *n = 0;
-    char **out = NULL;
-    if (!s)
-        return NULL;
-    const char *p = s;
-    while (*p) {
-        const char *e = strchr(p, ',');
-        size_t len = e ? (size_t)(e - p) : strlen(p);
-        if (len) {
-            out = pu_realloc(out, (size_t)(*n + 1) * sizeof(char *));
-            out[(*n)++] = pu_strndup(p, len);
-        }
-        p += len + (e ? 1 : 0);
-    }
-    return out;
-}
-
-static void free_list(char **l, int n) {
-    for (int i = 0; i < n; i++)
-        pu_free(l[i]);
-    pu_free(l);
-}
-
 static int cmd_train(int argc, char **argv) {
     pu_rm_train_opts ro;
     pu_rm_train_opts_default(&ro);
     pu_train_opts *o = &ro.train;
-    const char *data = NULL, *eval_data = NULL, *loss = "focal", *penalty = "log_barrier",
-               *head = "zeros", *targets = NULL;
-    int64_t seed = 1, kill_at = 0;
-    double wd = o->adam.weight_decay, clip = o->adam.clip, b1 = o->adam.beta1, b2 = o->adam.beta2;
-    double eps = o->adam.eps;
-    bool resume = false, quiet = false, no_shuffle = false;
-    const pu_opt opts[] = {
+    const char *data = NULL, *loss = "focal", *penalty = "log_barrier", *head = "zeros";
+    pu_cli_pairs cp = {0};
+    pu_cli_train ct;
+    pu_cli_train_init(&ct, o);
+    pu_cli_lora cl = {&ro.lora_r, &ro.lora_alpha, &ro.lora_dropout, &ro.lora_rslora, NULL};
+    const pu_opt own[] = {
         {"model", 'm', PU_OPT_STRING, &ro.base_dir, "BASE",
          "the model to start from (its body; the LM head is not used)", 0, 0},
         {"data", 0, PU_OPT_STRING, &data, "FILE[,FILE2...]",
@@ -227,10 +202,8 @@ static int cmd_train(int argc, char **argv) {
          "with --skip-bad)",
          2, 1e7},
         {"lr", 0, PU_OPT_DOUBLE, &o->lr, "LR", "peak learning rate", 0, 10},
-        {"seed", 0, PU_OPT_INT, &seed, "S", "seed of the data order, head and LoRA init", 0,
+        {"seed", 0, PU_OPT_INT, &ct.seed, "S", "seed of the data order, head and LoRA init", 0,
          9.2e18},
-        {"no-shuffle", 0, PU_OPT_FLAG, &no_shuffle, NULL,
-         "step k takes pairs (k-1)*N .. k*N-1 in file order, wrapping", 0, 0},
         {"loss", 0, PU_OPT_STRING, &loss, "focal|ranking", "ranking term (default focal)", 0, 0},
         {"penalty", 0, PU_OPT_STRING, &penalty, "log_barrier|l2|none",
          "reward penalty (default log_barrier)", 0, 0},
@@ -240,51 +213,27 @@ static int cmd_train(int argc, char **argv) {
          "v_head init (default zeros, as XTuner)", 0, 0},
         {"reward-token", 0, PU_OPT_INT, &ro.reward_token, "ID",
          "reward token id (default: config reward_token_id, else 92527)", 0, 1e9},
-        {"condition", 0, PU_OPT_STRING, &ro.condition, "NAME|TEXT",
-         "condition (system prompt) for records without one", 0, 0},
-        {"skip-bad", 0, PU_OPT_FLAG, &ro.skip_bad, NULL,
-         "skip bad records (and count them) instead of failing", 0, 0},
-        {"eval-data", 0, PU_OPT_STRING, &eval_data, "FILE[,FILE2...]",
-         "held-out pairs: val_loss / val_accuracy before the first step, every --eval-every "
-         "steps and at the end",
-         0, 0},
-        {"eval-every", 0, PU_OPT_INT, &o->eval_every, "K", "validation every K steps", 0, 1e12},
-        {"metrics", 0, PU_OPT_STRING, &o->metrics_path, "FILE",
-         "metrics JSONL (default OUT/metrics.jsonl)", 0, 0},
-        {"warmup", 0, PU_OPT_INT, &o->warmup, "N",
-         "linear warmup steps (default min(100, steps/10))", 0, 1e12},
-        {"min-lr", 0, PU_OPT_DOUBLE, &o->min_lr, "LR", "floor of the cosine decay (default lr/10)",
-         0, 10},
-        {"weight-decay", 0, PU_OPT_DOUBLE, &wd, "WD", "AdamW decoupled weight decay", 0, 10},
-        {"beta1", 0, PU_OPT_DOUBLE, &b1, "B1", "AdamW beta1", 0, 1},
-        {"beta2", 0, PU_OPT_DOUBLE, &b2, "B2", "AdamW beta2", 0, 1},
-        {"adam-eps", 0, PU_OPT_DOUBLE, &eps, "EPS", "AdamW epsilon", 0, 1},
-        {"clip", 0, PU_OPT_DOUBLE, &clip, "NORM", "global gradient-norm clip (0 = off)", 0, 1e9},
-        {"grad-accum", 0, PU_OPT_INT, &o->grad_accum, "A",
-         "micro-batches per step (--batch must be divisible by A)", 1, 1e6},
-        {"save-every", 0, PU_OPT_INT, &o->save_every, "K",
-         "checkpoint every K steps (always at the end)", 0, 1e12},
-        {"keep", 0, PU_OPT_INT, &o->keep, "K", "keep the last K checkpoints", 1, 1e9},
-        {"resume", 0, PU_OPT_FLAG, &resume, NULL,
-         "continue from OUT/latest (bit-exact; starts fresh if there is none)", 0, 0},
+        PU_OPT_END,
+    };
+    const pu_opt lora[] = {
         {"lora", 0, PU_OPT_FLAG, &ro.lora, NULL,
          "LoRA: train adapters + v_head only over the memory-mapped base; OUT/final/ holds "
          "the adapter merged into the body",
          0, 0},
-        {"lora-r", 0, PU_OPT_INT, &ro.lora_r, "R", "adapter rank", 1, 4096},
-        {"lora-alpha", 0, PU_OPT_DOUBLE, &ro.lora_alpha, "A", "adapter scale alpha / r", -1e6, 1e6},
-        {"lora-dropout", 0, PU_OPT_DOUBLE, &ro.lora_dropout, "P",
-         "dropout on the adapter inputs while training", 0, 0.999},
-        {"lora-targets", 0, PU_OPT_STRING, &targets, "LIST",
-         "adapted linears: wqkv,wo,w1,w2,w3 (default all five)", 0, 0},
-        {"lora-rslora", 0, PU_OPT_FLAG, &ro.lora_rslora, NULL,
-         "rank-stabilised scale alpha / sqrt(r)", 0, 0},
-        {"recompute", 0, PU_OPT_FLAG, &ro.recompute, NULL, "activation checkpointing", 0, 0},
-        {"quiet", 'q', PU_OPT_FLAG, &quiet, NULL, "no progress output", 0, 0},
-        {"kill-at-step", 0, PU_OPT_INT, &kill_at, "N",
-         "testing: SIGKILL the process right after step N", 0, 1e12},
         PU_OPT_END,
     };
+    pu_opt opts[PU_CLI_MAX_OPTS];
+    int n = pu_opts_add(opts, 0, own);
+    n = pu_cli_opts_pairs(
+        opts, n, &cp,
+        "held-out pairs: val_loss / val_accuracy before the first step, every --eval-every "
+        "steps and at the end");
+    n = pu_cli_opts_eval(opts, n, &ct, "validation every K steps");
+    n = pu_cli_opts_optim(opts, n, &ct);
+    n = pu_cli_opts_ckpt(opts, n, &ct);
+    n = pu_opts_add(opts, n, lora);
+    n = pu_cli_opts_lora(opts, n, &cl);
+    pu_cli_opts_model(opts, n, &ct);
     const pu_cmd_spec spec = {
         "puyu rm train",
         "-m BASE --data PREFS.jsonl --out DIR --steps N --batch N [--loss focal|ranking] "
@@ -333,31 +282,23 @@ static int cmd_train(int argc, char **argv) {
         fprintf(stderr, "puyu rm train: --head-init \"%s\": expected zeros or normal\n", head);
         return 2;
     }
-    if (targets && pu_lora_parse_targets(targets, &ro.lora_targets) != PU_OK) {
-        fprintf(stderr, "puyu rm train: --lora-targets: %s\n", pu_err_msg());
+    if (pu_cli_lora_targets(&cl, "puyu rm train", &ro.lora_targets))
         return 2;
-    }
     int nd = 0, ne = 0;
-    char **dl = split_list(data, &nd), **el = split_list(eval_data, &ne);
+    char **dl = pu_cli_split_list(data, &nd), **el = pu_cli_split_list(cp.eval_data, &ne);
     ro.data = (const char *const *)dl;
     ro.n_data = nd;
     ro.eval_data = (const char *const *)el;
     ro.n_eval = ne;
-    ro.shuffle = !no_shuffle;
-    o->seed = (uint64_t)seed;
-    o->kill_at = kill_at;
-    o->resume = resume;
-    o->quiet = quiet;
-    o->adam.weight_decay = wd;
-    o->adam.clip = clip;
-    o->adam.beta1 = b1;
-    o->adam.beta2 = b2;
-    o->adam.eps = eps;
+    ro.shuffle = !cp.no_shuffle;
+    ro.skip_bad = cp.skip_bad;
+    ro.condition = cp.condition;
+    pu_cli_train_apply(&ct);
     pu_pool *pool = pu_pool_create(0);
     pu_status s = pu_rm_train_run(&ro, pool);
     pu_pool_destroy(pool);
-    free_list(dl, nd);
-    free_list(el, ne);
+    pu_cli_free_list(dl, nd);
+    pu_cli_free_list(el, ne);
     return s != PU_OK ? fail("puyu rm train") : 0;
 }
 

@@ -7,17 +7,16 @@
 
 #include "cli/cmds.h"
 #include "cli/opts.h"
+#include "cli/train_opts.h"
 #include "puyu/pu_dp.h"
 #include "puyu/pu_train.h"
 
 int pu_cmd_train(int argc, char **argv) {
     pu_train_opts o;
     pu_train_opts_default(&o);
-    int64_t seed = 1, kill_at = 0;
-    double wd = o.adam.weight_decay, clip = o.adam.clip, b1 = o.adam.beta1, b2 = o.adam.beta2;
-    double eps = o.adam.eps;
-    bool resume = false, quiet = false;
-    const pu_opt opts[] = {
+    pu_cli_train ct;
+    pu_cli_train_init(&ct, &o);
+    const pu_opt own[] = {
         {"config", 0, PU_OPT_STRING, &o.config_path, "CONFIG.json",
          "InternLM2 config.json of a new model (random init: N(0, initializer_range^2) "
          "matrices, norms 1)",
@@ -31,51 +30,25 @@ int pu_cmd_train(int argc, char **argv) {
         {"batch", 0, PU_OPT_INT, &o.batch, "B", "sequences per optimizer step", 1, 1e9},
         {"seq", 0, PU_OPT_INT, &o.seq, "T", "sequence length (tokens)", 1, 1e7},
         {"lr", 0, PU_OPT_DOUBLE, &o.lr, "LR", "peak learning rate", 0, 10},
-        {"seed", 0, PU_OPT_INT, &seed, "S", "seed of the init and the data order", 0, 9.2e18},
-        {"metrics", 0, PU_OPT_STRING, &o.metrics_path, "FILE",
-         "metrics JSONL (default OUT/metrics.jsonl)", 0, 0},
-        {"warmup", 0, PU_OPT_INT, &o.warmup, "N",
-         "linear warmup steps (default min(100, steps/10))", 0, 1e12},
-        {"min-lr", 0, PU_OPT_DOUBLE, &o.min_lr, "LR", "floor of the cosine decay (default lr/10)",
-         0, 10},
-        {"weight-decay", 0, PU_OPT_DOUBLE, &wd, "WD",
-         "AdamW decoupled weight decay (not on norms and embeddings)", 0, 10},
-        {"beta1", 0, PU_OPT_DOUBLE, &b1, "B1", "AdamW beta1", 0, 1},
-        {"beta2", 0, PU_OPT_DOUBLE, &b2, "B2", "AdamW beta2", 0, 1},
-        {"adam-eps", 0, PU_OPT_DOUBLE, &eps, "EPS", "AdamW epsilon", 0, 1},
-        {"clip", 0, PU_OPT_DOUBLE, &clip, "NORM", "global gradient-norm clip (0 = off)", 0, 1e9},
-        {"grad-accum", 0, PU_OPT_INT, &o.grad_accum, "A",
-         "micro-batches per step (batch must be divisible by A)", 1, 1e6},
+        {"seed", 0, PU_OPT_INT, &ct.seed, "S", "seed of the init and the data order", 0, 9.2e18},
         {"seq-schedule", 0, PU_OPT_STRING, &o.seq_schedule, "F:T,...",
          "context-length stages by step fraction, e.g. 0:128,0.9:512 (overrides --seq)", 0, 0},
-        {"eval-every", 0, PU_OPT_INT, &o.eval_every, "K",
-         "validation loss every K steps (needs val_*.bin shards)", 0, 1e12},
         {"eval-batches", 0, PU_OPT_INT, &o.eval_batches, "N", "micro-batches per evaluation", 1,
          1e9},
-        {"save-every", 0, PU_OPT_INT, &o.save_every, "K",
-         "checkpoint every K steps (always at the end)", 0, 1e12},
-        {"keep", 0, PU_OPT_INT, &o.keep, "K", "keep the last K checkpoints", 1, 1e9},
-        {"resume", 0, PU_OPT_FLAG, &resume, NULL,
-         "continue from OUT/latest (bit-exact; starts fresh if there is none)", 0, 0},
-        {"attn", 0, PU_OPT_STRING, &o.attn, "naive|flash",
-         "attention kernel: flash (tiled, O(T) memory, default) or naive (saves the T x T "
-         "probabilities); PUYU_ATTN sets the default",
-         0, 0},
-        {"precision", 0, PU_OPT_STRING, &o.precision, "fp32|bf16",
-         "matmul precision: bf16 = BF16 operands, FP32 accumulation, FP32 master weights and "
-         "AdamW state (default fp32)",
-         0, 0},
-        {"recompute", 0, PU_OPT_STRING, &o.recompute, "none|attn|block",
-         "block: keep each layer's input and recompute the layer in backward; attn: recompute "
-         "only the naive attention's probabilities (no-op with flash) (default none)",
-         0, 0},
-        {"quiet", 'q', PU_OPT_FLAG, &quiet, NULL, "no progress output", 0, 0},
-        {"kill-at-step", 0, PU_OPT_INT, &kill_at, "N",
-         "testing: SIGKILL the process right after step N", 0, 1e12},
+        PU_OPT_END,
+    };
+    const pu_opt dp[] = {
         {"dp-bucket-mb", 0, PU_OPT_DOUBLE, &o.dp_bucket_mb, "MB",
          "data parallel (mpirun, MPI build): gradient all-reduce bucket size (default 16)", 0, 1e6},
         PU_OPT_END,
     };
+    pu_opt opts[PU_CLI_MAX_OPTS];
+    int n = pu_opts_add(opts, 0, own);
+    n = pu_cli_opts_eval(opts, n, &ct, "validation loss every K steps (needs val_*.bin shards)");
+    n = pu_cli_opts_optim(opts, n, &ct);
+    n = pu_cli_opts_ckpt(opts, n, &ct);
+    n = pu_cli_opts_model(opts, n, &ct);
+    pu_opts_add(opts, n, dp);
     const pu_cmd_spec spec = {
         "puyu train",
         "--config CONFIG.json --data SHARDS_DIR --out DIR --steps N --batch B --seq T --lr LR "
@@ -94,15 +67,7 @@ int pu_cmd_train(int argc, char **argv) {
                         "--help)\n");
         return 2;
     }
-    o.seed = (uint64_t)seed;
-    o.kill_at = kill_at;
-    o.resume = resume;
-    o.quiet = quiet;
-    o.adam.weight_decay = wd;
-    o.adam.clip = clip;
-    o.adam.beta1 = b1;
-    o.adam.beta2 = b2;
-    o.adam.eps = eps;
+    pu_cli_train_apply(&ct);
     pu_status s = pu_dp_init(NULL, NULL);
     if (s != PU_OK) {
         fprintf(stderr, "error: %s\n", pu_err_msg());

@@ -41,187 +41,46 @@ void pu_dpo_train_opts_default(pu_dpo_train_opts *o) {
     o->lora_targets = PU_LORA_DEFAULT_TARGETS;
 }
 
-typedef struct {
-    int32_t *ids, *tg; /* tg[t] = label of t+1 */
-    int64_t n;
-} dpo_seq;
-
-typedef struct {
-    dpo_seq *seq; /* 2 per pair */
-    int64_t n_pairs, n_skipped;
-} dpo_set;
-
 typedef struct dpo_job {
     const pu_dpo_train_opts *o;
     pu_train_job *job;
     pu_model *base, *refm;
     pu_tok *tok;
+    char *tok_file; /* copied into checkpoints and final/ (NULL: none) */
     pu_tmodel *ref;
     int64_t seq;
-    dpo_set train, eval;
-    pu_epoch_order order;
-    int64_t tok_step, tok_sum;
+    pu_pairs pairs;
     float *dlogp;
     size_t dl_cap;
     double m_acc, m_margin, m_c, m_r;
     int64_t m_n;
 } dpo_job;
 
-static void set_free(dpo_set *s) {
-    for (int64_t i = 0; i < 2 * s->n_pairs; i++) {
-        pu_free(s->seq[i].ids);
-        pu_free(s->seq[i].tg);
-    }
-    pu_free(s->seq);
-    memset(s, 0, sizeof *s);
-}
-
-static pu_status load_set(dpo_job *j, const char *const *paths, int n, dpo_set *out,
-                          const char *what) {
-    const pu_dpo_train_opts *o = j->o;
-    pu_pref_conditions *conds = NULL;
-    PU_TRY(pu_pref_conditions_default(&conds));
-    pu_pref_load_opts lo = {.parse = {.conditions = conds, .default_condition = o->condition},
-                            .skip_bad = o->skip_bad};
-    pu_pref_data *d = NULL;
-    pu_status s = pu_pref_data_load(paths, n, &lo, &d);
-    if (s != PU_OK) {
-        pu_pref_conditions_destroy(conds);
-        return s;
-    }
-    int64_t np = pu_pref_data_n(d);
-    out->seq = pu_calloc((size_t)(2 * np + 1), sizeof *out->seq);
-    out->n_skipped = pu_pref_data_n_skipped(d);
-    for (int64_t i = 0; i < np && s == PU_OK; i++) {
-        pu_pref_tokens pt;
-        memset(&pt, 0, sizeof pt);
-        s = pu_pref_tokenize(j->tok, pu_pref_data_get(d, i), &pt);
-        if (s != PU_OK) {
-            pu_err_prefix(s, "%s: ", pu_pref_data_where(d, i));
-            break;
-        }
-        const pu_sft_tokens *side[2] = {&pt.chosen, &pt.rejected};
-        const char *why = NULL;
-        for (int k = 0; k < 2 && !why; k++)
-            if (side[k]->n > j->seq)
-                why = k ? "rejected: longer than --seq" : "chosen: longer than --seq";
-        if (!why && pt.chosen.n == pt.rejected.n &&
-            !memcmp(pt.chosen.ids, pt.rejected.ids, (size_t)pt.chosen.n * sizeof(int32_t)))
-            why = "chosen and rejected tokenize identically";
-        for (int k = 0; k < 2 && !why; k++) {
-            int64_t c = 0;
-            for (int64_t t = 1; t < side[k]->n; t++)
-                c += side[k]->labels[t] >= 0;
-            if (!c)
-                why = k ? "rejected: empty response" : "chosen: empty response";
-        }
-        if (why) {
-            if (o->skip_bad)
-                out->n_skipped++;
-            else
-                s = pu_err_set(PU_ERR_INVALID, "%s: %s (%lld / %lld tokens, --seq %lld)",
-                               pu_pref_data_where(d, i), why, (long long)pt.chosen.n,
-                               (long long)pt.rejected.n, (long long)j->seq);
-            pu_pref_tokens_free(&pt);
-            continue;
-        }
-        for (int k = 0; k < 2; k++) {
-            dpo_seq *q = &out->seq[2 * out->n_pairs + k];
-            q->n = side[k]->n;
-            q->ids = pu_malloc((size_t)q->n * sizeof(int32_t));
-            q->tg = pu_malloc((size_t)q->n * sizeof(int32_t));
-            memcpy(q->ids, side[k]->ids, (size_t)q->n * sizeof(int32_t));
-            for (int64_t t = 0; t < q->n; t++)
-                q->tg[t] = t + 1 < q->n ? side[k]->labels[t + 1] : PU_IGNORE_INDEX;
-        }
-        out->n_pairs++;
-        pu_pref_tokens_free(&pt);
-    }
-    pu_pref_data_destroy(d);
-    pu_pref_conditions_destroy(conds);
-    if (s == PU_OK && out->n_pairs == 0)
-        s = pu_err_set(PU_ERR_INVALID, "dpo: %s: no usable pairs", what);
-    if (s == PU_OK && !o->train.quiet)
-        pu_log_info("dpo: %s: %lld pairs (%lld skipped)", what, (long long)out->n_pairs,
-                    (long long)out->n_skipped);
-    return s;
-}
-
-/* pair index of slot i (= s*N + k) of the training order */
-static int64_t pair_at(dpo_job *j, int64_t i) {
-    return pu_epoch_order_at(&j->order, j->train.n_pairs, j->o->shuffle, j->o->train.seed, i);
-}
-
-static int64_t set_max_len(const dpo_set *s) {
-    int64_t T = 1;
-    for (int64_t i = 0; i < 2 * s->n_pairs; i++)
-        T = s->seq[i].n > T ? s->seq[i].n : T;
-    return T;
-}
-
-static void fill_rows(const dpo_set *set, const int64_t *pairs, int64_t np, int32_t *ids,
-                      int32_t *tg, int64_t *T) {
-    int64_t t = 1;
-    for (int64_t p = 0; p < 2 * np; p++) {
-        int64_t n = set->seq[2 * pairs[p / 2] + p % 2].n;
-        t = n > t ? n : t;
-    }
-    for (int64_t row = 0; row < 2 * np; row++) {
-        const dpo_seq *q = &set->seq[2 * pairs[row / 2] + row % 2];
-        for (int64_t x = 0; x < t; x++) {
-            ids[row * t + x] = x < q->n ? q->ids[x] : 0;
-            tg[row * t + x] = x < q->n ? q->tg[x] : PU_IGNORE_INDEX;
-        }
-    }
-    *T = t;
-}
-
 static pu_status dpo_batch(void *ctx, pu_rng *rng, int64_t s, int64_t B, int32_t *ids, int32_t *tg,
                            int32_t *pos, int32_t *seg, int64_t *T, bool *packed) {
+    (void)rng, (void)pos, (void)seg;
     dpo_job *j = ctx;
-    int64_t np = B / 2;
-    int64_t *pairs = pu_malloc((size_t)np * sizeof(int64_t));
-    for (int64_t k = 0; k < np; k++)
-        pairs[k] = pair_at(j, s * np + k);
-    fill_rows(&j->train, pairs, np, ids, tg, T);
-    pu_free(pairs);
+    pu_pairs_batch(&j->pairs, s, B / 2, ids, tg, NULL, T);
     *packed = false;
     return PU_OK;
 }
 
 static int64_t dpo_tokens_upto(void *ctx, int64_t step) {
     dpo_job *j = ctx;
-    if (step < j->tok_step) {
-        j->tok_step = 0;
-        j->tok_sum = 0;
-    }
-    int64_t np = j->o->train.batch;
-    for (; j->tok_step < step; j->tok_step++)
-        for (int64_t k = 0; k < np; k++) {
-            int64_t p = pair_at(j, j->tok_step * np + k);
-            j->tok_sum += j->train.seq[2 * p].n + j->train.seq[2 * p + 1].n;
-        }
-    return j->tok_sum;
+    return pu_pairs_tokens_upto(&j->pairs, j->o->train.batch, step);
 }
 
 static int64_t dpo_eval_n(void *ctx) {
     dpo_job *j = ctx;
-    int64_t mbp = j->o->train.batch / j->o->train.grad_accum;
-    return (j->eval.n_pairs + mbp - 1) / mbp;
+    return pu_pairs_eval_n(&j->pairs, j->o->train.batch / j->o->train.grad_accum);
 }
 
 static pu_status dpo_eval_batch(void *ctx, int64_t k, int64_t mb, int64_t T_step, int32_t *ids,
                                 int32_t *tg, int32_t *pos, int32_t *seg, int64_t *rows, int64_t *T,
                                 bool *packed) {
+    (void)T_step, (void)pos, (void)seg;
     dpo_job *j = ctx;
-    int64_t mbp = mb / 2, first = k * mbp;
-    int64_t np = j->eval.n_pairs - first < mbp ? j->eval.n_pairs - first : mbp;
-    int64_t *pairs = pu_malloc((size_t)(np > 0 ? np : 1) * sizeof(int64_t));
-    for (int64_t p = 0; p < np; p++)
-        pairs[p] = first + p;
-    fill_rows(&j->eval, pairs, np, ids, tg, T);
-    pu_free(pairs);
-    *rows = 2 * np;
+    *rows = pu_pairs_eval_batch(&j->pairs, k, mb / 2, ids, tg, NULL, T);
     *packed = false;
     return PU_OK;
 }
@@ -342,73 +201,31 @@ static pu_status dpo_make_model(void *ctx, const char *ckpt_dir, int64_t B, int6
     dpo_job *j = ctx;
     const pu_dpo_train_opts *o = j->o;
     pu_tmodel_opts to;
-    pu_tmodel_opts_default(&to);
-    to.recompute = o->recompute;
-    if (o->lora) {
-        to.freeze_base = true;
-        to.lora_r = o->lora_r;
-        to.lora_alpha = o->lora_alpha;
-        to.lora_dropout = o->lora_dropout;
-        to.lora_rslora = o->lora_rslora;
-        to.lora_targets = o->lora_targets;
-        to.seed = o->train.seed;
-        to.base_name = o->policy_dir;
-    }
+    PU_TRY(pu_train_model_opts(&to, &o->train, o->recompute));
+    if (o->lora)
+        pu_tmodel_opts_lora(&to, o->lora_r, o->lora_alpha, o->lora_dropout, o->lora_rslora,
+                            o->lora_targets, o->train.seed, o->policy_dir);
     PU_TRY(pu_tmodel_create_from(j->base, B, Tmax, &to, m));
     if (o->kind == PU_DPO_SIGMOID && !j->ref) {
         pu_tmodel_opts ro;
         pu_tmodel_opts_default(&ro);
         ro.freeze_base = true; /* borrowed views of the mapping: no second copy */
         ro.forward_only = true;
+        ro.attn = o->train.attn; /* the policy's numerics: step 1 of --lora is exactly log 2 */
+        ro.precision = o->train.precision;
         pu_status s = pu_tmodel_create_from(j->refm ? j->refm : j->base, B, Tmax, &ro, &j->ref);
         if (s != PU_OK)
             return pu_err_prefix(s, "dpo: the reference model: ");
     }
-    const char *tp = o->tok_path ? o->tok_path : pu_model_tokenizer_path(j->base);
-    if (tp && !pu_dir_exists(tp))
-        *tok_path = pu_strdup(tp);
+    if (j->tok_file)
+        *tok_path = pu_strdup(j->tok_file);
     (void)ckpt_dir;
     return PU_OK;
 }
 
 static pu_status dpo_done(void *ctx, pu_tmodel *m) {
     dpo_job *j = ctx;
-    const char *out = j->o->train.out_dir;
-    char *dir = pu_path_join(out, "final"), *tmp = pu_path_join(out, ".tmp_final");
-    pu_train_rm_flat_dir(tmp);
-    pu_status s = pu_tmodel_save_dir(m, tmp);
-    const char *tp = j->o->tok_path ? j->o->tok_path : pu_model_tokenizer_path(j->base);
-    if (s == PU_OK && tp && !pu_dir_exists(tp)) {
-        const char *ext = strrchr(tp, '.');
-        char *dst =
-            pu_path_join(tmp, ext && !strcmp(ext, ".json") ? "tokenizer.json" : "tokenizer.model");
-        s = pu_train_copy_file(tp, dst);
-        pu_free(dst);
-    }
-    if (s == PU_OK) {
-        pu_train_rm_flat_dir(dir);
-        if (rename(tmp, dir) != 0)
-            s = pu_err_set(PU_ERR_IO, "%s: cannot rename the final model into place", dir);
-    }
-    if (s != PU_OK) {
-        pu_train_rm_flat_dir(tmp);
-        pu_err_prefix(s, "writing %s: ", dir);
-    } else if (!j->o->train.quiet) {
-        pu_log_info("dpo: final model in %s", dir);
-    }
-    pu_free(dir);
-    pu_free(tmp);
-    return s;
-}
-
-static uint64_t set_hash(const dpo_set *s) {
-    uint64_t h = 0x9E3779B97F4A7C15ull;
-    for (int64_t i = 0; i < 2 * s->n_pairs; i++) {
-        h = (h ^ pu_hash64(s->seq[i].ids, (size_t)s->seq[i].n * sizeof(int32_t))) *
-            0x100000001B3ull;
-        h = (h ^ pu_hash64(s->seq[i].tg, (size_t)s->seq[i].n * sizeof(int32_t))) * 0x100000001B3ull;
-    }
-    return h;
+    return pu_train_write_final(m, j->o->train.out_dir, j->tok_file, "dpo", j->o->train.quiet);
 }
 
 static pu_status same_shape(const pu_config *a, const pu_config *b, const char *ref) {
@@ -445,71 +262,44 @@ pu_status pu_dpo_train_run(const pu_dpo_train_opts *o, pu_pool *pool) {
     dpo_job j;
     memset(&j, 0, sizeof j);
     j.o = o;
-    pu_status s = pu_model_load(o->policy_dir, &j.base);
-    if (s == PU_OK) {
-        const pu_config *c = pu_model_config(j.base);
-        j.seq = t->seq > 0                       ? t->seq
-                : c->max_position_embeddings > 0 ? c->max_position_embeddings
-                                                 : 4096;
-        if (c->max_position_embeddings > 0 && j.seq > c->max_position_embeddings)
-            s = pu_err_set(PU_ERR_INVALID,
-                           "dpo: --seq %lld exceeds the model's context (%s/config.json: "
-                           "max_position_embeddings %lld)",
-                           (long long)j.seq, o->policy_dir, (long long)c->max_position_embeddings);
-    }
+    pu_status s = pu_train_open_base(o->policy_dir, o->tok_path, t->seq, "dpo", &j.base, &j.tok,
+                                     &j.seq, &j.tok_file);
     if (s == PU_OK && o->ref_dir && o->kind == PU_DPO_SIGMOID) {
         s = pu_model_load(o->ref_dir, &j.refm);
         if (s == PU_OK)
             s = same_shape(pu_model_config(j.base), pu_model_config(j.refm), o->ref_dir);
     }
-    const char *tp = NULL;
-    if (s == PU_OK) {
-        tp = o->tok_path ? o->tok_path : pu_model_tokenizer_path(j.base);
-        if (!tp)
-            s = pu_err_set(PU_ERR_INVALID, "dpo: %s: no tokenizer beside the model: pass -t",
-                           o->policy_dir);
-    }
+    pu_pair_load pl = {.tok = j.tok,
+                       .reward_token = -1,
+                       .seq = j.seq,
+                       .skip_bad = o->skip_bad,
+                       .quiet = t->quiet,
+                       .condition = o->condition,
+                       .label = "dpo"};
     if (s == PU_OK)
-        s = pu_tok_load(tp, &j.tok);
-    if (s == PU_OK)
-        s = load_set(&j, o->data, o->n_data, &j.train, "train");
-    if (s == PU_OK && o->eval_data && o->n_eval > 0)
-        s = load_set(&j, o->eval_data, o->n_eval, &j.eval, "eval");
+        s = pu_pairs_load(&j.pairs, &pl, o->data, o->n_data, o->eval_data, o->n_eval, o->shuffle,
+                          t->seed);
     if (s == PU_OK) {
         pu_train_job job = {.ctx = &j,
                             .label = "dpo",
-                            .items = "pairs",
-                            .n_items = j.train.n_pairs,
                             .make_model = dpo_make_model,
                             .batch = dpo_batch,
                             .tokens_upto = dpo_tokens_upto,
-                            .tok_hash = set_hash(&j.train),
-                            .eval_at_start = true,
+                            .eval_n = dpo_eval_n,
+                            .eval_batch = dpo_eval_batch,
                             .micro = dpo_micro,
-                            .rows_per_unit = 2,
                             .metrics = dpo_metrics,
                             .done = dpo_done};
-        int64_t Tmax = set_max_len(&j.train);
-        if (j.eval.n_pairs && set_max_len(&j.eval) > Tmax)
-            Tmax = set_max_len(&j.eval);
-        job.Tmax = Tmax;
-        pu_train_opts to = *t;
-        to.batch = 2 * t->batch;
-        if (j.eval.n_pairs) {
-            job.eval_n = dpo_eval_n;
-            job.eval_batch = dpo_eval_batch;
-            if (to.eval_every <= 0)
-                to.eval_every = to.steps;
-        }
+        pu_train_opts to;
+        pu_pairs_job(&j.pairs, t, &job, &to);
         j.job = &job;
         s = pu_train_loop(&to, &job, pool);
     }
-    set_free(&j.train);
-    set_free(&j.eval);
-    pu_epoch_order_free(&j.order);
+    pu_pairs_free(&j.pairs);
     pu_free(j.dlogp);
     pu_tmodel_destroy(j.ref);
     pu_tok_destroy(j.tok);
+    pu_free(j.tok_file);
     pu_model_destroy(j.refm);
     pu_model_destroy(j.base);
     return s;

@@ -58,22 +58,12 @@ static pu_status sft_make_model(void *ctx, const char *ckpt_dir, int64_t B, int6
     sft_job *j = ctx;
     const pu_sft_opts *so = j->o;
     pu_tmodel_opts to;
-    pu_tmodel_opts_default(&to);
-    to.attn = so->train.attn;
-    to.precision = so->train.precision;
-    PU_TRY(pu_tmodel_opts_set_recompute(&to, so->train.recompute));
-    to.recompute = to.recompute || so->recompute || so->qlora;
+    PU_TRY(pu_train_model_opts(&to, &so->train, so->recompute || so->qlora));
     pu_lora *init = NULL;
     if (so->lora || so->qlora) {
-        to.freeze_base = true;
+        pu_tmodel_opts_lora(&to, so->lora_r, so->lora_alpha, so->lora_dropout, so->lora_rslora,
+                            so->lora_targets, so->train.seed, so->base_dir);
         to.qlora = so->qlora;
-        to.lora_r = so->lora_r;
-        to.lora_alpha = so->lora_alpha;
-        to.lora_dropout = so->lora_dropout;
-        to.lora_rslora = so->lora_rslora;
-        to.lora_targets = so->lora_targets;
-        to.seed = so->train.seed;
-        to.base_name = so->base_dir;
         if (so->lora_init) {
             PU_TRY(pu_lora_load(so->lora_init, pu_model_config(j->base), &init));
             to.lora_r = init->r;
@@ -145,51 +135,7 @@ static int64_t sft_eval_batches(void *ctx) {
 /* OUT/final/: the model directory, built in OUT/.tmp_final and renamed */
 static pu_status sft_done(void *ctx, pu_tmodel *m) {
     sft_job *j = ctx;
-    const char *out = j->o->train.out_dir;
-    char *dir = pu_path_join(out, "final"), *tmp = pu_path_join(out, ".tmp_final");
-    pu_train_rm_flat_dir(tmp);
-    pu_status s = pu_tmodel_save_dir(m, tmp);
-    if (s == PU_OK && j->tok_file) {
-        const char *ext = strrchr(j->tok_file, '.');
-        char *dst =
-            pu_path_join(tmp, ext && !strcmp(ext, ".json") ? "tokenizer.json" : "tokenizer.model");
-        s = pu_train_copy_file(j->tok_file, dst);
-        pu_free(dst);
-    }
-    if (s == PU_OK) {
-        pu_train_rm_flat_dir(dir);
-        if (rename(tmp, dir) != 0)
-            s = pu_err_set(PU_ERR_IO, "%s: cannot rename the final model into place", dir);
-    }
-    if (s != PU_OK) {
-        pu_train_rm_flat_dir(tmp);
-        pu_err_prefix(s, "writing %s: ", dir);
-    } else if (!j->o->train.quiet) {
-        pu_log_info("sft: final model in %s", dir);
-    }
-    pu_free(dir);
-    pu_free(tmp);
-    return s;
-}
-
-/* the tokenizer file to copy: a .model / .json file, or the one inside a directory */
-static char *tokenizer_file(const char *p) {
-    if (!p)
-        return NULL;
-    if (pu_dir_exists(p)) {
-        static const char *const names[] = {"tokenizer.model", "tokenizer.json"};
-        for (int i = 0; i < 2; i++) {
-            char *f = pu_path_join(p, names[i]);
-            if (pu_file_exists(f))
-                return f;
-            pu_free(f);
-        }
-        return NULL;
-    }
-    const char *ext = strrchr(p, '.');
-    if (ext && (!strcmp(ext, ".model") || !strcmp(ext, ".json")))
-        return pu_strdup(p);
-    return NULL;
+    return pu_train_write_final(m, j->o->train.out_dir, j->tok_file, "sft", j->o->train.quiet);
 }
 
 static uint64_t data_hash(const pu_sft_data *d) {
@@ -226,38 +172,12 @@ pu_status pu_sft_run(const pu_sft_opts *o, pu_pool *pool) {
     sft_job j;
     memset(&j, 0, sizeof j);
     j.o = o;
-    pu_status s = pu_model_load(o->base_dir, &j.base);
-    if (s == PU_OK) {
-        const pu_config *c = pu_model_config(j.base);
-        if (c->max_position_embeddings > 0 && t->seq > c->max_position_embeddings)
-            s = pu_err_set(PU_ERR_INVALID,
-                           "sft: --seq %lld exceeds the model's context (%s/config.json: "
-                           "max_position_embeddings %lld)",
-                           (long long)t->seq, o->base_dir, (long long)c->max_position_embeddings);
-    }
-    const char *tp = NULL;
-    if (s == PU_OK) {
-        tp = o->tok_path ? o->tok_path : pu_model_tokenizer_path(j.base);
-        if (!tp)
-            s = pu_err_set(PU_ERR_INVALID,
-                           "sft: %s: the model has no tokenizer beside it: pass -t TOKENIZER",
-                           o->base_dir);
-    }
-    if (s == PU_OK)
-        s = pu_tok_load(tp, &j.tok);
-    if (s == PU_OK && pu_tok_n_vocab(j.tok) > pu_model_config(j.base)->vocab_size)
-        s = pu_err_set(PU_ERR_INVALID,
-                       "sft: the tokenizer %s has %lld tokens but the model's vocab_size is %lld "
-                       "(%s/config.json)",
-                       tp, (long long)pu_tok_n_vocab(j.tok),
-                       (long long)pu_model_config(j.base)->vocab_size, o->base_dir);
-    if (s == PU_OK) {
-        j.tok_file = tokenizer_file(tp);
-        if (!j.tok_file && !t->quiet)
-            pu_log_warn("sft: the tokenizer %s is not a .model / .json file; it is not copied "
-                        "into the checkpoints",
-                        tp);
-    }
+    pu_status s = pu_train_open_base(o->base_dir, o->tok_path, t->seq, "sft", &j.base, &j.tok, NULL,
+                                     &j.tok_file);
+    if (s == PU_OK && !j.tok_file && !t->quiet)
+        pu_log_warn("sft: the tokenizer %s is not a .model / .json file; it is not copied into "
+                    "the checkpoints",
+                    o->tok_path ? o->tok_path : pu_model_tokenizer_path(j.base));
     if (s == PU_OK)
         s = load_set(&j, o->data, o->n_data, pool, &j.train, "train");
     if (s == PU_OK && o->eval_data && o->n_eval > 0)

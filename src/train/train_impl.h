@@ -282,4 +282,103 @@ typedef struct pu_epoch_order {
 int64_t pu_epoch_order_at(pu_epoch_order *o, int64_t n, bool shuffle, uint64_t seed, int64_t i);
 void pu_epoch_order_free(pu_epoch_order *o);
 
+/* ------------------------------------------------------------------------ */
+/* what every fine-tuning job needs (job.c; sft, rm train, dpo)             */
+
+/* the training model's options from --attn / --precision / --recompute of t
+ * (recompute: also on) */
+pu_status pu_train_model_opts(pu_tmodel_opts *to, const pu_train_opts *t, bool recompute);
+/* LoRA over the frozen, borrowed base */
+void pu_tmodel_opts_lora(pu_tmodel_opts *to, int64_t r, double alpha, double dropout, bool rslora,
+                         uint32_t targets, uint64_t seed, const char *base_name);
+/* Load the base model dir and its tokenizer (tok_path, else the model's):
+ * errors name label and the field (--seq over max_position_embeddings, no
+ * tokenizer, a tokenizer larger than vocab_size). *seq_out (NULL ok) = seq,
+ * or the model's context when seq <= 0; *tok_file (NULL ok) = the tokenizer
+ * file to copy into outputs (owned) or NULL. On error *m / *tok may be set
+ * (the caller destroys them). */
+pu_status pu_train_open_base(const char *dir, const char *tok_path, int64_t seq, const char *label,
+                             pu_model **m, pu_tok **tok, int64_t *seq_out, char **tok_file);
+/* the tokenizer file of p: a .model / .json file, or the one in directory p
+ * (owned; NULL: none) */
+char *pu_train_tokenizer_file(const char *p);
+/* copy tok_file (NULL: nothing) into dir as tokenizer.model / .json unless there */
+pu_status pu_train_copy_tokenizer(const char *tok_file, const char *dir);
+/* OUT/final/ = pu_tmodel_save_dir + the tokenizer, built in OUT/.tmp_final
+ * and renamed into place */
+pu_status pu_train_write_final(pu_tmodel *m, const char *out_dir, const char *tok_file,
+                               const char *label, bool quiet);
+
+/* ------------------------------------------------------------------------ */
+/* preference pairs as a batch source (pairs.c; rm train, dpo)              */
+
+/* one side of a pair: ids (n); tg (n) = the label of t+1 (LM sides) or NULL
+ * (reward-model sides) */
+typedef struct pu_pair_seq {
+    int32_t *ids, *tg;
+    int64_t n;
+} pu_pair_seq;
+
+typedef struct pu_pair_set {
+    pu_pair_seq *seq; /* 2 per pair: 2i chosen, 2i+1 rejected */
+    int64_t n_pairs, n_skipped;
+} pu_pair_set;
+
+typedef struct pu_pair_load {
+    const pu_tok *tok;
+    /* >= 0: reward-model sides (pu_rm_tokenize with this token appended);
+     * < 0: LM sides (pu_pref_tokenize, `puyu sft`'s rendering) */
+    int32_t reward_token;
+    int64_t seq; /* longest side allowed */
+    bool skip_bad, quiet;
+    const char *condition; /* default condition (system prompt) or NULL */
+    const char *label;     /* "rm train", "dpo": errors and the log line */
+} pu_pair_load;
+
+/* Read and tokenize the preference files. A side over seq, sides that
+ * tokenize identically, an LM side with no scored token: an error
+ * "FILE:LINE: side: ..." or, with skip_bad, a counted skip; no pair left:
+ * "LABEL: WHAT: no usable pairs". */
+pu_status pu_pair_set_load(const pu_pair_load *lo, const char *const *paths, int n,
+                           const char *what, pu_pair_set *out);
+void pu_pair_set_free(pu_pair_set *s);
+int64_t pu_pair_set_max_len(const pu_pair_set *s); /* longest side (>= 1) */
+uint64_t pu_pair_set_hash(const pu_pair_set *s);   /* of ids (and tg) */
+/* rows 2p, 2p+1 = the sides of pair pairs[p] into ids / tg (2*np rows of *T
+ * = the longest side, right-padded with id 0 / PU_IGNORE_INDEX); lens
+ * (2*np, NULL ok) = each row's length */
+void pu_pair_fill_rows(const pu_pair_set *set, const int64_t *pairs, int64_t np, int32_t *ids,
+                       int32_t *tg, int64_t *lens, int64_t *T);
+
+/* train + eval sets and the training order of a pair job */
+typedef struct pu_pairs {
+    pu_pair_set train, eval;
+    pu_epoch_order order;
+    bool shuffle;
+    uint64_t seed;
+    int64_t tok_step, tok_sum; /* tokens_upto cache */
+} pu_pairs;
+void pu_pairs_free(pu_pairs *p);
+/* pair index of slot i of the training order (step s, pair k: i = s*N + k) */
+int64_t pu_pairs_at(pu_pairs *p, int64_t slot);
+/* the np pairs of step s as rows (pu_pair_fill_rows) */
+void pu_pairs_batch(pu_pairs *p, int64_t s, int64_t np, int32_t *ids, int32_t *tg, int64_t *lens,
+                    int64_t *T);
+/* tokens (both sides) of steps 0 .. step-1 of np pairs each */
+int64_t pu_pairs_tokens_upto(pu_pairs *p, int64_t np, int64_t step);
+/* eval batches of mbp pairs, and batch k (pairs k*mbp ..): returns its rows */
+int64_t pu_pairs_eval_n(const pu_pairs *p, int64_t mbp);
+int64_t pu_pairs_eval_batch(const pu_pairs *p, int64_t k, int64_t mbp, int32_t *ids, int32_t *tg,
+                            int64_t *lens, int64_t *T);
+/* the longest side of train and eval */
+int64_t pu_pairs_max_len(const pu_pairs *p);
+/* train (and, when n_eval > 0, eval) sets; the training order */
+pu_status pu_pairs_load(pu_pairs *p, const pu_pair_load *lo, const char *const *data, int n_data,
+                        const char *const *eval, int n_eval, bool shuffle, uint64_t seed);
+/* the pair-job fields of job (items, n_items, tok_hash, eval_at_start,
+ * rows_per_unit 2, Tmax; eval_n / eval_batch cleared without an eval set)
+ * and the loop's options *to = *t with batch in rows (2 per pair) and
+ * eval_every defaulting to steps when there is an eval set */
+void pu_pairs_job(const pu_pairs *p, const pu_train_opts *t, pu_train_job *job, pu_train_opts *to);
+
 #endif
