@@ -101,14 +101,16 @@ static void row_sums(const float *lp, const int32_t *tg, int64_t R, int64_t T, f
     }
 }
 
-static pu_status dpo_micro(void *ctx, pu_tmodel *m, pu_pool *pool, const pu_tbatch *bt,
-                           int64_t first, bool eval, float grad_scale, double *loss_sum,
-                           int64_t *count) {
-    dpo_job *j = ctx;
-    const pu_dpo_train_opts *o = j->o;
+pu_status pu_dpo_pairs_step(pu_tmodel *m, pu_tmodel *ref, pu_pool *pool, const pu_tbatch *bt,
+                            const pu_dpo_train_opts *o, float grad_scale, bool backward,
+                            pu_pref_metrics *met, double *loss, float **dl_buf, size_t *dl_cap) {
     int64_t R = bt->B, T = bt->T, n = R / 2;
-    if (R % 2)
-        return pu_err_set(PU_ERR_INVALID, "dpo: a micro-batch of %lld rows", (long long)R);
+    if (R % 2 || R < 2)
+        return pu_err_set(PU_ERR_INVALID,
+                          "dpo: a micro-batch of %lld rows does not hold whole pairs",
+                          (long long)R);
+    if (o->kind == PU_DPO_SIGMOID && !ref)
+        return pu_err_set(PU_ERR_INVALID, "dpo: the sigmoid loss needs a reference model");
     double l;
     int64_t c;
     float *buf = pu_malloc((size_t)(8 * n) * sizeof(float));
@@ -117,17 +119,16 @@ static pu_status dpo_micro(void *ctx, pu_tmodel *m, pu_pool *pool, const pu_tbat
     int64_t *cnt = pu_malloc((size_t)R * sizeof(int64_t)), *nc = NULL, *nr = NULL;
     pu_status s = PU_OK;
     if (o->kind == PU_DPO_SIGMOID) {
-        s = pu_tmodel_forward(j->ref, pool, bt, &l, &c);
+        s = pu_tmodel_forward(ref, pool, bt, &l, &c);
         if (s == PU_OK) {
-            row_sums(pu_tmodel_token_logps(j->ref), bt->targets, R, T, rows, cnt);
+            row_sums(pu_tmodel_token_logps(ref), bt->targets, R, T, rows, cnt);
             for (int64_t i = 0; i < n; i++)
                 rc[i] = rows[2 * i], rr[i] = rows[2 * i + 1];
         }
     }
     if (s == PU_OK)
         s = pu_tmodel_forward(m, pool, bt, &l, &c);
-    pu_pref_metrics met;
-    memset(&met, 0, sizeof met);
+    memset(met, 0, sizeof *met);
     double extra = 0;
     if (s == PU_OK) {
         row_sums(pu_tmodel_token_logps(m), bt->targets, R, T, rows, cnt);
@@ -141,47 +142,60 @@ static pu_status dpo_micro(void *ctx, pu_tmodel *m, pu_pool *pool, const pu_tbat
             pu_dpo_opts d = pu_dpo_default_opts();
             d.beta = o->beta;
             d.label_smoothing = o->label_smoothing;
-            s = pu_dpo_loss(pc, pr, rc, rr, n, &d, &met, dc, dr);
+            s = pu_dpo_loss(pc, pr, rc, rr, n, &d, met, dc, dr);
         } else if (o->kind == PU_DPO_SIMPO) {
-            s = pu_simpo_loss(pc, pr, nc, nr, n, o->beta, o->simpo_gamma, &met, dc, dr);
+            s = pu_simpo_loss(pc, pr, nc, nr, n, o->beta, o->simpo_gamma, met, dc, dr);
         } else {
-            s = pu_orpo_loss(pc, pr, nc, nr, n, o->orpo_lambda, &met, dc, dr);
+            s = pu_orpo_loss(pc, pr, nc, nr, n, o->orpo_lambda, met, dc, dr);
             for (int64_t i = 0; s == PU_OK && i < n; i++) { /* + mean_i(-pc_i / nc_i) */
                 extra += -(double)pc[i] / (double)nc[i] / (double)n;
                 dc[i] += -1.0f / ((float)nc[i] * (float)n);
             }
         }
     }
-    if (s == PU_OK && !isfinite(met.loss + extra))
-        s = pu_err_set(PU_ERR_INVALID, "dpo: the loss is %g", met.loss + extra);
-    if (s == PU_OK && !eval) {
+    if (s == PU_OK && !isfinite(met->loss + extra))
+        s = pu_err_set(PU_ERR_INVALID, "dpo: the loss is %g", met->loss + extra);
+    if (s == PU_OK && backward) {
         size_t need = (size_t)(R * T);
-        if (j->dl_cap < need) {
-            pu_free(j->dlogp);
-            j->dlogp = pu_malloc(need * sizeof(float));
-            j->dl_cap = need;
+        if (*dl_cap < need) {
+            pu_free(*dl_buf);
+            *dl_buf = pu_malloc(need * sizeof(float));
+            *dl_cap = need;
         }
+        float *dl = *dl_buf;
         for (int64_t r = 0; r < R; r++) {
             float d = grad_scale * (float)n * (r % 2 ? dr : dc)[r / 2];
             for (int64_t t = 0; t < T; t++)
-                j->dlogp[r * T + t] = bt->targets[r * T + t] >= 0 ? d : 0.0f;
+                dl[r * T + t] = bt->targets[r * T + t] >= 0 ? d : 0.0f;
         }
-        pu_tmodel_backward_logp(m, pool, j->dlogp, NULL);
+        pu_tmodel_backward_logp(m, pool, dl, NULL);
     }
-    if (s == PU_OK) {
-        *loss_sum = (met.loss + extra) * (double)n;
-        *count = n;
-        j->m_acc += met.accuracy * (double)n;
-        j->m_margin += met.margin * (double)n;
-        j->m_c += met.chosen * (double)n;
-        j->m_r += met.rejected * (double)n;
-        j->m_n += n;
-    }
-    (void)first;
+    if (s == PU_OK)
+        *loss = met->loss + extra;
     pu_free(nc);
     pu_free(cnt);
     pu_free(buf);
     return s;
+}
+
+static pu_status dpo_micro(void *ctx, pu_tmodel *m, pu_pool *pool, const pu_tbatch *bt,
+                           int64_t first, bool eval, float grad_scale, double *loss_sum,
+                           int64_t *count) {
+    (void)first;
+    dpo_job *j = ctx;
+    pu_pref_metrics met;
+    double loss;
+    PU_TRY(pu_dpo_pairs_step(m, j->ref, pool, bt, j->o, grad_scale, !eval, &met, &loss, &j->dlogp,
+                             &j->dl_cap));
+    int64_t n = bt->B / 2;
+    *loss_sum = loss * (double)n;
+    *count = n;
+    j->m_acc += met.accuracy * (double)n;
+    j->m_margin += met.margin * (double)n;
+    j->m_c += met.chosen * (double)n;
+    j->m_r += met.rejected * (double)n;
+    j->m_n += n;
+    return PU_OK;
 }
 
 static void dpo_metrics(void *ctx, bool eval, char *buf, size_t n) {

@@ -267,6 +267,17 @@ pu_status pu_rm_pairs_step(pu_tmodel *m, pu_pool *pool, const pu_tbatch *bt, con
                            bool backward, pu_rm_metrics *met, float *rewards, float **dh_buf,
                            size_t *dh_cap);
 
+/* DPO / SimPO / ORPO micro-batch (dpo.c): rows 2i chosen, 2i+1 rejected
+ * (targets >= 0 on the scored response tokens); logp(row) = the sum of the
+ * scored tokens' log p under m (and, for the sigmoid loss, under the frozen
+ * ref, which must be given); *loss = the mean over the B/2 pairs of o's
+ * objective (kind, beta, label_smoothing, simpo_gamma, orpo_lambda), *met
+ * its metrics; a non-finite loss is an error. With backward, m's grads +=
+ * d(grad_scale * (B/2) * loss). *dl_buf / *dl_cap: reusable scratch. */
+pu_status pu_dpo_pairs_step(pu_tmodel *m, pu_tmodel *ref, pu_pool *pool, const pu_tbatch *bt,
+                            const pu_dpo_train_opts *o, float grad_scale, bool backward,
+                            pu_pref_metrics *met, double *loss, float **dl_buf, size_t *dl_cap);
+
 /* shared file helpers of the loop */
 pu_status pu_train_copy_file(const char *src, const char *dst);
 void pu_train_rm_flat_dir(const char *dir);
