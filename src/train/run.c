@@ -428,6 +428,35 @@ static void write_val(run_state *r, double vl, bool progress_enabled) {
         pu_log_info("step %lld: val_loss %.4f", (long long)r->step, vl);
 }
 
+/* A checkpoint never holds a NaN / Inf weight: an update that made one
+ * (overflowing moments, a zero epsilon over a zero gradient, ...) stops the
+ * run here, naming the step and the first tensor, before anything is saved. */
+static pu_status check_finite(run_state *r) {
+    const float *w = pu_tmodel_params(r->m);
+    for (int i = 0; i < pu_tmodel_n_params(r->m); i++) {
+        const pu_param *p = pu_tmodel_param(r->m, i);
+        if (p->flags & PU_PARAM_FROZEN)
+            continue;
+        int64_t bad = 0;
+        for (int64_t k = 0; k < p->numel; k++)
+            bad += !isfinite(w[p->offset + k]);
+        if (bad)
+            return pu_err_set(PU_ERR_INVALID,
+                              "step %lld: the update left %lld non-finite weights in %s; "
+                              "stopping before the checkpoint (last good checkpoint: %s)",
+                              (long long)r->step, (long long)bad, p->name,
+                              r->last_ckpt[0] ? r->last_ckpt : "none");
+    }
+    for (int64_t k = 0; k < r->job->xn; k++)
+        if (!isfinite(r->job->xp[k]))
+            return pu_err_set(PU_ERR_INVALID,
+                              "step %lld: the update left non-finite extra parameters (%s); "
+                              "stopping before the checkpoint (last good checkpoint: %s)",
+                              (long long)r->step, r->job->label,
+                              r->last_ckpt[0] ? r->last_ckpt : "none");
+    return PU_OK;
+}
+
 static pu_status run(run_state *r) {
     const pu_train_opts *o = r->o;
     int64_t A = o->grad_accum, B = o->batch;
@@ -561,8 +590,10 @@ static pu_status run(run_state *r) {
         }
         if (o->kill_at > 0 && r->step == o->kill_at)
             raise(SIGKILL); /* testing: simulate a crash between checkpoints */
-        if ((o->save_every > 0 && r->step % o->save_every == 0) || r->step == o->steps)
+        if ((o->save_every > 0 && r->step % o->save_every == 0) || r->step == o->steps) {
+            PU_TRY(check_finite(r));
             PU_TRY(save_ckpt(r));
+        }
     }
     pu_progress_finish(&pg, NULL);
     if (r->dpg && !r->quiet) {
