@@ -5,9 +5,9 @@
  * over the model's context, a tokenizer larger than the model's vocabulary.
  * Each is an error naming FILE:LINE and the side / field, or with skip_bad a
  * counted skip (equal chosen / rejected strings are caught by the parser,
- * pref_data.c; sides that tokenize identically by the loader). (A reward model without v_head: test_align_rm.c; a reference
- * of another shape: test_dpo_train.c; NaN rewards / losses: test_align.c and
- * test_train_nan.c.)
+ * pref_data.c; sides that tokenize identically by the loader). (A reward model without v_head:
+ * test_align_rm.c; a reference of another shape: test_dpo_train.c; NaN rewards / losses:
+ * test_align.c and test_train_nan.c.)
  */
 #include <stdio.h>
 #include <string.h>
