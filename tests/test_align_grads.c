@@ -8,9 +8,11 @@
  *
  * Tolerance (fp32 forward/backward vs float64): per tensor, max |g - ref| <=
  * 1e-4 * max |ref| (and the reference is not all zero); the loss within 1e-5
- * relative. Rows are right-padded (lengths 11, 8, 13, 6 in one batch of T 13):
- * padding must not leak into the sums.
+ * relative; 3 AdamW steps with LoRA (adapter, and v_head for the RM): each
+ * step's loss within 1e-4 relative. Rows are right-padded (lengths 11, 8, 13, 6 in one batch of T
+ * 13): padding must not leak into the sums.
  */
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -219,15 +221,69 @@ static void rm_case(const fixture *x, bool lora, pu_pool *pool) {
     pu_tmodel_destroy(m);
 }
 
+/* 3 AdamW steps with LoRA on the fixture's batch (the loop's pieces: pairs
+ * step, pu_adamw_step_x with v_head as the extra parameters, pu_lr_at) */
+static void adam_case(const fixture *x, bool rm, pu_pool *pool) {
+    pu_tmodel *m = lora_model(x), *ref = rm ? NULL : ref_model(x);
+    json_t *want = json_loads(pu_train_st_meta(&x->f, rm ? "rm_lora_adam" : "dpo_lora_adam")
+                                  ? pu_train_st_meta(&x->f, rm ? "rm_lora_adam" : "dpo_lora_adam")
+                                  : "[]",
+                              0, NULL);
+    PT_CHECK(json_array_size(want) == 3);
+    pu_adamw_cfg cfg = pu_adamw_default(); /* 0.9, 0.95, 1e-8, wd 0.1, clip 1 */
+    pu_adamw opt;
+    pu_adamw_init(&opt, &cfg, m ? pu_tmodel_numel(m) : 1);
+    float v[64], dv[64], xm[64] = {0}, xv[64] = {0}, *dbuf = NULL;
+    memcpy(v, x->v0, sizeof v);
+    size_t cap = 0;
+    int32_t tg[ROWS * TMAX];
+    for (int i = 0; i < ROWS * TMAX; i++)
+        tg[i] = PU_IGNORE_INDEX;
+    pu_dpo_train_opts o;
+    pu_dpo_train_opts_default(&o);
+    o.beta = meta(x, "beta");
+    pu_rm_loss_opts lo = pu_rm_loss_default_opts();
+    double worst = 0;
+    for (int st = 0; m && (rm || ref) && st < 3 && json_array_size(want) == 3; st++) {
+        double lr = pu_lr_at(st, 3, 1, 3e-3, 3e-4), loss = NAN;
+        pu_tmodel_zero_grad(m);
+        memset(dv, 0, sizeof dv);
+        if (rm) {
+            pu_tbatch bt = {x->rm_ids, tg, NULL, NULL, ROWS, TMAX};
+            pu_rm_metrics met;
+            PT_OK(pu_rm_pairs_step(m, pool, &bt, x->lens, v, dv, &lo, 0.5f, true, &met, NULL, &dbuf,
+                                   &cap));
+            loss = met.loss;
+        } else {
+            pu_tbatch bt = {x->ids, x->tg, NULL, NULL, ROWS, TMAX};
+            pu_pref_metrics met;
+            PT_OK(pu_dpo_pairs_step(m, ref, pool, &bt, &o, 0.5f, true, &met, &loss, &dbuf, &cap));
+        }
+        pu_adamw_step_x(&opt, m, pool, lr, rm ? v : NULL, rm ? dv : NULL, xm, xv, rm ? x->C : 0);
+        double w = json_number_value(json_array_get(want, (size_t)st));
+        PT_NEAR(loss, w, 0, 1e-4);
+        worst = fmax(worst, fabs(loss - w) / fabs(w));
+    }
+    printf("    %s --lora: 3 AdamW steps, worst loss relative difference %.2e\n", rm ? "rm" : "dpo",
+           worst);
+    json_decref(want);
+    pu_free(dbuf);
+    pu_adamw_free(&opt);
+    pu_tmodel_destroy(m);
+    pu_tmodel_destroy(ref);
+}
+
 PT_SUITE(align_grads) {
     fixture x;
     bool tested = false;
-    for (int k = 0; k < 4; k++) {
-        static const char *const names[4] = {
+    for (int k = 0; k < 6; k++) {
+        static const char *const names[6] = {
             "DPO loss: every policy gradient (full fine-tuning) = PyTorch autograd",
             "DPO loss: every adapter gradient (LoRA, reference = the base) = PyTorch autograd",
             "RM loss (focal + log barrier): every body and v_head gradient = PyTorch autograd",
-            "RM loss (focal + log barrier) with LoRA: adapter and v_head gradients = PyTorch"};
+            "RM loss (focal + log barrier) with LoRA: adapter and v_head gradients = PyTorch",
+            "DPO --lora: 3 AdamW steps' losses = PyTorch within 1e-4 relative",
+            "RM --lora (adapter + v_head): 3 AdamW steps' losses = PyTorch within 1e-4 relative"};
         if (!PT_TEST(names[k]))
             continue;
         if (!tested) {
@@ -239,8 +295,10 @@ PT_SUITE(align_grads) {
         pu_pool *pool = pu_pool_create(2);
         if (k < 2)
             dpo_case(&x, k == 1, pool);
-        else
+        else if (k < 4)
             rm_case(&x, k == 3, pool);
+        else
+            adam_case(&x, k == 5, pool);
         pu_pool_destroy(pool);
     }
     if (tested)

@@ -18,7 +18,10 @@ Writes tests/golden/align_grads/:
     dpo_lora.<key>   d DPO loss / d adapter (policy = base + adapter, reference = base)
     rm_full.<name>, rm_full.v_head.weight   d RM loss / d (body, head) at base, v0
     rm_lora.<key>, rm_lora.v_head.weight    the same with the adapter on the frozen base
-  __metadata__: the four losses (float64), beta, r, alpha.
+  __metadata__: the four losses (float64), beta, r, alpha; dpo_lora_adam / rm_lora_adam: the
+    losses of 3 AdamW steps on the same batch from the same start (adapter, and v_head for the
+    RM; torch.optim.AdamW(foreach=False) float64, weight decay 0.1 on every trained tensor,
+    clip_grad_norm_ 1.0 over them, pu_lr_at's schedule: lr 3e-3, min 3e-4, warmup 1).
 
 Forward: tools/gen_lora_ref.py's (an fp32 transcription of HF
 modeling_internlm2.py with PEFT LoRA y += s (x A^T) B^T), run here in float64,
@@ -49,6 +52,7 @@ FX = dict(gg.BASE, name="align_grads", V=80, C=32, F=40, H=4, Hkv=2, L=2, eps=1e
           theta=10000.0, dtype="F32", M=64)
 SEED = 4242
 R, ALPHA, BETA, RT = 2, 4.0, 0.5, 3
+ADAM = dict(lr=3e-3, min_lr=3e-4, warmup=1)
 LENS = [11, 8, 13, 6]  # rows: pair 0 chosen / rejected, pair 1 chosen / rejected
 PROMPT = [4, 4, 5, 5]  # ids[0:P] are the prompt (no targets)
 
@@ -154,6 +158,27 @@ def main():
         for j, ab in enumerate(["lora_A", "lora_B"]):
             ent.append(("rm_lora.%s.%s.weight" % (kp, ab), L64[wn][j].grad.float()))
     ent.append(("rm_lora.v_head.weight", vl.grad.float()))
+
+    # 3 AdamW steps with LoRA (DPO: the adapter; RM: the adapter + v_head)
+    for what in ("dpo", "rm"):
+        L64 = {k: (a.double().clone().requires_grad_(True), b.double().clone().requires_grad_(True))
+               for k, (a, b) in LA.items()}
+        vv = v0.clone().requires_grad_(True)
+        params = [t for kp, wn in keys for t in L64[wn]] + ([vv] if what == "rm" else [])
+        opt = torch.optim.AdamW(params, lr=ADAM["lr"], betas=(0.9, 0.95), eps=1e-8,
+                                weight_decay=0.1, foreach=False)
+        losses = []
+        for st in range(3):
+            for gr in opt.param_groups:
+                gr["lr"] = lr.lr_at(st, 3, ADAM["warmup"], ADAM["lr"], ADAM["min_lr"])
+            opt.zero_grad()
+            lo = (dpo_loss(cfg, Wb, L64, Wb, ids, tg) if what == "dpo"
+                  else rm_loss(cfg, Wb, L64, vv, rm_ids))
+            lo.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            losses.append(float(lo))
+        meta[what + "_lora_adam"] = json.dumps(losses)
 
     f = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
     ent += [("dpo_ids", f(ids)), ("dpo_tg", f(tg)), ("rm_ids", f(rm_ids)), ("rm_lens", f(LENS)),
