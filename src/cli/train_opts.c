@@ -148,27 +148,3 @@ int pu_cli_lora_targets(const pu_cli_lora *l, const char *cmd, uint32_t *mask) {
     }
     return 0;
 }
-
-char **pu_cli_split_list(const char *s, int *n) {
-    *n = 0;
-    char **out = NULL;
-    if (!s)
-        return NULL;
-    const char *p = s;
-    while (*p) {
-        const char *e = strchr(p, ',');
-        size_t len = e ? (size_t)(e - p) : strlen(p);
-        if (len) {
-            out = pu_realloc(out, (size_t)(*n + 1) * sizeof(char *));
-            out[(*n)++] = pu_strndup(p, len);
-        }
-        p += len + (e ? 1 : 0);
-    }
-    return out;
-}
-
-void pu_cli_free_list(char **l, int n) {
-    for (int i = 0; i < n; i++)
-        pu_free(l[i]);
-    pu_free(l);
-}

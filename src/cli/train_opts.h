@@ -8,6 +8,7 @@
 #ifndef PU_CLI_TRAIN_OPTS_H
 #define PU_CLI_TRAIN_OPTS_H
 
+#include "cli/common.h" /* pu_cli_split_list */
 #include "cli/opts.h"
 #include "puyu/pu_train.h"
 
@@ -58,10 +59,5 @@ int pu_cli_opts_lora(pu_opt *t, int n, pu_cli_lora *l);
 /* --lora-targets LIST into *mask (unchanged when not given); 2 (message
  * printed, naming cmd) on a bad list, else 0 */
 int pu_cli_lora_targets(const pu_cli_lora *l, const char *cmd, uint32_t *mask);
-
-/* "a,b,c" -> owned array of owned strings (NULL, 0 for NULL); free with
- * pu_cli_free_list */
-char **pu_cli_split_list(const char *s, int *n);
-void pu_cli_free_list(char **l, int n);
 
 #endif
