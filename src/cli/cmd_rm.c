@@ -223,17 +223,10 @@ static int cmd_train(int argc, char **argv) {
         PU_OPT_END,
     };
     pu_opt opts[PU_CLI_MAX_OPTS];
-    int n = pu_opts_add(opts, 0, own);
-    n = pu_cli_opts_pairs(
-        opts, n, &cp,
+    pu_cli_opts_pair_cmd(
+        opts, own, lora, &ct, &cl, &cp,
         "held-out pairs: val_loss / val_accuracy before the first step, every --eval-every "
         "steps and at the end");
-    n = pu_cli_opts_eval(opts, n, &ct, "validation every K steps");
-    n = pu_cli_opts_optim(opts, n, &ct);
-    n = pu_cli_opts_ckpt(opts, n, &ct);
-    n = pu_opts_add(opts, n, lora);
-    n = pu_cli_opts_lora(opts, n, &cl);
-    pu_cli_opts_model(opts, n, &ct);
     const pu_cmd_spec spec = {
         "puyu rm train",
         "-m BASE --data PREFS.jsonl --out DIR --steps N --batch N [--loss focal|ranking] "

@@ -148,3 +148,15 @@ int pu_cli_lora_targets(const pu_cli_lora *l, const char *cmd, uint32_t *mask) {
     }
     return 0;
 }
+
+int pu_cli_opts_pair_cmd(pu_opt *t, const pu_opt *own, const pu_opt *lora_flag, pu_cli_train *c,
+                         pu_cli_lora *l, pu_cli_pairs *p, const char *eval_help) {
+    int n = pu_opts_add(t, 0, own);
+    n = pu_cli_opts_pairs(t, n, p, eval_help);
+    n = pu_cli_opts_eval(t, n, c, "validation every K steps");
+    n = pu_cli_opts_optim(t, n, c);
+    n = pu_cli_opts_ckpt(t, n, c);
+    n = pu_opts_add(t, n, lora_flag);
+    n = pu_cli_opts_lora(t, n, l);
+    return pu_cli_opts_model(t, n, c);
+}

@@ -39,14 +39,6 @@ int pu_cli_opts_ckpt(pu_opt *t, int n, pu_cli_train *c);
 /* --attn --precision --recompute --quiet --kill-at-step */
 int pu_cli_opts_model(pu_opt *t, int n, pu_cli_train *c);
 
-/* preference-pair commands (rm train, dpo): --no-shuffle --condition
- * --skip-bad --eval-data FILES (eval_help: what the validation reports) */
-typedef struct pu_cli_pairs {
-    bool no_shuffle, skip_bad;
-    const char *condition, *eval_data;
-} pu_cli_pairs;
-int pu_cli_opts_pairs(pu_opt *t, int n, pu_cli_pairs *p, const char *eval_help);
-
 /* --lora-r --lora-alpha --lora-dropout --lora-targets --lora-rslora (the
  * --lora flag itself is the command's: its help says what the output is) */
 typedef struct pu_cli_lora {
@@ -59,5 +51,17 @@ int pu_cli_opts_lora(pu_opt *t, int n, pu_cli_lora *l);
 /* --lora-targets LIST into *mask (unchanged when not given); 2 (message
  * printed, naming cmd) on a bad list, else 0 */
 int pu_cli_lora_targets(const pu_cli_lora *l, const char *cmd, uint32_t *mask);
+
+/* preference-pair commands (rm train, dpo): --no-shuffle --condition
+ * --skip-bad --eval-data FILES (eval_help: what the validation reports) */
+typedef struct pu_cli_pairs {
+    bool no_shuffle, skip_bad;
+    const char *condition, *eval_data;
+} pu_cli_pairs;
+int pu_cli_opts_pairs(pu_opt *t, int n, pu_cli_pairs *p, const char *eval_help);
+/* the whole table of a pair command: own, pairs, eval, optimizer,
+ * checkpoints, lora_flag (its --lora entry), LoRA, model options; ended */
+int pu_cli_opts_pair_cmd(pu_opt *t, const pu_opt *own, const pu_opt *lora_flag, pu_cli_train *c,
+                         pu_cli_lora *l, pu_cli_pairs *p, const char *eval_help);
 
 #endif

@@ -52,8 +52,7 @@ typedef struct dpo_job {
     pu_pairs pairs;
     float *dlogp;
     size_t dl_cap;
-    double m_acc, m_margin, m_c, m_r;
-    int64_t m_n;
+    pu_pair_metrics met; /* since the last metrics line */
 } dpo_job;
 
 static pu_status dpo_batch(void *ctx, pu_rng *rng, int64_t s, int64_t B, int32_t *ids, int32_t *tg,
@@ -190,24 +189,13 @@ static pu_status dpo_micro(void *ctx, pu_tmodel *m, pu_pool *pool, const pu_tbat
     int64_t n = bt->B / 2;
     *loss_sum = loss * (double)n;
     *count = n;
-    j->m_acc += met.accuracy * (double)n;
-    j->m_margin += met.margin * (double)n;
-    j->m_c += met.chosen * (double)n;
-    j->m_r += met.rejected * (double)n;
-    j->m_n += n;
+    pu_pair_metrics_add(&j->met, met.accuracy, met.margin, met.chosen, met.rejected, n);
     return PU_OK;
 }
 
 static void dpo_metrics(void *ctx, bool eval, char *buf, size_t n) {
     dpo_job *j = ctx;
-    double d = j->m_n ? (double)j->m_n : 1;
-    const char *p = eval ? "val_" : "";
-    snprintf(buf, n,
-             ", \"%saccuracy\": %.9g, \"%smargin\": %.9g, \"%sreward_chosen\": %.9g, "
-             "\"%sreward_rejected\": %.9g",
-             p, j->m_acc / d, p, j->m_margin / d, p, j->m_c / d, p, j->m_r / d);
-    j->m_acc = j->m_margin = j->m_c = j->m_r = 0;
-    j->m_n = 0;
+    pu_pair_metrics_take(&j->met, eval, true, buf, n);
 }
 
 static pu_status dpo_make_model(void *ctx, const char *ckpt_dir, int64_t B, int64_t Tmax,

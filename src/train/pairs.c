@@ -15,6 +15,7 @@
  * order, or a seeded per-epoch permutation): a function of the step alone,
  * so a resumed run sees the same batches.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "puyu/pu_align.h"
@@ -250,4 +251,25 @@ void pu_pairs_job(const pu_pairs *p, const pu_train_opts *t, pu_train_job *job, 
     } else if (to->eval_every <= 0) {
         to->eval_every = to->steps; /* before the first and after the last step */
     }
+}
+
+void pu_pair_metrics_add(pu_pair_metrics *pm, double accuracy, double margin, double chosen,
+                         double rejected, int64_t n) {
+    pm->acc += accuracy * (double)n;
+    pm->margin += margin * (double)n;
+    pm->chosen += chosen * (double)n;
+    pm->rejected += rejected * (double)n;
+    pm->n += n;
+}
+
+void pu_pair_metrics_take(pu_pair_metrics *pm, bool eval, bool margin, char *buf, size_t cap) {
+    double d = pm->n ? (double)pm->n : 1;
+    const char *p = eval ? "val_" : "";
+    char mg[64] = "";
+    if (margin)
+        snprintf(mg, sizeof mg, ", \"%smargin\": %.9g", p, pm->margin / d);
+    snprintf(buf, cap,
+             ", \"%saccuracy\": %.9g%s, \"%sreward_chosen\": %.9g, \"%sreward_rejected\": %.9g", p,
+             pm->acc / d, mg, p, pm->chosen / d, p, pm->rejected / d);
+    memset(pm, 0, sizeof *pm);
 }

@@ -58,8 +58,7 @@ typedef struct rm_job {
     float *dh;             /* (rows * T * C) scratch */
     size_t dh_cap;
     /* metrics accumulated since the last report */
-    double m_loss, m_acc, m_c, m_r;
-    int64_t m_n;
+    pu_pair_metrics met;
 } rm_job;
 
 static pu_status rm_batch(void *ctx, pu_rng *rng, int64_t s, int64_t B, int32_t *ids, int32_t *tg,
@@ -148,23 +147,13 @@ static pu_status rm_micro(void *ctx, pu_tmodel *m, pu_pool *pool, const pu_tbatc
     int64_t n = bt->B / 2;
     *loss_sum = met.loss * (double)n;
     *count = n;
-    j->m_loss += met.loss * (double)n;
-    j->m_acc += met.accuracy * (double)n;
-    j->m_c += met.chosen * (double)n;
-    j->m_r += met.rejected * (double)n;
-    j->m_n += n;
+    pu_pair_metrics_add(&j->met, met.accuracy, 0, met.chosen, met.rejected, n);
     return PU_OK;
 }
 
 static void rm_metrics(void *ctx, bool eval, char *buf, size_t n) {
     rm_job *j = ctx;
-    double d = j->m_n ? (double)j->m_n : 1;
-    snprintf(buf, n,
-             ", \"%saccuracy\": %.9g, \"%sreward_chosen\": %.9g, \"%sreward_rejected\": %.9g",
-             eval ? "val_" : "", j->m_acc / d, eval ? "val_" : "", j->m_c / d, eval ? "val_" : "",
-             j->m_r / d);
-    j->m_loss = j->m_acc = j->m_c = j->m_r = 0;
-    j->m_n = 0;
+    pu_pair_metrics_take(&j->met, eval, false, buf, n);
 }
 
 static pu_status rm_make_model(void *ctx, const char *ckpt_dir, int64_t B, int64_t Tmax,

@@ -383,6 +383,17 @@ int64_t pu_pairs_eval_batch(const pu_pairs *p, int64_t k, int64_t mbp, int32_t *
                             int64_t *lens, int64_t *T);
 /* the longest side of train and eval */
 int64_t pu_pairs_max_len(const pu_pairs *p);
+/* per-pair metrics accumulated over micro-batches (weights: pairs) */
+typedef struct pu_pair_metrics {
+    double acc, margin, chosen, rejected;
+    int64_t n;
+} pu_pair_metrics;
+void pu_pair_metrics_add(pu_pair_metrics *pm, double accuracy, double margin, double chosen,
+                         double rejected, int64_t n);
+/* ", \"[val_]accuracy\": A[, \"[val_]margin\": M], \"[val_]reward_chosen\": C,
+ * \"[val_]reward_rejected\": R" of the means since the last call; resets */
+void pu_pair_metrics_take(pu_pair_metrics *pm, bool eval, bool margin, char *buf, size_t cap);
+
 /* train (and, when n_eval > 0, eval) sets; the training order */
 pu_status pu_pairs_load(pu_pairs *p, const pu_pair_load *lo, const char *const *data, int n_data,
                         const char *const *eval, int n_eval, bool shuffle, uint64_t seed);
