@@ -9,71 +9,34 @@
  *   --precision bf16 within 2% of fp32 at every step, and not equal to it
  *   (the bf16 products really run).
  */
-#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "align_fixtures.h"
 #include "pt.h"
 #include "puyu/pu_align.h"
 #include "train/train_impl.h"
 
 #define STEPS 4
 
-static int read_losses(const char *out, double *v, int cap) {
-    char mp[600];
-    snprintf(mp, sizeof mp, "%s/metrics.jsonl", out);
-    char *buf = NULL;
-    size_t len = 0;
-    if (pu_file_read_all(mp, &buf, &len) != PU_OK)
-        return 0;
-    int n = 0;
-    for (char *p = buf, *e; *p && (e = strchr(p, '\n')); p = e + 1) {
-        json_t *j = json_loadb(p, (size_t)(e - p), 0, NULL);
-        json_t *l = j ? json_object_get(j, "loss") : NULL;
-        if (l && n < cap)
-            v[n++] = json_number_value(l);
-        if (j)
-            json_decref(j);
-    }
-    pu_free(buf);
-    return n;
-}
-
 /* run rm train (rm) or dpo with the given model options; losses of each step */
 static int run(bool rm, const char *tag, const char *precision, const char *attn,
                const char *recompute, double *loss) {
-    static const char *rm_data[1] = {"tests/golden/rm_train/data.jsonl"};
-    static const char *dpo_data[1] = {"tests/golden/dpo_train/data.jsonl"};
     char out[512];
     pt_tmp_path(tag, out, sizeof out);
     pu_train_opts *t;
     pu_rm_train_opts ro;
     pu_dpo_train_opts d;
     if (rm) {
-        pu_rm_train_opts_default(&ro);
-        ro.base_dir = "tests/golden/rm_train/base";
-        ro.data = rm_data;
-        ro.n_data = 1;
-        ro.reward_token = 3;
-        ro.shuffle = false;
+        afx_rm_opts(&ro, out);
         t = &ro.train;
-        t->lr = 2e-2;
     } else {
-        pu_dpo_train_opts_default(&d);
-        d.policy_dir = "tests/golden/sft/hf";
-        d.data = dpo_data;
-        d.n_data = 1;
-        d.beta = 0.5;
-        d.shuffle = false;
+        afx_dpo_opts(&d, out);
         t = &d.train;
-        t->lr = 3e-3;
     }
-    t->out_dir = out;
     t->steps = STEPS;
-    t->batch = 2;
-    t->warmup = 1;
-    t->quiet = true;
+    t->min_lr = t->lr / 10;
     t->precision = precision;
     t->attn = attn;
     t->recompute = recompute;
@@ -81,7 +44,7 @@ static int run(bool rm, const char *tag, const char *precision, const char *attn
     pu_status s = rm ? pu_rm_train_run(&ro, pool) : pu_dpo_train_run(&d, pool);
     pu_pool_destroy(pool);
     PT_CHECK_MSG(s == PU_OK, "%s: %s", tag, pu_err_msg());
-    return s == PU_OK ? read_losses(out, loss, STEPS) : 0;
+    return s == PU_OK ? afx_metrics(out, "loss", loss, STEPS) : 0;
 }
 
 static void check(bool rm) {

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "align_fixtures.h"
 #include "pt.h"
 #include "puyu/pu_align.h"
 #include "train/train_impl.h"
@@ -16,44 +17,6 @@
 #define DPO_DIR "tests/golden/dpo_train"
 
 static const char *k_data[1] = {DPO_DIR "/data.jsonl"};
-
-static void opts(pu_dpo_train_opts *o, const char *out) {
-    pu_dpo_train_opts_default(o);
-    o->policy_dir = "tests/golden/sft/hf";
-    o->data = k_data;
-    o->n_data = 1;
-    o->shuffle = false;
-    o->beta = 0.5;
-    o->train.out_dir = out;
-    o->train.steps = 3;
-    o->train.batch = 2;
-    o->train.lr = 3e-3;
-    o->train.min_lr = 3e-4;
-    o->train.warmup = 1;
-    o->train.adam.weight_decay = 0.1;
-    o->train.quiet = true;
-}
-
-/* field `key` of each step line of OUT/metrics.jsonl */
-static int read_field(const char *out, const char *key, double *v, int cap) {
-    char mp[600];
-    snprintf(mp, sizeof mp, "%s/metrics.jsonl", out);
-    char *buf = NULL;
-    size_t len = 0;
-    if (pu_file_read_all(mp, &buf, &len) != PU_OK)
-        return 0;
-    int n = 0;
-    for (char *p = buf, *e; *p && (e = strchr(p, '\n')); p = e + 1) {
-        json_t *j = json_loadb(p, (size_t)(e - p), 0, NULL);
-        json_t *l = j && json_object_get(j, "loss") ? json_object_get(j, key) : NULL;
-        if (l && n < cap)
-            v[n++] = json_number_value(l);
-        if (j)
-            json_decref(j);
-    }
-    pu_free(buf);
-    return n;
-}
 
 static void test_dpo_tokens(void) {
     if (!PT_TEST("dpo: pair tokens and targets = the reference's sft tokenization"))
@@ -99,7 +62,7 @@ static void test_dpo_run(void) {
     pt_tmp_path("dpoA", out, sizeof out);
     pt_tmp_path("dpoB", out2, sizeof out2);
     pu_dpo_train_opts o;
-    opts(&o, out);
+    afx_dpo_opts(&o, out);
     pu_pool *pool = pu_pool_create(2);
     PT_OK(pu_dpo_train_run(&o, pool));
     const char *keys[] = {"loss",          "grad_norm",       "margin",
@@ -109,7 +72,7 @@ static void test_dpo_run(void) {
     double loss[8];
     for (int k = 0; k < 6 && ref; k++) {
         double v[8];
-        int n = read_field(out, keys[k], v, 8);
+        int n = afx_metrics(out, keys[k], v, 8);
         PT_EQ_I64(n, 3);
         json_t *w = json_object_get(ref, rkeys[k]);
         for (int i = 0; i < n; i++) {
@@ -123,7 +86,7 @@ static void test_dpo_run(void) {
     snprintf(p, sizeof p, "%s/final/model.safetensors", out);
     PT_CHECK(pu_file_exists(p));
     /* resume from step 2 of a run checkpointed every step */
-    opts(&o, out2);
+    afx_dpo_opts(&o, out2);
     o.train.save_every = 1;
     o.train.keep = 5;
     PT_OK(pu_dpo_train_run(&o, pool));
@@ -134,7 +97,7 @@ static void test_dpo_run(void) {
     o.train.resume = true;
     PT_OK(pu_dpo_train_run(&o, pool));
     double l2[8];
-    PT_EQ_I64(read_field(out2, "loss", l2, 8), 3);
+    PT_EQ_I64(afx_metrics(out2, "loss", l2, 8), 3);
     for (int i = 0; i < 3; i++)
         PT_CHECK_MSG(l2[i] == loss[i], "step %d: %.17g vs resumed %.17g", i + 1, loss[i], l2[i]);
     pu_pool_destroy(pool);
@@ -148,14 +111,14 @@ static void test_dpo_lora_and_losses(void) {
     char out[512];
     pt_tmp_path("dpoL", out, sizeof out);
     pu_dpo_train_opts o;
-    opts(&o, out);
+    afx_dpo_opts(&o, out);
     o.lora = true;
     o.lora_r = 4;
     o.lora_dropout = 0;
     pu_pool *pool = pu_pool_create(2);
     PT_OK(pu_dpo_train_run(&o, pool));
     double v[8];
-    PT_EQ_I64(read_field(out, "loss", v, 8), 3);
+    PT_EQ_I64(afx_metrics(out, "loss", v, 8), 3);
     PT_NEAR(v[0], log(2.0), 1e-6, 0);
     PT_CHECK(v[2] < v[0]);
     char p[700];
@@ -163,10 +126,10 @@ static void test_dpo_lora_and_losses(void) {
     PT_CHECK(pu_file_exists(p));
     for (int k = 1; k <= 2; k++) {
         pt_tmp_path(k == 1 ? "dpoS" : "dpoO", out, sizeof out);
-        opts(&o, out);
+        afx_dpo_opts(&o, out);
         o.kind = k == 1 ? PU_DPO_SIMPO : PU_DPO_ORPO;
         PT_OK(pu_dpo_train_run(&o, pool));
-        PT_EQ_I64(read_field(out, "loss", v, 8), 3);
+        PT_EQ_I64(afx_metrics(out, "loss", v, 8), 3);
         PT_CHECK(isfinite(v[0]) && isfinite(v[2]));
     }
     pu_pool_destroy(pool);
@@ -178,7 +141,7 @@ static void test_dpo_bad(void) {
     char out[512];
     pt_tmp_path("dpoBad", out, sizeof out);
     pu_dpo_train_opts o;
-    opts(&o, out);
+    afx_dpo_opts(&o, out);
     o.train.steps = 1;
     o.ref_dir = "tests/golden/rm_train/base";
     pu_pool *pool = pu_pool_create(1);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "align_fixtures.h"
 #include "pt.h"
 #include "puyu/pu_align.h"
 #include "puyu/pu_infer.h"
@@ -19,47 +20,9 @@
 
 static const char *k_data[1] = {RT_DIR "/data.jsonl"};
 
-static void opts(pu_rm_train_opts *o, const char *out) {
-    pu_rm_train_opts_default(o);
-    o->base_dir = RT_DIR "/base";
-    o->data = k_data;
-    o->n_data = 1;
-    o->shuffle = false;
-    o->reward_token = 3;
-    o->train.out_dir = out;
-    o->train.steps = 3;
-    o->train.batch = 2;
-    o->train.lr = 2e-2;
-    o->train.min_lr = 2e-3;
-    o->train.warmup = 1;
-    o->train.adam.weight_decay = 0.1;
-    o->train.quiet = true;
-}
-
 static void read_floats(json_t *a, float *dst, size_t n) {
     for (size_t i = 0; i < n && i < json_array_size(a); i++)
         dst[i] = (float)json_number_value(json_array_get(a, i));
-}
-
-/* metrics "loss" of each step line */
-static int read_losses(const char *out, double *loss, int cap) {
-    char mp[600];
-    snprintf(mp, sizeof mp, "%s/metrics.jsonl", out);
-    char *buf = NULL;
-    size_t len = 0;
-    if (pu_file_read_all(mp, &buf, &len) != PU_OK)
-        return 0;
-    int n = 0;
-    for (char *p = buf, *e; *p && (e = strchr(p, '\n')); p = e + 1) {
-        json_t *j = json_loadb(p, (size_t)(e - p), 0, NULL);
-        json_t *l = j ? json_object_get(j, "loss") : NULL;
-        if (l && n < cap)
-            loss[n++] = json_number_value(l);
-        if (j)
-            json_decref(j);
-    }
-    pu_free(buf);
-    return n;
 }
 
 static void test_rm_train_grads(void) {
@@ -164,11 +127,11 @@ static void test_rm_train_run(void) {
     pt_tmp_path("rmtA", out, sizeof out);
     pt_tmp_path("rmtB", out2, sizeof out2);
     pu_rm_train_opts o;
-    opts(&o, out);
+    afx_rm_opts(&o, out);
     pu_pool *pool = pu_pool_create(2);
     PT_OK(pu_rm_train_run(&o, pool));
     double got[8];
-    int n = read_losses(out, got, 8);
+    int n = afx_metrics(out, "loss", got, 8);
     PT_EQ_I64(n, 3);
     json_t *wl = json_object_get(ref, "losses");
     for (int i = 0; i < n && ref; i++)
@@ -198,7 +161,7 @@ static void test_rm_train_run(void) {
     pu_session_destroy(s);
     pu_model_destroy(rm);
     /* resume: a run checkpointed every step, rolled back to step 2, resumed */
-    opts(&o, out2);
+    afx_rm_opts(&o, out2);
     o.train.save_every = 1;
     o.train.keep = 5;
     PT_OK(pu_rm_train_run(&o, pool));
@@ -210,7 +173,7 @@ static void test_rm_train_run(void) {
     o.train.resume = true;
     PT_OK(pu_rm_train_run(&o, pool));
     double got2[8];
-    int n2 = read_losses(out2, got2, 8);
+    int n2 = afx_metrics(out2, "loss", got2, 8);
     PT_EQ_I64(n2, 3);
     for (int i = 0; i < n && i < n2; i++)
         PT_CHECK_MSG(got[i] == got2[i], "step %d: %.17g vs resumed %.17g", i + 1, got[i], got2[i]);
@@ -225,7 +188,7 @@ static void test_rm_train_bad(void) {
     char out[512];
     pt_tmp_path("rmtBad", out, sizeof out);
     pu_rm_train_opts o;
-    opts(&o, out);
+    afx_rm_opts(&o, out);
     o.train.seq = 40;
     o.train.steps = 1;
     pu_pool *pool = pu_pool_create(1);
@@ -256,7 +219,7 @@ static void test_rm_train_lora(void) {
     char out[512];
     pt_tmp_path("rmtL", out, sizeof out);
     pu_rm_train_opts o;
-    opts(&o, out);
+    afx_rm_opts(&o, out);
     o.lora = true;
     o.lora_r = 4;
     o.head_normal = true;

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "align_fixtures.h"
 #include "pt.h"
 #include "puyu/pu_align.h"
 #include "puyu/pu_sft.h"
@@ -30,8 +31,6 @@ static const char *const k_vars[] = {"name=Puyu", "author=the puyu authors", NUL
 
 static pu_status run_job(job_kind k, const char *out, double lr, bool resume, int64_t steps) {
     static const char *sft_data[1] = {"tests/golden/sft/records.jsonl"};
-    static const char *rm_data[1] = {"tests/golden/rm_train/data.jsonl"};
-    static const char *dpo_data[1] = {"tests/golden/dpo_train/data.jsonl"};
     pu_train_opts *t = NULL;
     pu_sft_opts so;
     pu_rm_train_opts ro;
@@ -46,20 +45,15 @@ static pu_status run_job(job_kind k, const char *out, double lr, bool resume, in
         so.skip_bad = true;
         t = &so.train;
     } else if (k == JOB_RM) {
-        pu_rm_train_opts_default(&ro);
-        ro.base_dir = "tests/golden/rm_train/base";
-        ro.data = rm_data;
-        ro.n_data = 1;
-        ro.reward_token = 3;
+        afx_rm_opts(&ro, out);
+        ro.shuffle = true;
         t = &ro.train;
     } else {
-        pu_dpo_train_opts_default(&d);
-        d.policy_dir = "tests/golden/sft/hf";
-        d.data = dpo_data;
-        d.n_data = 1;
-        d.beta = 0.5;
+        afx_dpo_opts(&d, out);
+        d.shuffle = true;
         t = &d.train;
     }
+    t->adam.weight_decay = 0.0;
     t->out_dir = out;
     t->steps = steps;
     t->batch = 2;
