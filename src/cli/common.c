@@ -3,6 +3,8 @@
  */
 #include "common.h"
 
+#include <string.h>
+
 pu_status pu_cli_load_tokenizer(const pu_model *m, const char *model_arg, const char *tok_path,
                                 pu_tok **out) {
     *out = NULL;
@@ -11,4 +13,28 @@ pu_status pu_cli_load_tokenizer(const pu_model *m, const char *model_arg, const 
         return pu_err_set(PU_ERR_INVALID,
                           "%s: the model has no tokenizer beside it: pass -t TOKENIZER", model_arg);
     return pu_tok_load(tp, out);
+}
+
+char **pu_cli_split_list(const char *s, int *n) {
+    *n = 0;
+    char **out = NULL;
+    if (!s)
+        return NULL;
+    const char *p = s;
+    while (*p) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len) {
+            out = pu_realloc(out, (size_t)(*n + 1) * sizeof(char *));
+            out[(*n)++] = pu_strndup(p, len);
+        }
+        p += len + (e ? 1 : 0);
+    }
+    return out;
+}
+
+void pu_cli_free_list(char **l, int n) {
+    for (int i = 0; i < n; i++)
+        pu_free(l[i]);
+    pu_free(l);
 }

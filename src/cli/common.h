@@ -13,4 +13,9 @@
 pu_status pu_cli_load_tokenizer(const pu_model *m, const char *model_arg, const char *tok_path,
                                 pu_tok **out);
 
+/* "a,b,,c" -> {"a", "b", "c"} (owned strings, *n of them; NULL for NULL or
+ * an empty list); free with pu_cli_free_list. */
+char **pu_cli_split_list(const char *s, int *n);
+void pu_cli_free_list(char **l, int n);
+
 #endif
