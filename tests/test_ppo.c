@@ -159,6 +159,7 @@ static void opts(pu_ppo_train_opts *o, const char *out, const char *rm) {
     o->train.steps = 3;
     o->train.batch = 3;
     o->train.lr = 1e-3;
+    o->train.min_lr = 1e-3; /* a constant lr: the schedule does not depend on --steps */
     o->train.warmup = 0;
     o->train.quiet = true;
     o->train.seed = 5;
@@ -183,16 +184,6 @@ static int fields(const char *path, const char *key, double *v, int cap) {
     return n;
 }
 
-static char *metrics_of(const char *out) {
-    char p[700];
-    snprintf(p, sizeof p, "%s/metrics.jsonl", out);
-    char *buf = NULL;
-    size_t len = 0;
-    if (pu_file_read_all(p, &buf, &len) != PU_OK)
-        return NULL;
-    return buf;
-}
-
 static void write_file(const char *path, const char *text) {
     PT_OK(pu_file_write_atomic(path, text, strlen(text)));
 }
@@ -200,13 +191,12 @@ static void write_file(const char *path, const char *text) {
 static void test_ppo_run(void) {
     if (!PT_TEST("ppo: end-to-end run, metrics, determinism, resume with a new RM, LoRA"))
         return;
-    char pp[512], rm1[512], rm2[512], a[512], b[512], c[512], l[512], mp[700];
+    char pp[512], rm1[512], rm2[512], a[512], b[512], l[512], mp[700], mpb[700];
     pt_tmp_path("ppo_prompts.jsonl", pp, sizeof pp);
     pt_tmp_path("ppo_rm1", rm1, sizeof rm1);
     pt_tmp_path("ppo_rm2", rm2, sizeof rm2);
     pt_tmp_path("ppoA", a, sizeof a);
     pt_tmp_path("ppoB", b, sizeof b);
-    pt_tmp_path("ppoC", c, sizeof c);
     pt_tmp_path("ppoL", l, sizeof l);
     write_file(pp, "{\"messages\": [{\"role\": \"user\", \"content\": \"hello there\"}]}\n"
                    "{\"prompt\": \"tell me a story\", \"condition\": \"helpful\"}\n"
@@ -221,7 +211,9 @@ static void test_ppo_run(void) {
     write_rm(rm2, 12, 3.0f);
     pu_pool *pool = pu_pool_create(2);
     pu_ppo_train_opts o;
+    /* a: 5 steps in one go */
     opts(&o, a, rm1);
+    o.train.steps = 5;
     PT_OK(pu_ppo_train_run(&o, pool));
     snprintf(mp, sizeof mp, "%s/metrics.jsonl", a);
     const char *keys[] = {"step",         "reward",  "kl",          "policy_loss",
@@ -229,9 +221,9 @@ static void test_ppo_run(void) {
                           "actor_trained"};
     double v[8];
     for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
-        PT_CHECK_MSG(fields(mp, keys[k], v, 8) == 3, "field %s", keys[k]);
-    PT_EQ_I64(fields(mp, "actor_trained", v, 8), 3);
-    PT_CHECK(v[0] == 0 && v[1] == 1 && v[2] == 1); /* --critic-warmup 1 */
+        PT_CHECK_MSG(fields(mp, keys[k], v, 8) == 5, "field %s", keys[k]);
+    PT_EQ_I64(fields(mp, "actor_trained", v, 8), 5);
+    PT_CHECK(v[0] == 0 && v[1] == 1 && v[4] == 1); /* --critic-warmup 1 */
     fields(mp, "policy_loss", v, 8);
     PT_CHECK(v[0] == 0 && v[1] != 0);
     fields(mp, "kl", v, 8);
@@ -243,51 +235,51 @@ static void test_ppo_run(void) {
     char p[700];
     snprintf(p, sizeof p, "%s/final/model.safetensors", a);
     PT_CHECK(pu_file_exists(p));
-    snprintf(p, sizeof p, "%s/step_00000003/critic/model.safetensors", a);
+    snprintf(p, sizeof p, "%s/step_00000005/critic/model.safetensors", a);
     PT_CHECK(pu_file_exists(p));
-    /* the same seed: the same run */
+    /* reward and KL curves (puyu plot --keys reward,kl) */
+    char svg[700];
+    snprintf(svg, sizeof svg, "%s/reward_kl.svg", a);
+    PT_OK(pu_plot_metrics_keys(mp, svg, "ppo", "reward", "kl"));
+    char *sv = NULL;
+    size_t sl = 0;
+    PT_OK(pu_file_read_all(svg, &sv, &sl));
+    PT_CHECK(sv && strstr(sv, "reward (last") && strstr(sv, "kl (last"));
+    pu_free(sv);
+    /* b: the same seed, 3 steps (a checkpoint each), then resumed to 5 with
+     * another reward model (COOL's online round) */
     opts(&o, b, rm1);
     o.train.save_every = 1;
     PT_OK(pu_ppo_train_run(&o, pool));
-    char *ma = metrics_of(a), *mb = NULL;
-    /* step_s / tokens_per_s differ: compare the other fields */
-    const char *det[] = {"reward", "kl", "policy_loss", "value_loss", "entropy", "response_len"};
-    char mpb[700];
-    snprintf(mpb, sizeof mpb, "%s/metrics.jsonl", b);
-    for (size_t k = 0; k < sizeof det / sizeof det[0]; k++) {
-        double x[8], y[8];
-        PT_EQ_I64(fields(mp, det[k], x, 8), fields(mpb, det[k], y, 8));
-        for (int i = 0; i < 3; i++)
-            PT_CHECK_MSG(x[i] == y[i], "%s step %d: %.17g vs %.17g", det[k], i + 1, x[i], y[i]);
-    }
-    /* resume after step 3 with another reward model, 2 more steps */
     o.train.steps = 5;
     o.train.resume = true;
     o.rm_dir = rm2;
     PT_OK(pu_ppo_train_run(&o, pool));
-    double rb[8];
-    PT_EQ_I64(fields(mpb, "reward", rb, 8), 5);
+    snprintf(mpb, sizeof mpb, "%s/metrics.jsonl", b);
+    const char *det[] = {"reward", "kl", "policy_loss", "value_loss", "entropy", "response_len"};
+    for (size_t k = 0; k < sizeof det / sizeof det[0]; k++) {
+        double x[8], y[8];
+        PT_EQ_I64(fields(mp, det[k], x, 8), 5);
+        PT_EQ_I64(fields(mpb, det[k], y, 8), 5);
+        /* steps 1-3: the same run (deterministic with a seed) */
+        for (int i = 0; i < 3; i++)
+            PT_CHECK_MSG(x[i] == y[i], "%s step %d: %.17g vs %.17g", det[k], i + 1, x[i], y[i]);
+        /* step 4 after the resume: the same actor (restored exactly), so the same
+         * rollouts, KL and entropy; the other reward model scores them */
+        if (!strcmp(det[k], "reward"))
+            PT_CHECK_MSG(x[3] != y[3], "step 4 reward %g under both reward models", x[3]);
+        if (!strcmp(det[k], "kl") || !strcmp(det[k], "entropy") ||
+            !strcmp(det[k], "response_len"))
+            PT_CHECK_MSG(x[3] == y[3], "resume: %s step 4: %.17g vs %.17g", det[k], x[3], y[3]);
+    }
     PT_EQ_I64(fields(mpb, "step", v, 8), 5);
-    PT_CHECK(v[3] == 4 && v[4] == 5);
-    /* the same resume with the first reward model: other rewards from step 4 */
-    opts(&o, c, rm1);
-    o.train.save_every = 1;
-    PT_OK(pu_ppo_train_run(&o, pool));
-    o.train.steps = 5;
-    o.train.resume = true;
-    PT_OK(pu_ppo_train_run(&o, pool));
-    double rc[8];
-    char mpc[700];
-    snprintf(mpc, sizeof mpc, "%s/metrics.jsonl", c);
-    PT_EQ_I64(fields(mpc, "reward", rc, 8), 5);
-    PT_CHECK(rc[0] == rb[0] && rc[2] == rb[2]);
-    PT_CHECK_MSG(rc[3] != rb[3], "step 4 reward %g under both reward models", rc[3]);
+    PT_CHECK(v[2] == 3 && v[3] == 4 && v[4] == 5);
     /* LoRA: adapters for actor and critic over the mappings, unmerged rollouts */
     opts(&o, l, rm1);
     o.lora = true;
     o.lora_r = 4;
     o.lora_dropout = 0;
-    o.train.lr = 1e-2;
+    o.train.lr = o.train.min_lr = 1e-2;
     PT_OK(pu_ppo_train_run(&o, pool));
     char mpl[700];
     snprintf(mpl, sizeof mpl, "%s/metrics.jsonl", l);
@@ -295,8 +287,6 @@ static void test_ppo_run(void) {
     PT_CHECK_MSG(v[0] == 0 && v[2] != 0, "LoRA kl %g %g", v[0], v[2]);
     snprintf(p, sizeof p, "%s/final/adapter_model.safetensors", l);
     PT_CHECK(pu_file_exists(p));
-    pu_free(ma);
-    pu_free(mb);
     pu_pool_destroy(pool);
 }
 

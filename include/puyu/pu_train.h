@@ -391,5 +391,9 @@ pu_status pu_seq_schedule_parse(const char *s, double *fracs, int64_t *lens, int
 
 /* Render metrics JSONL (train "loss" and "val_loss" lines) as an SVG plot. */
 pu_status pu_plot_metrics(const char *metrics_path, const char *svg_path, const char *title);
+/* The same for any one or two numeric fields of the step lines (key2 may be
+ * NULL), e.g. "reward" and "kl" of `puyu ppo`; key1 NULL: loss / val_loss. */
+pu_status pu_plot_metrics_keys(const char *metrics_path, const char *svg_path, const char *title,
+                               const char *key1, const char *key2);
 
 #endif /* PU_TRAIN_H */
