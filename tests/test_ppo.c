@@ -335,6 +335,9 @@ static void test_ppo_bad(void) {
     o.critic_dir = "tests/golden/rm"; /* a reward model of another vocabulary */
     expect_err(&o, pool, "another shape", "vocabulary");
     o.critic_dir = NULL;
+    o.ref_dir = "tests/golden/rm_train/base"; /* a reference of another shape */
+    expect_err(&o, pool, "the reference", "another shape");
+    o.ref_dir = NULL;
     o.rm_dir = nanrm;
     expect_err(&o, pool, "step 1", "nan");
     char p[700];

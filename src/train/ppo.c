@@ -376,7 +376,6 @@ typedef struct {
     int64_t *np, *n;              /* prompt / total tokens per row */
     float *mask, *old_lp, *ref_lp, *old_v, *rew, *adv, *ret, *kl, *score, *lp, *vals, *dl;
     float *dh;                    /* (B*Tmax*C) */
-    float *ent;                   /* (B*Tmax) */
     int32_t *ptx_ids, *ptx_tg, *ptx_pos, *ptx_seg;
 } ppo_job;
 
@@ -480,7 +479,6 @@ static pu_status rollout(ppo_job *j, const int64_t *pidx, int64_t *gen_tokens) {
     ro_slot *slots = pu_calloc((size_t)B, sizeof *slots);
     pu_status s = PU_OK;
     const pu_lora *al[1] = {adapter};
-    int submitted = 0;
     for (int64_t k = 0; k < B && s == PU_OK; k++) {
         const ppo_prompt *p = &j->prompts.p[pidx[k]];
         pu_engine_request rq;
@@ -515,8 +513,6 @@ static pu_status rollout(ppo_job *j, const int64_t *pidx, int64_t *gen_tokens) {
             w.pending--;
             pthread_mutex_unlock(&w.mu);
             pu_err_prefix(s, "ppo: rollout of %s: ", p->where);
-        } else {
-            submitted++;
         }
     }
     pthread_mutex_lock(&w.mu);
@@ -551,7 +547,6 @@ static pu_status rollout(ppo_job *j, const int64_t *pidx, int64_t *gen_tokens) {
         if (ng < nr)
             row[j->n[k] - 1] = j->im_end >= 0 ? j->im_end : pu_tok_eos(j->tok);
     }
-    (void)submitted;
     for (int64_t k = 0; k < B; k++) {
         pu_free(w.toks[k]);
         pu_free(w.err[k]);
@@ -1067,7 +1062,7 @@ static void job_free(ppo_job *j) {
     pu_epoch_order_free(&j->order);
     float *fs[] = {j->v,    j->dv,   j->vm,  j->vv,  j->mask, j->old_lp, j->ref_lp, j->old_v,
                    j->rew,  j->adv,  j->ret, j->kl,  j->score, j->lp,    j->vals,   j->dl,
-                   j->dh,   j->ent};
+                   j->dh};
     for (size_t i = 0; i < sizeof fs / sizeof fs[0]; i++)
         pu_free(fs[i]);
     int32_t *is[] = {j->rows, j->ids, j->tg, j->ptx_ids, j->ptx_tg, j->ptx_pos, j->ptx_seg};
@@ -1219,7 +1214,6 @@ static pu_status setup(ppo_job *j) {
     j->kl = pu_calloc((size_t)j->B, sizeof(float));
     j->score = pu_calloc((size_t)j->B, sizeof(float));
     j->dh = pu_calloc((size_t)(BT * j->C), sizeof(float));
-    j->ent = pu_calloc((size_t)BT, sizeof(float));
     return PU_OK;
 }
 
