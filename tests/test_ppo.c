@@ -100,6 +100,55 @@ static void test_ppo_math(void) {
     json_decref(r);
 }
 
+/* the critic's body: a training model without the LM head gives the same
+ * hidden states and, from dhidden, the same gradients (bitwise) */
+static void test_no_lm_head(void) {
+    if (!PT_TEST("ppo: critic body (no_lm_head) = the full model's hidden states and grads"))
+        return;
+    pu_model *base = NULL;
+    PT_OK(pu_model_load(POLICY, &base));
+    if (!base)
+        return;
+    pu_tmodel *m[2] = {NULL, NULL};
+    for (int k = 0; k < 2; k++) {
+        pu_tmodel_opts o;
+        pu_tmodel_opts_default(&o);
+        o.no_lm_head = k == 1;
+        PT_OK(pu_tmodel_create_from(base, 2, 8, &o, &m[k]));
+    }
+    if (m[0] && m[1]) {
+        PT_CHECK(pu_tmodel_act_bytes(m[1]) < pu_tmodel_act_bytes(m[0]));
+        int32_t ids[16], tg[16];
+        for (int i = 0; i < 16; i++)
+            ids[i] = (int32_t)((i * 37 + 5) % 1600);
+        for (int i = 0; i < 16; i++)
+            tg[i] = i % 8 == 7 ? -100 : ids[i + 1];
+        pu_tbatch bt = {.ids = ids, .targets = tg, .B = 2, .T = 8};
+        int64_t C = pu_tmodel_config(m[0])->hidden_size;
+        float *dh = pu_malloc((size_t)(16 * C) * sizeof(float));
+        for (int64_t i = 0; i < 16 * C; i++)
+            dh[i] = (float)((i % 7) - 3) * 0.01f;
+        for (int k = 0; k < 2; k++) {
+            double l;
+            int64_t c;
+            PT_OK(pu_tmodel_forward(m[k], NULL, &bt, &l, &c));
+            if (k == 1)
+                PT_CHECK(pu_tmodel_logits(m[1]) == NULL && pu_tmodel_token_logps(m[1])[0] == 0);
+        }
+        PT_CHECK(!memcmp(pu_tmodel_hidden(m[0]), pu_tmodel_hidden(m[1]),
+                         (size_t)(16 * C) * sizeof(float)));
+        for (int k = 0; k < 2; k++)
+            pu_tmodel_backward_logp(m[k], NULL, NULL, dh);
+        PT_EQ_I64(pu_tmodel_numel(m[0]), pu_tmodel_numel(m[1]));
+        PT_CHECK(!memcmp(pu_tmodel_grads(m[0]), pu_tmodel_grads(m[1]),
+                         (size_t)pu_tmodel_numel(m[0]) * sizeof(float)));
+        pu_free(dh);
+    }
+    pu_tmodel_destroy(m[0]);
+    pu_tmodel_destroy(m[1]);
+    pu_model_destroy(base);
+}
+
 /* ------------------------------------------------------------------------ */
 
 static const char *k_prompts[1];
@@ -348,6 +397,7 @@ static void test_ppo_bad(void) {
 
 PT_SUITE(ppo) {
     test_ppo_math();
+    test_no_lm_head();
     test_ppo_run();
     test_ppo_bad();
 }

@@ -175,6 +175,11 @@ typedef struct pu_tmodel_opts {
     const char *precision;
     /* no gradients and no backward buffers (a frozen reference model) */
     bool forward_only;
+    /* hidden states only (a value head's body, e.g. the PPO critic): the
+     * forward stops after the final norm — no LM head, no loss, logits NULL,
+     * token log-probs 0 — and backward takes only dhidden (dlogp must be NULL;
+     * the LM head entry stays in the table, untouched) */
+    bool no_lm_head;
     /* LoRA adapters (pu_lora.h semantics) when lora_r > 0: y += s (drop(x) A^T) B^T
      * on the linears in lora_targets (bitmask of pu_lora_target), s = alpha / r
      * or alpha / sqrt(r) (rslora); PEFT init (A kaiming-uniform from seed, B 0) */

@@ -1156,6 +1156,7 @@ static pu_status setup(ppo_job *j) {
     pu_tmodel_opts co;
     pu_tmodel_opts_default(&co);
     co.recompute = o->recompute;
+    co.no_lm_head = true; /* the critic reads hidden states only */
     if (o->lora)
         lora_opts(o, &co, o->critic_dir ? o->critic_dir : o->rm_dir);
     s = pu_tmodel_create_from(j->critic_src, j->B, j->Tmax, &co, &j->critic);
