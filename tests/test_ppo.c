@@ -321,6 +321,11 @@ static void test_ppo_run(void) {
             !strcmp(det[k], "response_len"))
             PT_CHECK_MSG(x[3] == y[3], "resume: %s step 4: %.17g vs %.17g", det[k], x[3], y[3]);
     }
+    /* --keep 2 (the default): only the last two checkpoints stay */
+    snprintf(p, sizeof p, "%s/step_00000003", b);
+    PT_CHECK(!pu_dir_exists(p));
+    snprintf(p, sizeof p, "%s/step_00000004/actor/model.safetensors", b);
+    PT_CHECK(pu_file_exists(p));
     PT_EQ_I64(fields(mpb, "step", v, 8), 5);
     PT_CHECK(v[2] == 3 && v[3] == 4 && v[4] == 5);
     /* LoRA: adapters for actor and critic over the mappings, unmerged rollouts */

@@ -56,6 +56,7 @@
 
 #include "puyu/pu_align.h"
 #include "puyu/pu_chat.h"
+#include "puyu/pu_dp.h"
 #include "puyu/pu_engine.h"
 #include "puyu/pu_sft.h"
 #include "train/train_impl.h"
@@ -719,12 +720,18 @@ static pu_status save_ckpt(ppo_job *j) {
                          "intact): ",
                       (long long)j->step, j->last_ckpt[0] ? j->last_ckpt : "(none)");
     } else {
-        if (j->last_ckpt[0] && o->train.keep <= 1 && strcmp(j->last_ckpt, name)) {
-            char *old = pu_path_join(o->train.out_dir, j->last_ckpt);
+        snprintf(j->last_ckpt, sizeof j->last_ckpt, "%s", name);
+        char **names;
+        int n = pu_train_list_ckpts(o->train.out_dir, &names);
+        int64_t keep = o->train.keep > 0 ? o->train.keep : 1;
+        for (int i = 0; i + keep < n; i++) { /* the oldest beyond --keep */
+            if (!strcmp(names[i], name))
+                continue;
+            char *old = pu_path_join(o->train.out_dir, names[i]);
             rm_ckpt_dir(old);
             pu_free(old);
         }
-        snprintf(j->last_ckpt, sizeof j->last_ckpt, "%s", name);
+        pu_train_free_ckpt_names(names, n);
     }
     pu_free(ad);
     pu_free(cd);
@@ -1230,6 +1237,8 @@ pu_status pu_ppo_train_run(const pu_ppo_train_opts *o, pu_pool *pool) {
         return pu_err_set(PU_ERR_INVALID, "ppo: --lr must be positive");
     if (!(o->clip_range > 0))
         return pu_err_set(PU_ERR_INVALID, "ppo: --clip-range must be positive");
+    if (pu_dp_size() > 1)
+        return pu_err_set(PU_ERR_INVALID, "ppo: data parallel is not supported (run one process)");
     ppo_job j;
     memset(&j, 0, sizeof j);
     j.o = o;

@@ -267,6 +267,11 @@ pu_status pu_rm_pairs_step(pu_tmodel *m, pu_pool *pool, const pu_tbatch *bt, con
                            bool backward, pu_rm_metrics *met, float *rewards, float **dh_buf,
                            size_t *dh_cap);
 
+/* The sorted step_* checkpoint directory names in out_dir (owned array of
+ * owned strings; free with pu_train_free_ckpt_names); returns the count. */
+int pu_train_list_ckpts(const char *out_dir, char ***names);
+void pu_train_free_ckpt_names(char **names, int n);
+
 /* shared file helpers of the loop */
 pu_status pu_train_copy_file(const char *src, const char *dst);
 void pu_train_rm_flat_dir(const char *dir);
