@@ -334,11 +334,17 @@ static void test_ppo_run(void) {
     o.lora_r = 4;
     o.lora_dropout = 0;
     o.train.lr = o.train.min_lr = 1e-2;
+    static const char *ptx[1] = {"tests/golden/sft_train/data.jsonl"}; /* + the SFT loss */
+    o.ptx_data = ptx;
+    o.n_ptx = 1;
     PT_OK(pu_ppo_train_run(&o, pool));
     char mpl[700];
     snprintf(mpl, sizeof mpl, "%s/metrics.jsonl", l);
     PT_EQ_I64(fields(mpl, "kl", v, 8), 3);
     PT_CHECK_MSG(v[0] == 0 && v[2] != 0, "LoRA kl %g %g", v[0], v[2]);
+    PT_EQ_I64(fields(mpl, "ptx_loss", v, 8), 3);
+    PT_CHECK_MSG(v[0] == 0 && v[1] > 1 && v[2] > 1 && isfinite(v[2]), "ptx_loss %g %g %g", v[0],
+                 v[1], v[2]);
     snprintf(p, sizeof p, "%s/final/adapter_model.safetensors", l);
     PT_CHECK(pu_file_exists(p));
     pu_pool_destroy(pool);
