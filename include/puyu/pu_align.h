@@ -151,6 +151,12 @@ void pu_ppo_gae(const float *values, const float *rewards, const float *mask, in
  * unbiased (Bessel-corrected) masked variance (TRL whiten, shift_mean);
  * masked positions become 0. Fewer than 2 valid tokens: only centred. */
 void pu_ppo_whiten(float *x, const float *mask, int64_t n);
+/* In place, OpenRLHF's advantage normalisation (ReplayBuffer.normalize,
+ * "advantages"): mean = sum(x mask) / sum(mask), var = sum((x - mean)^2
+ * mask) / sum(mask) (biased), x = (x - mean) * rsqrt(max(var, 1e-8)) at
+ * every position (masked ones too; the losses ignore them). No valid token:
+ * x unchanged. */
+void pu_ppo_whiten_openrlhf(float *x, const float *mask, int64_t n);
 
 typedef struct pu_ppo_metrics {
     double loss;
@@ -373,5 +379,57 @@ void pu_dpo_train_opts_default(pu_dpo_train_opts *o);
 /* DPO / SimPO / ORPO on preference pairs; OUT/final/ as `puyu sft` writes it
  * (the model, or with --lora the PEFT adapter). */
 pu_status pu_dpo_train_run(const pu_dpo_train_opts *o, pu_pool *pool);
+
+/* ------------------------------------------------------------------------ */
+/* PPO training (puyu ppo; src/train/ppo.c)                                  */
+
+typedef enum { PU_WHITEN_OPENRLHF = 0, PU_WHITEN_TRL = 1, PU_WHITEN_NONE = 2 } pu_whiten_kind;
+
+/* The experience -> advantages sequence `puyu ppo` runs on a rollout batch:
+ * pu_ppo_kl_rewards (rewards, kl), pu_ppo_gae (gamma, lambda: advantages,
+ * returns), then the advantages normalised (whiten: pu_ppo_whiten_openrlhf,
+ * pu_ppo_whiten or nothing). Arrays (B, T) as above; kl (B). */
+void pu_ppo_advantages(const float *logp, const float *ref_logp, const float *values,
+                       const float *mask, const float *score, int64_t B, int64_t T,
+                       double kl_coef, double gamma, double lambda, pu_whiten_kind whiten,
+                       float *rewards, float *kl, float *advantages, float *returns);
+
+typedef struct pu_ppo_train_opts {
+    /* out_dir, metrics_path, steps (PPO iterations: one rollout batch each),
+     * batch (prompts per step), warmup, lr (actor), min_lr, adam (both
+     * models), seed (prompt order, sampling, LoRA init), save_every, keep,
+     * resume, quiet, kill_at */
+    pu_train_opts train;
+    const char *policy_dir, *rm_dir, *critic_dir, *tok_path;
+    const char *ref_dir; /* NULL: the initial policy (its mapping, no copy) */
+    const char *const *prompts;
+    int n_prompts;
+    const char *const *ptx_data; /* SFT data mixed in (NULL: none) */
+    int n_ptx;
+    double ptx_coef;         /* 0.5 */
+    int64_t max_new_tokens;  /* 64 */
+    double kl_coef;          /* 0.01 */
+    double gamma, lam;       /* 1.0, 0.95 */
+    double clip_range;       /* policy ratio clip eps, 0.2 */
+    double value_clip;       /* 0.2 (<= 0: unclipped value loss) */
+    int64_t ppo_epochs;      /* 1 */
+    int64_t critic_warmup;   /* steps during which only the critic learns, 0 */
+    double critic_lr;        /* <= 0: the actor's lr */
+    pu_whiten_kind whiten;   /* advantages: OpenRLHF (default), TRL, none */
+    float temperature, top_p; /* rollout sampling, 1.0 / 1.0 */
+    int64_t reward_token;    /* -1: the RM's reward_token_id, else 92527 */
+    bool shuffle, skip_bad;
+    const char *condition;   /* default condition (RM system prompt) for prompts without one */
+    bool lora, recompute;
+    int64_t lora_r;
+    double lora_alpha, lora_dropout;
+    bool lora_rslora;
+    uint32_t lora_targets;
+} pu_ppo_train_opts;
+
+void pu_ppo_train_opts_default(pu_ppo_train_opts *o);
+/* Online PPO against a frozen reward model; OUT/final/ as `puyu sft`
+ * writes it (the actor, or with --lora its PEFT adapter). See ppo.c. */
+pu_status pu_ppo_train_run(const pu_ppo_train_opts *o, pu_pool *pool);
 
 #endif /* PU_ALIGN_H */

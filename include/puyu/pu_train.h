@@ -175,6 +175,11 @@ typedef struct pu_tmodel_opts {
     const char *precision;
     /* no gradients and no backward buffers (a frozen reference model) */
     bool forward_only;
+    /* hidden states only (a value head's body, e.g. the PPO critic): the
+     * forward stops after the final norm — no LM head, no loss, logits NULL,
+     * token log-probs 0 — and backward takes only dhidden (dlogp must be NULL;
+     * the LM head entry stays in the table, untouched) */
+    bool no_lm_head;
     /* LoRA adapters (pu_lora.h semantics) when lora_r > 0: y += s (drop(x) A^T) B^T
      * on the linears in lora_targets (bitmask of pu_lora_target), s = alpha / r
      * or alpha / sqrt(r) (rslora); PEFT init (A kaiming-uniform from seed, B 0) */
@@ -391,5 +396,9 @@ pu_status pu_seq_schedule_parse(const char *s, double *fracs, int64_t *lens, int
 
 /* Render metrics JSONL (train "loss" and "val_loss" lines) as an SVG plot. */
 pu_status pu_plot_metrics(const char *metrics_path, const char *svg_path, const char *title);
+/* The same for any one or two numeric fields of the step lines (key2 may be
+ * NULL), e.g. "reward" and "kl" of `puyu ppo`; key1 NULL: loss / val_loss. */
+pu_status pu_plot_metrics_keys(const char *metrics_path, const char *svg_path, const char *title,
+                               const char *key1, const char *key2);
 
 #endif /* PU_TRAIN_H */

@@ -1083,12 +1083,17 @@ static int st_ppo(demo *d) {
     arg(&b, "%s", d->model);
     arg(&b, "--reward-model");
     arg(&b, "%s/rm/final", d->out);
-    arg(&b, "--data");
+    arg(&b, "--prompts"); /* the held-out SFT chats: their prompts (answers dropped) */
     arg(&b, "%s/corpus/sft_eval.jsonl", d->out);
     arg(&b, "--out");
     arg(&b, "%s/ppo", d->out);
     arg(&b, "--steps");
     arg(&b, "%d", d->sft_steps / 4 + 1);
+    arg(&b, "--batch");
+    arg(&b, "%d", d->batch);
+    arg(&b, "--max-new-tokens");
+    arg(&b, "32");
+    arg(&b, "--skip-bad");
     char *log = pathf(d, "logs/ppo.log");
     int rc = run_self(d, "ppo", log, NULL, b.a);
     pu_free(log);

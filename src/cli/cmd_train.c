@@ -4,6 +4,7 @@
  * the work is pu_train_run / pu_plot_metrics.
  */
 #include <stdio.h>
+#include <string.h>
 
 #include "cli/cmds.h"
 #include "cli/opts.h"
@@ -91,15 +92,17 @@ int pu_cmd_train(int argc, char **argv) {
 }
 
 int pu_cmd_plot(int argc, char **argv) {
-    const char *out = NULL, *title = NULL;
+    const char *out = NULL, *title = NULL, *keys = NULL;
     const pu_opt opts[] = {
         {"out", 'o', PU_OPT_STRING, &out, "FILE.svg", "output SVG", 0, 0},
+        {"keys", 0, PU_OPT_STRING, &keys, "K1[,K2]",
+         "plot these fields of the step lines instead of loss / val_loss (e.g. reward,kl)", 0, 0},
         {"title", 0, PU_OPT_STRING, &title, "TEXT", "plot title (default: the metrics path)", 0, 0},
         PU_OPT_END,
     };
     const pu_cmd_spec spec = {"puyu plot", "METRICS.jsonl -o loss.svg",
                               "Draw the train and validation loss curves of a metrics JSONL "
-                              "(from puyu train) as an SVG."};
+                              "(from puyu train) as an SVG; --keys picks other fields."};
     const char **pos = NULL;
     int npos = 0;
     int rc = pu_opts_parse(&spec, opts, argc, argv, &pos, &npos);
@@ -110,7 +113,15 @@ int pu_cmd_plot(int argc, char **argv) {
         pu_free(pos);
         return 2;
     }
-    pu_status s = pu_plot_metrics(pos[0], out, title ? title : pos[0]);
+    char k1[128] = "", *k2 = NULL;
+    if (keys) {
+        snprintf(k1, sizeof k1, "%s", keys);
+        k2 = strchr(k1, ',');
+        if (k2)
+            *k2++ = 0;
+    }
+    pu_status s = pu_plot_metrics_keys(pos[0], out, title ? title : pos[0], keys ? k1 : NULL,
+                                       k2 && *k2 ? k2 : NULL);
     pu_free(pos);
     if (s != PU_OK) {
         fprintf(stderr, "error: %s\n", pu_err_msg());

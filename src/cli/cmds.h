@@ -22,6 +22,7 @@ int pu_cmd_lora(int argc, char **argv);
 int pu_cmd_sft(int argc, char **argv);
 int pu_cmd_rm(int argc, char **argv);
 int pu_cmd_dpo(int argc, char **argv);
+int pu_cmd_ppo(int argc, char **argv);
 int pu_cmd_sandbox(int argc, char **argv);
 int pu_cmd_agent(int argc, char **argv);
 int pu_cmd_demo(int argc, char **argv);

@@ -27,6 +27,7 @@ static const cmd_entry g_cmds[] = {
     {"sft", pu_cmd_sft, "supervised fine-tuning on chat data (full, LoRA, QLoRA)"},
     {"rm", pu_cmd_rm, "reward model: train | score (conversations and preference pairs)"},
     {"dpo", pu_cmd_dpo, "preference optimisation: DPO, SimPO or ORPO on preference pairs"},
+    {"ppo", pu_cmd_ppo, "online RLHF: PPO of a policy against a reward model (actor, critic, reference)"},
     {"plot", pu_cmd_plot, "draw train/val loss curves from a metrics JSONL (SVG)"},
     {"eval", pu_cmd_eval, "evaluate: MMLU, C-Eval, GSM8K, HellaSwag, needle-in-a-haystack, ..."},
     {"generate", pu_cmd_generate, "generate text from a prompt or token ids"},

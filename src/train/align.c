@@ -430,3 +430,32 @@ void pu_entropy_bwd(const float *logits, const float *d_entropy, int64_t N, int6
         }
     }
 }
+
+void pu_ppo_whiten_openrlhf(float *x, const float *mask, int64_t n) {
+    double sm = mask_sum(mask, n), sx = 0;
+    if (!(sm > 0))
+        return;
+    for (int64_t i = 0; i < n; i++)
+        sx += (double)x[i] * mask[i];
+    double mean = sx / sm, sv = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double c = (double)x[i] - mean;
+        sv += c * c * mask[i];
+    }
+    double var = sv / sm;
+    double rstd = 1.0 / sqrt(var > 1e-8 ? var : 1e-8);
+    for (int64_t i = 0; i < n; i++)
+        x[i] = (float)(((double)x[i] - mean) * rstd);
+}
+
+void pu_ppo_advantages(const float *logp, const float *ref_logp, const float *values,
+                       const float *mask, const float *score, int64_t B, int64_t T,
+                       double kl_coef, double gamma, double lambda, pu_whiten_kind whiten,
+                       float *rewards, float *kl, float *advantages, float *returns) {
+    pu_ppo_kl_rewards(logp, ref_logp, mask, score, B, T, kl_coef, rewards, kl);
+    pu_ppo_gae(values, rewards, mask, B, T, gamma, lambda, advantages, returns);
+    if (whiten == PU_WHITEN_OPENRLHF)
+        pu_ppo_whiten_openrlhf(advantages, mask, B * T);
+    else if (whiten == PU_WHITEN_TRL)
+        pu_ppo_whiten(advantages, mask, B * T);
+}

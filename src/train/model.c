@@ -73,6 +73,7 @@ struct pu_tmodel {
     /* activations */
     int64_t B, Tmax;
     bool recompute, fwd_only;
+    bool no_head; /* hidden states only: no LM head / loss in forward (a critic) */
     float *act;
     int64_t act_floats;
     layer_acts *la;
@@ -250,6 +251,7 @@ static pu_status create(const pu_config *c, int64_t B, int64_t Tmax, const pu_mo
     m->cfg.tie_word_embeddings = false;
     m->k = pu_kernels_get();
     m->fwd_only = o && o->forward_only;
+    m->no_head = o && o->no_lm_head;
     m->recompute = o && (o->recompute || o->forward_only);
     if (o && o->lora_r > 0) {
         m->lora_r = o->lora_r;
@@ -333,7 +335,7 @@ static pu_status create(const pu_config *c, int64_t B, int64_t Tmax, const pu_mo
     int64_t layer_attn = m->recompute_attn ? 0 : saved_attn;
     int64_t full_layer =
         N * (C * 4 + 2 + H * D * 2 + Hkv * D * 2 + F * 3) + layer_attn + N * r * nlt;
-    int64_t fin = N * (2 * C + V + 4) + (m->out_la >= 0 ? N * r : 0);
+    int64_t fin = N * (2 * C + (m->no_head ? 0 : V) + 4) + (m->out_la >= 0 ? N * r : 0);
     m->rope_P = Tmax; /* positions used by training are < Tmax (pos arrays are checked) */
     int64_t misc = N * QKV + 2 * Tmax * (D / 2);
     int64_t maxin = F > C ? F : C;
@@ -399,7 +401,7 @@ static pu_status create(const pu_config *c, int64_t B, int64_t Tmax, const pu_mo
     m->xL = TAKE(N * C);
     m->xnf = TAKE(N * C);
     m->rf = TAKE(N);
-    m->logits = TAKE(N * V);
+    m->logits = m->no_head ? NULL : TAKE(N * V);
     m->lse = TAKE(N);
     m->losses = TAKE(N);
     m->logp = TAKE(N);
@@ -1144,11 +1146,16 @@ pu_status pu_tmodel_forward(pu_tmodel *m, pu_pool *pool, const pu_tbatch *b, dou
     for (int64_t l = 0; l < L; l++)
         layer_fwd(m, pool, l, l + 1 < L ? m->la[l + 1].xin : m->xL);
     pu_top_rmsnorm_fwd(pool, m->xnf, m->rf, m->xL, PW(m->norm), N, C, eps);
-    lin_fwd(m, pool, m->logits, m->xnf, m->out, m->out_la, m->out_lb, m->out_us, N, V, C,
-            LID(L, 5));
-    double sum = pu_top_xent_fwd(pool, k, m->lse, m->losses, m->logits, m->targets, N, V);
-    for (int64_t n = 0; n < N; n++)
-        m->logp[n] = m->targets[n] >= 0 ? -m->losses[n] : 0.0f;
+    double sum = 0;
+    if (m->no_head) { /* only the hidden states are wanted */
+        memset(m->logp, 0, (size_t)N * sizeof(float));
+    } else {
+        lin_fwd(m, pool, m->logits, m->xnf, m->out, m->out_la, m->out_lb, m->out_us, N, V, C,
+                LID(L, 5));
+        sum = pu_top_xent_fwd(pool, k, m->lse, m->losses, m->logits, m->targets, N, V);
+        for (int64_t n = 0; n < N; n++)
+            m->logp[n] = m->targets[n] >= 0 ? -m->losses[n] : 0.0f;
+    }
     *loss_sum = sum;
     *n_count = cnt;
     m->fwd_done = true;
@@ -1228,6 +1235,7 @@ static void backward(pu_tmodel *m, pu_pool *pool, float grad_scale, const float 
     const pu_kernels *k = m->k;
 
     memset(m->dxn, 0, (size_t)(N * C) * sizeof(float));
+    PU_ASSERT(!(lm_head && m->no_head));
     if (lm_head) {
         if (rscale)
             pu_top_xent_bwd_rows(pool, k, m->logits, m->lse, m->targets, N, V, rscale);

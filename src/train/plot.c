@@ -45,6 +45,14 @@ static void xml_text(pu_str *o, const char *s) {
 }
 
 pu_status pu_plot_metrics(const char *metrics_path, const char *svg_path, const char *title) {
+    return pu_plot_metrics_keys(metrics_path, svg_path, title, NULL, NULL);
+}
+
+pu_status pu_plot_metrics_keys(const char *metrics_path, const char *svg_path, const char *title,
+                               const char *key1, const char *key2) {
+    bool dflt = !key1;
+    if (dflt)
+        key1 = "loss", key2 = "val_loss";
     char *data = NULL;
     size_t len = 0;
     PU_TRY(pu_file_read_all(metrics_path, &data, &len));
@@ -56,8 +64,8 @@ pu_status pu_plot_metrics(const char *metrics_path, const char *svg_path, const 
         line++;
         json_t *j = n ? json_loadb(p, n, 0, NULL) : NULL;
         if (j) {
-            json_t *st = json_object_get(j, "step"), *l = json_object_get(j, "loss"),
-                   *v = json_object_get(j, "val_loss");
+            json_t *st = json_object_get(j, "step"), *l = json_object_get(j, key1),
+                   *v = key2 ? json_object_get(j, key2) : NULL;
             if (json_is_number(st) && json_is_number(l) && isfinite(json_number_value(l)))
                 push(&tr, json_number_value(st), json_number_value(l));
             if (json_is_number(st) && json_is_number(v) && isfinite(json_number_value(v)))
@@ -70,9 +78,9 @@ pu_status pu_plot_metrics(const char *metrics_path, const char *svg_path, const 
     if (tr.n + va.n == 0) {
         pu_free(tr.x), pu_free(tr.y), pu_free(va.x), pu_free(va.y);
         return pu_err_set(PU_ERR_FORMAT,
-                          "%s: no lines with \"step\" and \"loss\" or \"val_loss\" "
-                          "(%lld lines read)",
-                          metrics_path, (long long)line);
+                          "%s: no lines with \"step\" and \"%s\"%s%s%s (%lld lines read)",
+                          metrics_path, key1, key2 ? " or \"" : "", key2 ? key2 : "",
+                          key2 ? "\"" : "", (long long)line);
     }
     double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
     series *all[2] = {&tr, &va};
@@ -123,8 +131,18 @@ pu_status pu_plot_metrics(const char *metrics_path, const char *svg_path, const 
                    L + pw / 2, H - 12);
     pu_str_appendf(&o,
                    "<text x=\"16\" y=\"%.1f\" text-anchor=\"middle\" transform=\"rotate(-90 16 "
-                   "%.1f)\">loss (nats)</text>\n",
+                   "%.1f)\">",
                    T + ph / 2, T + ph / 2);
+    if (dflt) {
+        pu_str_puts(&o, "loss (nats)");
+    } else {
+        xml_text(&o, key1);
+        if (key2) {
+            pu_str_puts(&o, " / ");
+            xml_text(&o, key2);
+        }
+    }
+    pu_str_puts(&o, "</text>\n");
     const char *col[2] = {"#1f77b4", "#ff7f0e"};
     for (int k = 0; k < 2; k++) {
         series *s = all[k];
@@ -150,7 +168,7 @@ pu_status pu_plot_metrics(const char *metrics_path, const char *svg_path, const 
             }
             pu_str_puts(&o, "\"/>\n");
         }
-        if (k == 1)
+        if (k == 1 && (dflt || s->n <= 60))
             for (int64_t i = 0; i < s->n; i++)
                 pu_str_appendf(&o, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n",
                                PX(s->x[i]), PY(s->y[i]), col[k]);
@@ -161,9 +179,10 @@ pu_status pu_plot_metrics(const char *metrics_path, const char *svg_path, const 
             continue;
         pu_str_appendf(&o,
                        "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
-                       "stroke-width=\"2\"/><text x=\"%.1f\" y=\"%.1f\">%s (last %.4f)</text>\n",
-                       lx, ly, lx + 24, ly, col[k], lx + 30, ly + 4,
-                       k == 0 ? "train loss" : "val loss", all[k]->y[all[k]->n - 1]);
+                       "stroke-width=\"2\"/><text x=\"%.1f\" y=\"%.1f\">",
+                       lx, ly, lx + 24, ly, col[k], lx + 30, ly + 4);
+        xml_text(&o, dflt ? (k == 0 ? "train loss" : "val loss") : (k == 0 ? key1 : key2));
+        pu_str_appendf(&o, " (last %.4f)</text>\n", all[k]->y[all[k]->n - 1]);
         ly += 18;
     }
     pu_str_puts(&o, "</svg>\n");

@@ -944,3 +944,11 @@ void pu_epoch_order_free(pu_epoch_order *o) {
     pu_free(o->perm);
     o->perm = NULL;
 }
+
+int pu_train_list_ckpts(const char *out_dir, char ***names) {
+    return list_ckpts(out_dir, names);
+}
+
+void pu_train_free_ckpt_names(char **names, int n) {
+    free_names(names, n);
+}

@@ -277,6 +277,10 @@ pu_status pu_rm_pairs_step(pu_tmodel *m, pu_pool *pool, const pu_tbatch *bt, con
 pu_status pu_dpo_pairs_step(pu_tmodel *m, pu_tmodel *ref, pu_pool *pool, const pu_tbatch *bt,
                             const pu_dpo_train_opts *o, float grad_scale, bool backward,
                             pu_pref_metrics *met, double *loss, float **dl_buf, size_t *dl_cap);
+/* The sorted step_* checkpoint directory names in out_dir (owned array of
+ * owned strings; free with pu_train_free_ckpt_names); returns the count. */
+int pu_train_list_ckpts(const char *out_dir, char ***names);
+void pu_train_free_ckpt_names(char **names, int n);
 
 /* shared file helpers of the loop */
 pu_status pu_train_copy_file(const char *src, const char *dst);
