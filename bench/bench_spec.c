@@ -8,7 +8,8 @@
  * Fixed TinyStories-style prompts (tokenized with -t, default the target's
  * own tokenizer), each decoded greedily for G tokens (ignore EOS, so every
  * configuration produces the same number of tokens): first by the target
- * alone, then with the draft proposing k tokens per step for each k of --k.
+ * alone, then with the draft proposing k tokens per step for each k of --k
+ * ("4a": the engine's adaptive length, 1..4, `puyu serve --draft-adaptive`).
  * Requests run one at a time (--streams 1, the latency case speculation is
  * for) or S at once. For every configuration: generated tokens / wall time
  * (best of --reps), tokens per CPU-second of the process, the speed-up over
@@ -205,6 +206,7 @@ int main(int argc, char **argv) {
     snprintf(list, sizeof list, "0,%s", ks); /* 0 = the target alone */
     for (char *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
         int k = atoi(t);
+        bool adapt = strchr(t, 'a') != NULL; /* "4a": adaptive, at most 4 */
         pu_engine_params ep = pu_engine_default_params();
         ep.max_batch = streams;
         ep.ctx = 64 + G + 16;
@@ -212,6 +214,7 @@ int main(int argc, char **argv) {
         ep.prefix_sharing = false;
         ep.draft = k > 0 ? d : NULL;
         ep.draft_k = k;
+        ep.draft_adaptive = adapt;
         pu_engine *e = NULL;
         if (pu_engine_create(m, tok, &ep, &e) != PU_OK) {
             fprintf(stderr, "engine: %s\n", pu_err_msg());
@@ -243,7 +246,7 @@ int main(int argc, char **argv) {
             printf("%-14s %10.1f %10.1f %9s %9s %10.2f %10s\n", name, best.tps, best.tpc, "1.00x",
                    "-", best.per_step, "(ref)");
         } else {
-            snprintf(name, sizeof name, "draft k=%d", k);
+            snprintf(name, sizeof name, "draft k=%d%s", k, adapt ? " adapt" : "");
             printf("%-14s %10.1f %10.1f %8.2fx %8.1f%% %10.2f %10s\n", name, best.tps, best.tpc,
                    best.tps / base, 100 * best.accept, best.per_step, same ? "yes" : "NO");
             if (!same)
