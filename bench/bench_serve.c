@@ -302,6 +302,23 @@ static double http_load(int port, char **jsons, int k, int64_t G, int *short_) {
     return ok && end > t0 ? (double)tot / (end - t0) : -1;
 }
 
+/* user + system CPU seconds of process pid (all its threads), -1 if unknown */
+static double proc_cpu(pid_t pid) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    unsigned long long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
 static pid_t spawn(char *const argv[], const char *log) {
     pid_t p = fork();
     if (p == 0) {
@@ -376,11 +393,13 @@ static int vs_llama_file(const char *gguf, const char *puyu, const char *lls, in
                 gguf);
         goto out;
     }
-    /* the same k prompts for both */
-    char **jsons = calloc((size_t)k, sizeof *jsons);
+    /* the same prompts for both; distinct ones per client and per rep (so that
+     * neither server's prompt cache serves a later rep), rep -1 the warm-up */
+    int nj = k * (reps + 1);
+    char **jsons = calloc((size_t)nj, sizeof *jsons);
     pu_rng rng;
     pu_rng_seed(&rng, 11);
-    for (int i = 0; i < k; i++) {
+    for (int i = 0; i < nj; i++) {
         size_t cap = (size_t)P * 8 + 256, n = 0;
         char *j = malloc(cap);
         n += (size_t)snprintf(j + n, cap - n, "{\"prompt\":[");
@@ -392,33 +411,50 @@ static int vs_llama_file(const char *gguf, const char *puyu, const char *lls, in
                  (long long)G);
         jsons[i] = j;
     }
-    /* warm-up of both (page in the weights, first allocations) */
+    /* warm-up of both (page in the weights, first allocations): a short request */
     int sh;
-    http_load(port0, jsons, 1, G, &sh);
-    http_load(port0 + 1, jsons, 1, G, &sh);
-    double best_p = 0, best_l = 0;
-    printf("%5s %14s %14s %8s\n", "rep", "puyu tok/s", "llama tok/s", "ratio");
+    char *warm = strdup(jsons[0]);
+    char *mt = strstr(warm, "\"max_tokens\":");
+    snprintf(mt, strlen(mt) + 1, "\"max_tokens\":4,\"temperature\":0}");
+    http_load(port0, &warm, 1, 4, &sh);
+    http_load(port0 + 1, &warm, 1, 4, &sh);
+    free(warm);
+    double best_p = 0, best_l = 0, cp_sum = 0, cl_sum = 0, tp_sum = 0, tl_sum = 0;
+    printf("%5s %12s %12s %8s %16s %16s %8s\n", "rep", "puyu tok/s", "llama tok/s", "ratio",
+           "puyu tok/cpu-s", "llama tok/cpu-s", "ratio");
     for (int r = 0; r < reps; r++) {
         int shp, shl;
-        double a = http_load(port0, jsons, k, G, &shp);
-        double b = http_load(port0 + 1, jsons, k, G, &shl);
+        char **js = jsons + (size_t)k * (r + 1);
+        double c0 = proc_cpu(ps), t0 = pu_time_now();
+        double a = http_load(port0, js, k, G, &shp);
+        double c1 = proc_cpu(ps), t1 = pu_time_now(), c2 = proc_cpu(ls);
+        double b = http_load(port0 + 1, js, k, G, &shl);
+        double c3 = proc_cpu(ls), t2 = pu_time_now();
         if (a < 0 || b < 0) {
             fprintf(stderr, "a run failed (puyu %.1f, llama %.1f)\n", a, b);
             goto out_j;
         }
-        printf("%5d %14.2f %14.2f %7.2fx%s%s\n", r + 1, a, b, a / b,
-               shp ? "  (puyu: lengths differ from --gen)" : "",
+        /* tokens per CPU-second of the server process: robust to neighbours */
+        double ap = a * (t1 - t0) / (c1 - c0), bl = b * (t2 - t1) / (c3 - c2);
+        printf("%5d %12.2f %12.2f %7.2fx %16.2f %16.2f %7.2fx%s%s\n", r + 1, a, b, a / b, ap, bl,
+               ap / bl, shp ? "  (puyu: lengths differ from --gen)" : "",
                shl ? "  (llama: lengths differ from --gen)" : "");
         fflush(stdout);
         best_p = a > best_p ? a : best_p;
         best_l = b > best_l ? b : best_l;
+        tp_sum += a * (t1 - t0);
+        tl_sum += b * (t2 - t1);
+        cp_sum += c1 - c0;
+        cl_sum += c3 - c2;
     }
-    printf("best of %d: puyu %.2f tok/s, llama-server %.2f tok/s, ratio %.2fx (%d streams, "
-           "prompt %lld, gen %lld, %d threads)\n",
-           reps, best_p, best_l, best_p / best_l, k, (long long)P, (long long)G, threads);
+    printf("best of %d: puyu %.2f tok/s, llama-server %.2f tok/s, ratio %.2fx; per CPU-second "
+           "over all reps: puyu %.2f, llama-server %.2f, ratio %.2fx (%d streams, prompt %lld, "
+           "gen %lld, %d threads)\n",
+           reps, best_p, best_l, best_p / best_l, tp_sum / cp_sum, tl_sum / cl_sum,
+           (tp_sum / cp_sum) / (tl_sum / cl_sum), k, (long long)P, (long long)G, threads);
     rc = 0;
 out_j:
-    for (int i = 0; i < k; i++)
+    for (int i = 0; i < nj; i++)
         free(jsons[i]);
     free(jsons);
 out:
@@ -481,8 +517,15 @@ static int vs_llama(int argc, char **argv) {
     }
     signal(SIGPIPE, SIG_IGN);
     if (gguf) {
-        printf("== %s\n", gguf);
-        return vs_llama_file(gguf, puyu, lls, threads, k, P, G, reps, port0, 32000);
+        pu_model *gm = NULL;
+        if (pu_model_load(gguf, &gm) != PU_OK) {
+            fprintf(stderr, "%s: %s\n", gguf, pu_err_msg());
+            return 1;
+        }
+        int64_t gv = pu_model_config(gm)->vocab_size, gp = pu_model_n_params(gm);
+        pu_model_destroy(gm);
+        printf("== %s (%lld params, vocab %lld)\n", gguf, (long long)gp, (long long)gv);
+        return vs_llama_file(gguf, puyu, lls, threads, k, P, G, reps, port0, gv);
     }
     pu_tok *tok = NULL;
     if (pu_tok_load(tokp, &tok) != PU_OK) {
