@@ -242,6 +242,9 @@ PT_SUITE(engine) {
         sp.draft = m;
         sp.draft_k = 4;
         run_concurrent(m, &sp, 6, 24, "spec self");
+        sp.draft_adaptive = true; /* all accepted: stays at draft_k */
+        run_concurrent(m, &sp, 6, 24, "spec self adaptive");
+        sp.draft_adaptive = false;
         /* one request: every draft is accepted, so about 5 tokens per target pass */
         pu_engine *e = NULL;
         PT_OK(pu_engine_create(m, NULL, &sp, &e));
@@ -282,6 +285,35 @@ PT_SUITE(engine) {
             sp.draft_k = 8;
             sp.prefill_chunk = 7;
             run_concurrent(m, &sp, 6, 20, "spec chunked");
+            /* adaptive length: same output; a draft that is always wrong
+             * soon proposes 1 token a step instead of draft_k */
+            sp = ep;
+            sp.draft = dm;
+            sp.draft_k = 6;
+            sp.draft_adaptive = true;
+            run_concurrent(m, &sp, 6, 20, "spec adaptive");
+            pu_engine *e = NULL;
+            PT_OK(pu_engine_create(m, NULL, &sp, &e));
+            int32_t pr[12], want[MAXGEN];
+            make_prompt(pr, 12, 5, c->vocab_size);
+            sink sk;
+            memset(&sk, 0, sizeof sk);
+            pthread_mutex_init(&sk.mu, NULL);
+            pu_engine_request rq = greedy_req(pr, 12, 40, &sk);
+            int64_t id;
+            PT_OK(pu_engine_submit(e, &rq, &id));
+            PT_CHECK(wait_done(&sk, 60));
+            int nw = ref_greedy(m, pr, 12, 40, true, want);
+            check_same("spec adaptive single", &sk, want, nw);
+            usleep(20000);
+            pu_engine_stats st;
+            pu_engine_get_stats(e, &st);
+            int64_t rejected = st.tokens_drafted - st.tokens_draft_accepted;
+            PT_CHECK_MSG(st.tokens_drafted > 0 && rejected > 0 && st.tokens_drafted < 3 * st.steps,
+                         "drafted %lld (accepted %lld) in %lld steps", (long long)st.tokens_drafted,
+                         (long long)st.tokens_draft_accepted, (long long)st.steps);
+            pu_engine_destroy(e);
+            pthread_mutex_destroy(&sk.mu);
             pu_model_destroy(dm);
         }
         pu_config bad = *c;

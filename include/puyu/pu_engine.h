@@ -40,6 +40,8 @@ typedef struct pu_engine_params {
                                proposes draft_k tokens, one batched target pass verifies them
                                all; the output is exactly the target's greedy output */
     int draft_k;            /* tokens proposed per step (default 4, at most 8) */
+    bool draft_adaptive;    /* per request: start at draft_k, +1 after a step whose drafts were
+                               all accepted, -1 (at least 1) after a rejection, at most draft_k */
 } pu_engine_params;
 
 pu_engine_params pu_engine_default_params(void);

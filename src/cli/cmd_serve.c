@@ -76,6 +76,7 @@ int pu_cmd_serve(int argc, char **argv) {
     const char *model = NULL, *tok_path = NULL, *host = "127.0.0.1", *api_key = NULL;
     const char *name = NULL, *draft_path = NULL;
     int64_t draft_k = 4;
+    bool draft_adaptive = false;
     int64_t port = 8000, max_batch = 16, ctx = 0, kv_tokens = 0, max_body = 4 << 20;
     int64_t max_conn = 1024, per_ip = 128, http_threads = 4, max_queue = 0, ctx_slot = 0;
     double head_timeout = 10, body_rate = 64 << 10, drain = 10;
@@ -124,6 +125,10 @@ int pu_cmd_serve(int argc, char **argv) {
          "output identical to the target alone",
          0, 0},
         {"draft-k", 0, PU_OPT_INT, &draft_k, "N", "tokens the draft proposes per step", 1, 8},
+        {"draft-adaptive", 0, PU_OPT_FLAG, &draft_adaptive, NULL,
+         "per request, adapt the draft length within 1..draft-k (+1 after all drafts were "
+         "accepted, -1 after a rejection)",
+         0, 0},
         {"drain", 0, PU_OPT_DOUBLE, &drain, "S",
          "on SIGTERM/SIGINT let running requests finish this long, then cancel them", 0, 1e6},
         PU_OPT_END,
@@ -199,6 +204,7 @@ int pu_cmd_serve(int argc, char **argv) {
     p.engine.kv_tokens = kv_tokens;
     p.engine.draft = dm;
     p.engine.draft_k = (int)draft_k;
+    p.engine.draft_adaptive = draft_adaptive;
     if (pu_server_start(m, tok, &p, &srv) != PU_OK)
         goto done;
     bool v6 = strchr(host, ':') != NULL;

@@ -79,6 +79,7 @@ typedef struct req {
     pu_session *dsess;           /* speculative decoding: the draft's own KV */
     int32_t draft[PU_MAX_DRAFT]; /* tokens proposed for this step */
     int n_draft_step;            /* how many of them are in this step's batch */
+    int k_spec;                  /* adaptive draft length (0: not started: draft_k) */
     pu_json_constraint *jc;      /* structured output (NULL = off); tables shared */
     pu_json_schema *schema;      /* owned copy for jc */
     struct req *next;
@@ -663,8 +664,16 @@ static int64_t verify_draft(pu_engine *e, req *r, int64_t li, float lp, int32_t 
         bool match = j < nd && tok == r->draft[j];
         if (take_token(e, r, tok, lp))
             return li + nd + 1;
-        if (!match)
+        if (!match) {
+            /* adaptive k: one more after a fully accepted step, one fewer
+             * (at least 1) after a rejection */
+            if (e->p.draft_adaptive && nd > 0) {
+                int k = r->k_spec > 0 ? r->k_spec : e->p.draft_k;
+                k = j == nd ? k + 1 : k - 1;
+                r->k_spec = k < 1 ? 1 : k > e->p.draft_k ? e->p.draft_k : k;
+            }
             return li + nd + 1;
+        }
         /* the draft's K/V at this position was computed from the right token */
         int64_t before = r->n_computed;
         r->n_computed++;
@@ -723,7 +732,7 @@ static bool step(pu_engine *e) {
             int nd = 0; /* drafted tokens verified in this pass too (never preempts for them) */
             if (is_decode && spec_eligible(e, r)) {
                 int64_t room = e->max_step_tokens - ntok - 1;
-                int64_t kmax = e->p.draft_k;
+                int64_t kmax = e->p.draft_adaptive && r->k_spec > 0 ? r->k_spec : e->p.draft_k;
                 kmax = kmax < room ? kmax : room;
                 kmax = kmax < e->p.ctx - r->n_tokens ? kmax : e->p.ctx - r->n_tokens;
                 kmax = kmax < r->max_tokens - r->n_generated - 1

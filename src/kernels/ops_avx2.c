@@ -79,6 +79,21 @@ AI float hsum(__m256 v) {
 }
 
 AI void store_n(float *y, __m128 s, int nr, int accum) {
+    /* the full widths of the 2 x 4 and 4 x 3 tiles without a memcpy call */
+    if (nr == 4) {
+        if (accum)
+            s = _mm_add_ps(s, _mm_loadu_ps(y));
+        _mm_storeu_ps(y, s);
+        return;
+    }
+    if (nr == 3) {
+        if (accum)
+            s = _mm_add_ps(s, _mm_movelh_ps(_mm_loadl_pi(_mm_setzero_ps(), (const __m64 *)y),
+                                            _mm_load_ss(y + 2)));
+        _mm_storel_pi((__m64 *)y, s);
+        _mm_store_ss(y + 2, _mm_movehl_ps(s, s));
+        return;
+    }
     float b[4];
     if (accum) {
         float c[4] = {0};
@@ -152,6 +167,43 @@ AI void tile(int dt, int MR, float *y, int64_t ldy, const float *x, int64_t ldx,
         store_n(y + i * ldy, reduce4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]), nr, accum);
 }
 
+/* MR (<= 4) activation rows x 3 weight rows: 12 accumulators + 3 weights +
+ * 1 activation = the 16 ymm registers; 7 loads per 12 FMAs (the 2 x 4 tile
+ * above needs 6 per 8). Per output the same lane-wise FMA order over k and
+ * the same reduce4 as tile(), so results are bitwise those of tile(). */
+AI void tile3(int dt, int MR, float *y, int64_t ldy, const float *x, int64_t ldx,
+              const void *const *rows, int nr, int64_t kc, int accum) {
+    __m256 acc[4][3];
+    for (int i = 0; i < MR; i++)
+        for (int j = 0; j < 3; j++)
+            acc[i][j] = _mm256_setzero_ps();
+    const void *r0 = rows[0], *r1 = rows[1], *r2 = rows[2];
+    int64_t k = 0;
+    for (; k + 8 <= kc; k += 8) {
+        __m256 w0 = loadw(dt, r0, k), w1 = loadw(dt, r1, k), w2 = loadw(dt, r2, k);
+        for (int i = 0; i < MR; i++) {
+            __m256 xv = _mm256_loadu_ps(x + i * ldx + k);
+            acc[i][0] = _mm256_fmadd_ps(xv, w0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(xv, w1, acc[i][1]);
+            acc[i][2] = _mm256_fmadd_ps(xv, w2, acc[i][2]);
+        }
+    }
+    if (k < kc) {
+        int64_t r = kc - k;
+        __m256 w0 = loadw_tail(dt, r0, k, r), w1 = loadw_tail(dt, r1, k, r);
+        __m256 w2 = loadw_tail(dt, r2, k, r);
+        for (int i = 0; i < MR; i++) {
+            __m256 xv = loadf_tail(x + i * ldx + k, r);
+            acc[i][0] = _mm256_fmadd_ps(xv, w0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(xv, w1, acc[i][1]);
+            acc[i][2] = _mm256_fmadd_ps(xv, w2, acc[i][2]);
+        }
+    }
+    __m256 z = _mm256_setzero_ps();
+    for (int i = 0; i < MR; i++)
+        store_n(y + i * ldy, reduce4(acc[i][0], acc[i][1], acc[i][2], z), nr, accum);
+}
+
 AI void matmul_any(int dt, float *y, int64_t ldy, const float *x, int64_t ldx, const void *w,
                    int64_t T, int64_t n0, int64_t n1, int64_t K) {
     if (n1 <= n0 || T <= 0)
@@ -182,12 +234,30 @@ AI void matmul_any(int dt, float *y, int64_t ldy, const float *x, int64_t ldx, c
             for (int64_t k0 = 0; k0 < K; k0 += PU_KERN_KC) {
                 int64_t kc = K - k0 < PU_KERN_KC ? K - k0 : PU_KERN_KC;
                 const float *xpb = xp + (k0 / PU_KERN_KC) * tbm * PU_KERN_KC;
-                for (int64_t n = nb0; n < nb1; n += 4) {
-                    int nr = nb1 - n < 4 ? (int)(nb1 - n) : 4;
+                /* 4+ rows: 4 x 3 tiles (remainder rows 1..3 x 3), else 2 x 4 */
+                int nw = te - tb >= 4 ? 3 : 4;
+                for (int64_t n = nb0; n < nb1; n += nw) {
+                    int nr = nb1 - n < nw ? (int)(nb1 - n) : nw;
                     const void *rows[4];
                     for (int j = 0; j < 4; j++)
                         rows[j] = (const char *)w +
                                   ((size_t)(n + (j < nr ? j : 0)) * (size_t)K + (size_t)k0) * es;
+                    if (nw == 3) {
+                        for (int64_t t = tb; t < te; t += 4) {
+                            float *yt = y + t * ldy + n;
+                            const float *xt = xpb + (t - tb) * PU_KERN_KC;
+                            int64_t mr = te - t;
+                            if (mr >= 4)
+                                tile3(dt, 4, yt, ldy, xt, PU_KERN_KC, rows, nr, kc, k0 > 0);
+                            else if (mr == 3)
+                                tile3(dt, 3, yt, ldy, xt, PU_KERN_KC, rows, nr, kc, k0 > 0);
+                            else if (mr == 2)
+                                tile3(dt, 2, yt, ldy, xt, PU_KERN_KC, rows, nr, kc, k0 > 0);
+                            else
+                                tile3(dt, 1, yt, ldy, xt, PU_KERN_KC, rows, nr, kc, k0 > 0);
+                        }
+                        continue;
+                    }
                     for (int64_t t = tb; t < te; t += MR_MAX) {
                         float *yt = y + t * ldy + n;
                         const float *xt = xpb + (t - tb) * PU_KERN_KC;
