@@ -465,6 +465,40 @@ PT_SUITE(tok_spm) {
     if (PT_TEST("tiny committed model vs sentencepiece")) {
         check_tiny();
     }
+    if (PT_TEST("continuation stream keeps the leading space: prompt text + completion text")) {
+        /* a completion's text continues its prompt's: decode(prompt ids) +
+         * the continuation stream of the rest = decode(all ids), at every
+         * split (the plain stream drops the first piece's dummy-prefix space) */
+        pu_tok *t = NULL;
+        PT_OK(pu_tok_load("tests/golden/tok/tiny_bpe.model", &t));
+        static const char text[] = "the little girl played the day. 123 little girl";
+        int32_t *ids = NULL;
+        int64_t n = t ? encode(t, text, sizeof text - 1, false, false, &ids) : 0;
+        PT_CHECK(n > 4);
+        pu_str all = {0};
+        if (t)
+            PT_OK(pu_tok_decode(t, ids, n, &all));
+        int bad = 0, spaced = 0;
+        for (int64_t k = 1; t && k < n; k++) {
+            pu_str a = {0}, c = {0};
+            PT_OK(pu_tok_decode(t, ids, k, &a));
+            pu_tok_stream st;
+            pu_tok_stream_init_cont(&st, t);
+            for (int64_t i = k; i < n; i++)
+                PT_OK(pu_tok_stream_feed(&st, ids[i], &c));
+            pu_tok_stream_flush(&st, &c);
+            spaced += c.len > 0 && c.p[0] == ' ';
+            pu_str_append(&a, c.p ? c.p : "", c.len);
+            bad += a.len != all.len || memcmp(a.p, all.p, all.len) != 0;
+            pu_str_free(&a);
+            pu_str_free(&c);
+        }
+        PT_CHECK_MSG(bad == 0, "%d of %lld splits differ", bad, (long long)n - 1);
+        PT_CHECK_MSG(spaced > 0, "no split starts with a spaced piece");
+        pu_str_free(&all);
+        pu_free(ids);
+        pu_tok_destroy(t);
+    }
     if (PT_TEST("batch encode on 2 threads == sequential (lazy tables race)")) {
         pu_tok *a = NULL, *b = NULL;
         PT_OK(pu_tok_load("tests/golden/tok/tiny_bpe.model", &a));

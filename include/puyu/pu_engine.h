@@ -87,6 +87,8 @@ typedef struct pu_engine_request {
     const char *const *stop_strings; /* copied */
     int n_stop_strings;
     bool ignore_eos;
+    bool continuation; /* text events continue the prompt's text (completions):
+                          the first piece keeps its leading space */
     bool logprobs;    /* report model logprobs (raw log-softmax) in events */
     int top_logprobs; /* 0..20 most likely alternatives per token (implies logprobs) */
     const int32_t *logit_bias_ids; /* OpenAI logit_bias: logit_bias[i] is added to the raw */

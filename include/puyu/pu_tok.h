@@ -94,6 +94,10 @@ typedef struct pu_tok_stream {
     int64_t n_plain; /* ordinary (non-special) ids fed so far (leading-space rule) */
 } pu_tok_stream;
 void pu_tok_stream_init(pu_tok_stream *s, const pu_tok *t);
+/* The same for ids that continue earlier text (a completion after its
+ * prompt): the dummy-prefix leading space of the first piece is kept, so
+ * prompt text + streamed text = the decoding of prompt + completion ids. */
+void pu_tok_stream_init_cont(pu_tok_stream *s, const pu_tok *t);
 pu_status pu_tok_stream_feed(pu_tok_stream *s, int32_t id, pu_str *out);
 void pu_tok_stream_flush(pu_tok_stream *s, pu_str *out);
 

@@ -1083,8 +1083,12 @@ pu_status pu_engine_submit(pu_engine *e, const pu_engine_request *rq, int64_t *i
                 r->max_stop_len = sl;
         }
     }
-    if (e->tok)
-        pu_tok_stream_init(&r->ts, e->tok);
+    if (e->tok) {
+        if (rq->continuation)
+            pu_tok_stream_init_cont(&r->ts, e->tok);
+        else
+            pu_tok_stream_init(&r->ts, e->tok);
+    }
     if (rq->top_logprobs < 0 || rq->top_logprobs > PU_MAX_TOP_LOGPROBS) {
         req_free(r);
         return pu_err_set(PU_ERR_INVALID, "top_logprobs must be in [0, %d]", PU_MAX_TOP_LOGPROBS);

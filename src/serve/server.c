@@ -741,6 +741,7 @@ static bool parse_response_format(const json_t *root, gen_req *g, api_err *e) {
 static bool parse_gen(pu_server *s, const json_t *root, bool chat, gen_req *g, api_err *e) {
     memset(g, 0, sizeof *g);
     g->chat = chat;
+    g->er.continuation = !chat; /* completion text continues the prompt */
     g->stop_id = -1;
     json_t *mv = json_object_get(root, "model");
     if (mv && !json_is_string(mv) && !json_is_null(mv))

@@ -700,6 +700,11 @@ void pu_tok_stream_init(pu_tok_stream *s, const pu_tok *t) {
     s->t = t;
 }
 
+void pu_tok_stream_init_cont(pu_tok_stream *s, const pu_tok *t) {
+    pu_tok_stream_init(s, t);
+    s->n_plain = 1; /* not at the start of the text: no leading-space drop */
+}
+
 static void stream_emit(pu_tok_stream *s, pu_str *out, const char *data, size_t n) {
     pu_str_append(out, data, n);
     s->n_out += (int64_t)n;
