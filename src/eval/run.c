@@ -494,6 +494,7 @@ static pu_status gen_batch(ev_runner *r, const pu_eval_task *t, pu_eval_sample *
             memset(&rq, 0, sizeof rq);
             rq.prompt = ids;
             rq.n_prompt = n;
+            rq.continuation = n > 0; /* as the local session and the completions API */
             rq.max_tokens = gp.max_tokens;
             rq.sample = pu_sample_default_params();
             rq.sample.temperature = gp.temperature;

@@ -106,7 +106,10 @@ pu_status pu_eval_generate_local(pu_session *s, int64_t V, const pu_tok *tok, co
     }
     int32_t stop_ids[2] = {pu_tok_eos(tok), pu_tok_special_id(tok, "<|im_end|>")};
     pu_tok_stream ts;
-    pu_tok_stream_init(&ts, tok);
+    if (n > 0) /* the answer continues the prompt's text (as the completions API's) */
+        pu_tok_stream_init_cont(&ts, tok);
+    else
+        pu_tok_stream_init(&ts, tok);
     pu_session_reset(s);
     pu_status st = pu_session_eval(s, prompt, n, logits, false);
     size_t cut = (size_t)-1;
