@@ -2486,12 +2486,12 @@ static void json_errors(int port) {
          "\"schema\":[1]}}",
          "response_format.json_schema.schema"},
         {"\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\","
-         "\"schema\":{\"type\":\"array\"}}}",
-         "response_format.json_schema.schema.type"},
+         "\"schema\":{\"type\":\"array\",\"prefixItems\":[]}}}",
+         "response_format.json_schema.schema.prefixItems"},
         {"\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\","
          "\"schema\":{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\","
-         "\"minLength\":3}}}}}",
-         "response_format.json_schema.schema.properties.a.minLength"},
+         "\"pattern\":\"^a+$\"}}}}}",
+         "response_format.json_schema.schema.properties.a.pattern"},
         {"\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\","
          "\"schema\":{\"type\":\"object\",\"patternProperties\":{}}}}",
          "response_format.json_schema.schema.patternProperties"},
