@@ -1149,8 +1149,9 @@ static bool feed_t(const pu_json_sm *s, pu_json_thread *t, uint8_t c) {
             return true;
         }
         if (c == '\\') {
+            /* an escape is one character (a surrogate pair too): counted here */
             t->st = S_ESC;
-            return true;
+            return str_char(s, t);
         }
         if (c < 0x20)
             return false;
@@ -1191,7 +1192,7 @@ static bool feed_t(const pu_json_sm *s, pu_json_thread *t, uint8_t c) {
     case S_ESC:
         if (strchr("\"\\/bfnrt", c) && c) {
             t->st = S_STR;
-            return str_char(s, t);
+            return true;
         }
         if (c == 'u') {
             t->st = S_HEX;
@@ -1214,7 +1215,7 @@ static bool feed_t(const pu_json_sm *s, pu_json_thread *t, uint8_t c) {
             if (!low)
                 return false;
             t->st = S_STR;
-            return true; /* the pair was counted at its high half */
+            return true;
         }
         if (low || t->cp == 0)
             return false;
@@ -1222,10 +1223,10 @@ static bool feed_t(const pu_json_sm *s, pu_json_thread *t, uint8_t c) {
         if (high) {
             t->want_low = 1;
             t->st = S_SUR_BS;
-            return str_char(s, t);
+            return true;
         }
         t->st = S_STR;
-        return str_char(s, t);
+        return true;
     }
     case S_SUR_BS:
         if (c != '\\')
