@@ -112,6 +112,14 @@ void pu_agent_llm_local_free(pu_agent_llm *llm);
  * object is complete only <|action_end|> / <|im_end|> / EOS remain. Needs the
  * InternLM2 chat tokens; PU_ERR_UNSUPPORTED otherwise. */
 pu_status pu_agent_llm_local_constrain_calls(pu_agent_llm *llm);
+/* The same, with the calls constrained to the declared tools (OpenAI tools
+ * JSON array; python is left out, it is the interpreter): an anyOf of
+ * {"name": const NAME, "parameters": the tool's parameters schema} per tool,
+ * so the name is one of the tools and the arguments follow its schema
+ * (pu_json_constraint.h). A tool whose schema uses an unsupported keyword
+ * gets any object as arguments; beyond PU_JSON_MAX_THREADS tools the name is
+ * an enum and the arguments any object. */
+pu_status pu_agent_llm_local_constrain_tools(pu_agent_llm *llm, const char *tools_json);
 
 /* ------------------------------------------------------------------------ */
 /* the agent loop                                                           */

@@ -170,7 +170,7 @@ int pu_cmd_agent(int argc, char **argv) {
         pu_agent_llm_local(loc.m, loc.tok, loc.s, max_tokens, temp, &llm);
         /* InternLM2 tokenizers: tool-call arguments decoded under the JSON constraint */
         if (!no_json_calls && pu_tok_special_id(loc.tok, "<|plugin|>") >= 0 &&
-            pu_agent_llm_local_constrain_calls(&llm) != PU_OK)
+            pu_agent_llm_local_constrain_tools(&llm, pu_agent_tools_openai_json(tl)) != PU_OK)
             goto fail;
     }
     if (log_path && !(log = fopen(log_path, "a"))) {
