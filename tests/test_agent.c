@@ -613,6 +613,139 @@ static void check_tooluse(void) {
     fake_free(&g);
 }
 
+/* reason_tool_use: every assistant turn a step; calls as a multiset, final
+ * answers right when no tool is called */
+static void check_tooluse_reason(void) {
+    const char *data =
+        "{\"messages\": [{\"role\": \"system\", \"content\": [{\"type\": \"text\", \"value\": "
+        "\"S\"}]}, {\"role\": \"user\", \"content\": [{\"type\": \"text\", \"value\": \"Weather "
+        "in Paris and Oslo?\"}]}, {\"role\": \"assistant\", \"content\": [{\"type\": "
+        "\"reasoning\", \"value\": \"REASONING-SECRET\"}, {\"type\": \"tool_call\", \"value\": "
+        "\"{\\\"name\\\": \\\"get_weather\\\", \\\"arguments\\\": {\\\"city\\\": "
+        "\\\"Paris\\\"}}\"}, {\"type\": \"tool_call\", \"value\": \"{\\\"name\\\": "
+        "\\\"get_weather\\\", \\\"arguments\\\": {\\\"city\\\": \\\"Oslo\\\"}}\"}]}, {\"role\": "
+        "\"tool\", \"content\": [{\"type\": \"text\", \"value\": \"sunny; rain\"}]}, {\"role\": "
+        "\"assistant\", \"content\": [{\"type\": \"reasoning\", \"value\": \"r\"}, {\"type\": "
+        "\"text\", \"value\": \"Paris sunny, Oslo rain.\"}]}, {\"role\": \"user\", \"content\": "
+        "[{\"type\": \"text\", \"value\": \"And Rome?\"}]}, {\"role\": \"assistant\", "
+        "\"content\": [{\"type\": \"tool_call\", \"value\": \"{\\\"name\\\": \\\"get_weather\\\", "
+        "\\\"arguments\\\": {\\\"city\\\": \\\"Rome\\\", \\\"days\\\": 1}}\"}]}], \"tools\": "
+        "\"[{\\\"type\\\": \\\"function\\\", \\\"function\\\": {\\\"name\\\": \\\"get_weather\\\", "
+        "\\\"description\\\": \\\"w\\\", \\\"parameters\\\": {\\\"type\\\": \\\"object\\\", "
+        "\\\"properties\\\": {\\\"city\\\": {\\\"type\\\": \\\"string\\\"}}}}}]\"}\n"
+        "\n{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"value\": "
+        "\"hi\"}]}, {\"role\": \"assistant\", \"content\": [{\"type\": \"text\", \"value\": "
+        "\"Hello\"}]}], \"tools\": \"[]\"}\n";
+    char path[512];
+    pt_tmp_path("reason.jsonl", path, sizeof path);
+    PT_OK(pu_file_write_atomic(path, data, strlen(data)));
+    /* the right answers (calls in another order, 1.0 for 1) */
+    const char *right[] = {
+        "<|action_start|><|plugin|>\n{\"name\": \"get_weather\", \"parameters\": {\"city\": "
+        "\"Oslo\"}}<|action_end|>\n<|action_start|><|plugin|>\n{\"name\": \"get_weather\", "
+        "\"parameters\": {\"city\": \"Paris\"}}<|action_end|>",
+        "Paris is sunny.<|im_end|>",
+        "<|action_start|><|plugin|>\n{\"name\": \"get_weather\", \"parameters\": {\"days\": 1.0, "
+        "\"city\": \"Rome\"}}<|action_end|>",
+        "Hello!"};
+    fake f = {.replies = right, .n = 4};
+    pu_agent_llm llm = {.ud = &f, .complete = fake_complete};
+    pu_agent_tooluse_opts o = {.path = path, .protocol = PU_AGENT_NATIVE};
+    pu_agent_reason_score sc;
+    PT_OK(pu_agent_tooluse_reason_eval(&llm, &o, &sc));
+    PT_EQ_I64(sc.items, 2);
+    PT_EQ_I64(sc.steps, 4);
+    PT_EQ_I64(sc.call_steps, 2);
+    PT_EQ_I64(sc.call_exact, 2);
+    PT_EQ_I64(sc.answer_steps, 2);
+    PT_EQ_I64(sc.answer_ok, 2);
+    /* the step-3 prompt: gold history with its calls and the tool result, no reasoning,
+     * the dataset's system prompt */
+    PT_CHECK_MSG(f.calls == 4, "calls %d", f.calls);
+    fake_free(&f);
+    const char *right3[] = {right[0], right[1], right[2]};
+    fake f3 = {.replies = right3, .n = 3};
+    llm.ud = &f3;
+    o.limit = 1;
+    PT_OK(pu_agent_tooluse_reason_eval(&llm, &o, &sc));
+    const char *pr = f3.last_prompt.p;
+    PT_CHECK_MSG(has(pr, "And Rome?") && has(pr, "sunny; rain") && has(pr, "\"Oslo\"") &&
+                     has(pr, "<|im_start|>system\nS") && !has(pr, "REASONING-SECRET") &&
+                     has(pr, "Paris sunny, Oslo rain.") && has(pr, "get_weather"),
+                 "step 3 prompt:\n%s", pr ? pr : "");
+    fake_free(&f3);
+    o.limit = 0;
+    /* wrong answers: a call missing, a call where the gold answers, a wrong argument */
+    const char *wrong[] = {
+        "<|action_start|><|plugin|>\n{\"name\": \"get_weather\", \"parameters\": {\"city\": "
+        "\"Paris\"}}<|action_end|>",
+        "<|action_start|><|plugin|>\n{\"name\": \"get_weather\", \"parameters\": {\"city\": "
+        "\"Paris\"}}<|action_end|>",
+        "<|action_start|><|plugin|>\n{\"name\": \"get_weather\", \"parameters\": {\"days\": 1, "
+        "\"city\": \"Roma\"}}<|action_end|>",
+        "Hello"};
+    fake w = {.replies = wrong, .n = 4};
+    llm.ud = &w;
+    PT_OK(pu_agent_tooluse_reason_eval(&llm, &o, &sc));
+    PT_EQ_I64(sc.steps, 4);
+    PT_EQ_I64(sc.call_exact, 0);
+    PT_EQ_I64(sc.call_name, 1);
+    PT_EQ_I64(sc.answer_ok, 1);
+    fake_free(&w);
+    /* openai protocol: tool_calls */
+    const char *chat_right[] = {
+        "{\"role\": \"assistant\", \"content\": null, \"tool_calls\": [{\"id\": \"1\", \"type\": "
+        "\"function\", \"function\": {\"name\": \"get_weather\", \"arguments\": "
+        "\"{\\\"city\\\": \\\"Paris\\\"}\"}}, {\"id\": \"2\", \"type\": \"function\", "
+        "\"function\": {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}}]}",
+        "{\"role\": \"assistant\", \"content\": \"Paris sunny.\"}",
+        "{\"role\": \"assistant\", \"content\": \"Rome?\"}",
+        "{\"role\": \"assistant\", \"content\": \"Hello\"}"};
+    fake g = {.replies = chat_right, .n = 4};
+    pu_agent_llm chat = {.ud = &g, .chat = fake_chat};
+    o.protocol = PU_AGENT_OPENAI;
+    PT_OK(pu_agent_tooluse_reason_eval(&chat, &o, &sc));
+    PT_EQ_I64(sc.call_exact, 1);
+    PT_EQ_I64(sc.no_call, 1);
+    PT_EQ_I64(sc.answer_ok, 2);
+    PT_CHECK_MSG(has(g.last_prompt.p, "\"role\":\"tool\"") || has(g.last_prompt.p, "hi"),
+                 "messages: %s", g.last_prompt.p);
+    fake_free(&g);
+    /* the shared file: a model that never calls a tool gets exactly the final-answer steps */
+    char real[512];
+    if (pt_shared_path("agent/reason_tool_use_demo_50.jsonl", real, sizeof real)) {
+        const char *never[] = {"I cannot help with that."};
+        fake h = {.replies = never, .n = 1};
+        pu_agent_llm l2 = {.ud = &h, .complete = fake_complete};
+        pu_agent_tooluse_opts o2 = {.path = real, .protocol = PU_AGENT_NATIVE};
+        PT_OK(pu_agent_tooluse_reason_eval(&l2, &o2, &sc));
+        PT_EQ_I64(sc.items, 50);
+        PT_EQ_I64(sc.steps, 112);
+        PT_EQ_I64(sc.call_steps, 53);
+        PT_EQ_I64(sc.answer_ok, 59);
+        PT_EQ_I64(sc.call_exact, 0);
+        fake_free(&h);
+    }
+    char model[512], tok[512], evdata[512];
+    if (pt_shared_path("models/stories260K/stories260K.bin", model, sizeof model) &&
+        pt_shared_path("models/stories260K/tok512.model", tok, sizeof tok) &&
+        pt_shared_path("eval", evdata, sizeof evdata)) {
+        char out[512], cmd[4096], *txt = NULL;
+        pt_tmp_path("reason_cli", out, sizeof out);
+        snprintf(cmd, sizeof cmd,
+                 "%s eval -m %s -t %s --tasks tooluse_reason --limit 2 --data %s --out %s 2>&1",
+                 pt_bin(), model, tok, evdata, out);
+        int rc = pt_run(cmd, &txt);
+        PT_CHECK_MSG(rc == 0 && has(txt, "| tooluse_reason | tool |"), "eval tooluse_reason: %d %s",
+                     rc, txt ? txt : "");
+        pu_free(txt);
+    }
+    const char *bad = "{\"messages\": 5}\n";
+    PT_OK(pu_file_write_atomic(path, bad, strlen(bad)));
+    PT_CHECK(pu_agent_tooluse_reason_eval(&chat, &o, &sc) == PU_ERR_FORMAT);
+    PT_CHECK_MSG(has(pu_err_msg(), "reason.jsonl:1"), "message %s", pu_err_msg());
+}
+
 extern char **environ;
 
 static pid_t serve_start(const char *model, const char *tok, const char *log, char *url,
@@ -729,6 +862,8 @@ PT_SUITE(agent) {
         check_react();
     if (PT_TEST("tool-use eval: first call name + arguments exact match"))
         check_tooluse();
+    if (PT_TEST("tool-use eval: reason_tool_use steps (calls multiset, final answers)"))
+        check_tooluse_reason();
     if (PT_TEST("puyu agent --api against puyu serve (stories260K)"))
         check_cli_serve();
 }
