@@ -8,12 +8,17 @@
  * then `puyu agent --api` against `puyu serve` on the stories260K model for
  * the HTTP plumbing.
  */
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sys/socket.h>
 #include <jansson.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -746,6 +751,202 @@ static void check_tooluse_reason(void) {
     PT_CHECK_MSG(has(pu_err_msg(), "reason.jsonl:1"), "message %s", pu_err_msg());
 }
 
+/* ------------------------------------------------------------------------ */
+/* bad input end to end                                                      */
+
+/* a one-thread HTTP server answering each connection with the next canned
+ * response (NULL: close without a word) */
+typedef struct canned {
+    int fd, port, n;
+    const char *const *resp;
+} canned;
+
+static void *canned_main(void *ud) {
+    canned *c = ud;
+    for (int i = 0; i < c->n; i++) {
+        int fd = accept(c->fd, NULL, NULL);
+        if (fd < 0)
+            break;
+        /* read the request: headers, then Content-Length bytes */
+        char buf[65536];
+        size_t got = 0;
+        long want = -1;
+        while (got < sizeof buf - 1) {
+            ssize_t k = read(fd, buf + got, sizeof buf - 1 - got);
+            if (k <= 0)
+                break;
+            got += (size_t)k;
+            buf[got] = 0;
+            char *he = strstr(buf, "\r\n\r\n");
+            if (he && want < 0) {
+                long cl = 0;
+                for (char *q = buf; q < he; q++)
+                    if (!strncasecmp(q, "\r\ncontent-length:", 17))
+                        cl = atol(q + 17);
+                want = (long)(he + 4 - buf) + cl;
+            }
+            if (want >= 0 && (long)got >= want)
+                break;
+        }
+        if (c->resp[i]) {
+            size_t off = 0, len = strlen(c->resp[i]);
+            while (off < len) {
+                ssize_t k = write(fd, c->resp[i] + off, len - off);
+                if (k <= 0)
+                    break;
+                off += (size_t)k;
+            }
+        }
+        close(fd);
+    }
+    return NULL;
+}
+
+static bool canned_start(canned *c, pthread_t *th) {
+    c->fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    if (c->fd < 0 || bind(c->fd, (struct sockaddr *)&a, sizeof a) || listen(c->fd, 8) ||
+        getsockname(c->fd, (struct sockaddr *)&a, &al))
+        return false;
+    c->port = ntohs(a.sin_port);
+    return pthread_create(th, NULL, canned_main, c) == 0;
+}
+
+static void check_bad_endpoint(void) {
+    static const char *const resp[] = {
+        "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: "
+        "30\r\nConnection: close\r\n\r\n{\"error\":{\"message\":\"boom!\"}}\n",
+        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 22\r\nConnection: "
+        "close\r\n\r\n<html>not json</html>\n",
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\nConnection: "
+        "close\r\n\r\n{\"object\":1}",
+        NULL,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: "
+        "close\r\n\r\n{\"choices\": [",
+        /* then a good reply for the agent run below, then garbage in its second turn */
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+        "{\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":null,"
+        "\"tool_calls\":[{\"id\":\"a\",\"type\":\"function\",\"function\":{\"name\":\"calculator\","
+        "\"arguments\":\"{\\\"expression\\\":\\\"1+1\\\"}\"}}]},\"finish_reason\":\"tool_calls\"}]}",
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n\x01\xff garbage",
+    };
+    canned c = {.n = 7, .resp = resp};
+    pthread_t th;
+    if (!canned_start(&c, &th)) {
+        pt_skip("no loopback listener");
+        return;
+    }
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1", c.port);
+    pu_agent_api_cfg cfg = {.url = url, .model = "m", .timeout_s = 10, .max_tokens = 8};
+    pu_agent_llm llm;
+    PT_OK(pu_agent_llm_api(&cfg, &llm));
+    const char *msgs = "[{\"role\":\"user\",\"content\":\"hi\"}]";
+    const char *want[] = {"500", "JSON", "choices", "", "truncated"};
+    for (int i = 0; i < 5; i++) {
+        pu_str reply = {0};
+        pu_status st = llm.chat(llm.ud, msgs, NULL, NULL, 0, &reply);
+        PT_CHECK_MSG(st != PU_OK && has(pu_err_msg(), want[i]) && has(pu_err_msg(), "127.0.0.1"),
+                     "canned %d: status %d: %s (reply %s)", i, st, pu_err_msg(),
+                     reply.p ? reply.p : "");
+        if (i == 0)
+            PT_CHECK_MSG(has(pu_err_msg(), "boom!"), "the server's message: %s", pu_err_msg());
+        pu_str_free(&reply);
+    }
+    /* the agent: a good turn, then garbage: an error naming the turn, transcript kept */
+    pu_agent_tools *t = mk_tools("calculator");
+    char logp[512];
+    pt_tmp_path("agent_garbage.jsonl", logp, sizeof logp);
+    FILE *log = fopen(logp, "w");
+    pu_agent_opts o = {.protocol = PU_AGENT_OPENAI, .max_turns = 4, .log = log};
+    pu_agent *a = NULL;
+    if (t && log)
+        PT_OK(pu_agent_create(&llm, t, &o, &a));
+    if (a) {
+        pu_str ans = {0};
+        pu_agent_outcome oc;
+        pu_status st = pu_agent_run(a, "one plus one?", &ans, &oc);
+        PT_CHECK_MSG(st != PU_OK && has(pu_err_msg(), "turn 2"), "garbage turn: %d %s", st,
+                     pu_err_msg());
+        pu_str_free(&ans);
+        pu_agent_destroy(a);
+    }
+    if (log)
+        fclose(log);
+    char *data = NULL;
+    size_t len = 0;
+    PT_OK(pu_file_read_all(logp, &data, &len));
+    int lines = 0;
+    for (char *p = data, *nl; p && *p; p = nl + 1) {
+        nl = strchr(p, '\n');
+        if (!nl)
+            break;
+        json_t *j = json_loadb(p, (size_t)(nl - p), 0, NULL);
+        PT_CHECK_MSG(json_is_object(j), "transcript line %d not JSON", lines + 1);
+        json_decref(j);
+        lines++;
+    }
+    PT_CHECK_MSG(lines >= 3 && has(data, "one plus one?") && has(data, "\"role\":\"tool\""),
+                 "transcript (%d lines): %s", lines, data ? data : "");
+    pu_free(data);
+    pu_agent_tools_destroy(t);
+    pu_agent_llm_api_free(&llm);
+    pthread_join(th, NULL);
+    close(c.fd);
+}
+
+/* python output in invalid UTF-8: the model and the transcript get valid UTF-8 */
+static void check_python_bad_utf8(void) {
+    pu_agent_tools *t = mk_tools("python");
+    if (!t)
+        return;
+    const char *replies[] = {
+        "<|action_start|><|interpreter|>\n```python\nimport sys\n"
+        "sys.stdout.buffer.write(b'ok \\xff\\xfe\\xc3 end\\n')\n```<|action_end|>",
+        "done<|im_end|>"};
+    fake f = {.replies = replies, .n = 2};
+    pu_agent_llm llm = {.ud = &f, .complete = fake_complete};
+    char logp[512];
+    pt_tmp_path("agent_utf8.jsonl", logp, sizeof logp);
+    FILE *log = fopen(logp, "w");
+    pu_agent_opts o = {.protocol = PU_AGENT_NATIVE, .max_turns = 4, .log = log};
+    pu_agent *a = NULL;
+    PT_OK(pu_agent_create(&llm, t, &o, &a));
+    pu_str ans = {0};
+    pu_agent_outcome oc;
+    PT_OK(pu_agent_run(a, "bytes", &ans, &oc));
+    fclose(log);
+    const char *pr = f.last_prompt.p ? f.last_prompt.p : "";
+    PT_CHECK_MSG(has(pr, "ok \xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD end") &&
+                     json_string_length(json_string(pr)) > 0,
+                 "prompt after bad bytes:\n%s", pr);
+    /* the whole prompt is valid UTF-8 (jansson refuses invalid strings) */
+    json_t *js = json_string(pr);
+    PT_CHECK(js != NULL);
+    json_decref(js);
+    char *data = NULL;
+    size_t len = 0;
+    PT_OK(pu_file_read_all(logp, &data, &len));
+    int bad = 0, lines = 0;
+    for (char *p = data, *nl; p && *p; p = nl + 1) {
+        nl = strchr(p, '\n');
+        if (!nl)
+            break;
+        json_t *j = json_loadb(p, (size_t)(nl - p), 0, NULL);
+        bad += !j;
+        lines++;
+        json_decref(j);
+    }
+    PT_CHECK_MSG(lines >= 3 && bad == 0 && has(data, "end"), "transcript: %d lines, %d bad", lines,
+                 bad);
+    pu_free(data);
+    pu_str_free(&ans);
+    pu_agent_destroy(a);
+    fake_free(&f);
+    pu_agent_tools_destroy(t);
+}
+
 extern char **environ;
 
 static pid_t serve_start(const char *model, const char *tok, const char *log, char *url,
@@ -864,6 +1065,10 @@ PT_SUITE(agent) {
         check_tooluse();
     if (PT_TEST("tool-use eval: reason_tool_use steps (calls multiset, final answers)"))
         check_tooluse_reason();
+    if (PT_TEST("agent: endpoint errors and garbage over HTTP, transcript kept"))
+        check_bad_endpoint();
+    if (PT_TEST("agent: python output in invalid UTF-8") && sandbox_ok())
+        check_python_bad_utf8();
     if (PT_TEST("puyu agent --api against puyu serve (stories260K)"))
         check_cli_serve();
 }
