@@ -530,6 +530,8 @@ static void check_token_walks(const char *tok_path, const char *label, int walks
     int64_t V = pu_tok_n_vocab(tok);
     float *lg = pu_malloc((size_t)V * sizeof(float));
     int finished = 0, total = 0, stuck = 0;
+    int64_t steps = 0;
+    double mask_s = 0;
     for (int k = 0; k < N_SCHEMAS && proto; k++) {
         pu_json_schema *sc = NULL;
         PT_OK(pu_json_schema_parse(k_schemas[k], strlen(k_schemas[k]), &sc));
@@ -546,7 +548,11 @@ static void check_token_walks(const char *tok_path, const char *label, int walks
                     if (b && bl && strchr("\"}]", b[bl - 1]))
                         lg[v] += 6;
                 }
-                if (pu_json_constraint_mask(c, lg, V) == 0) {
+                double t0 = pu_time_now();
+                int64_t allowed = pu_json_constraint_mask(c, lg, V);
+                mask_s += pu_time_now() - t0;
+                steps++;
+                if (allowed == 0) {
                     stuck++;
                     break;
                 }
@@ -574,8 +580,11 @@ static void check_token_walks(const char *tok_path, const char *label, int walks
         json_decref(js);
         pu_json_schema_destroy(sc);
     }
-    fprintf(stderr, "    %s token walks: %d of %d finished (all valid), %d stuck\n", label,
-            finished, total, stuck);
+    fprintf(stderr,
+            "    %s token walks: %d of %d finished (all valid), %d stuck; mask %.3f ms/token "
+            "(%lld tokens, printed, not asserted)\n",
+            label, finished, total, stuck, steps ? mask_s / (double)steps * 1e3 : 0.0,
+            (long long)steps);
     PT_EQ_I64(stuck, 0);
     PT_CHECK(finished > total / 2);
     pu_free(lg);
