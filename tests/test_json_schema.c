@@ -21,155 +21,7 @@
 #include "puyu/pu_json_constraint.h"
 #include "puyu/pu_tok.h"
 
-/* ------------------------------------------------------------------------ */
-/* the reference validator                                                   */
-
-static size_t utf8_len(const char *s, size_t n) {
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        k += ((uint8_t)s[i] & 0xC0) != 0x80;
-    return k;
-}
-
-static json_t *resolve(json_t *root, json_t *sch) {
-    json_t *r = json_object_get(sch, "$ref");
-    if (!json_is_string(r))
-        return sch;
-    const char *ref = json_string_value(r);
-    if (!strcmp(ref, "#"))
-        return root;
-    if (!strncmp(ref, "#/$defs/", 8))
-        return json_object_get(json_object_get(root, "$defs"), ref + 8);
-    if (!strncmp(ref, "#/definitions/", 14))
-        return json_object_get(json_object_get(root, "definitions"), ref + 14);
-    return NULL;
-}
-
-static bool is_integer(const json_t *v) {
-    return json_is_integer(v) ||
-           (json_is_real(v) && floor(json_real_value(v)) == json_real_value(v));
-}
-
-static bool type_ok(const char *t, const json_t *v) {
-    if (!strcmp(t, "string"))
-        return json_is_string(v);
-    if (!strcmp(t, "number"))
-        return json_is_number(v);
-    if (!strcmp(t, "integer"))
-        return is_integer(v);
-    if (!strcmp(t, "boolean"))
-        return json_is_boolean(v);
-    if (!strcmp(t, "null"))
-        return json_is_null(v);
-    if (!strcmp(t, "object"))
-        return json_is_object(v);
-    if (!strcmp(t, "array"))
-        return json_is_array(v);
-    return false;
-}
-
-static bool validate(json_t *root, json_t *sch, json_t *v) {
-    if (json_is_true(sch))
-        return true;
-    if (!json_is_object(sch))
-        return false;
-    if (json_object_get(sch, "$ref"))
-        return validate(root, resolve(root, sch), v);
-    if (json_is_true(json_object_get(sch, "nullable")) && json_is_null(v))
-        return true;
-    json_t *a;
-    size_t i;
-    json_t *e;
-    if ((a = json_object_get(sch, "anyOf"))) {
-        json_array_foreach(a, i, e) {
-            if (validate(root, e, v))
-                return true;
-        }
-        return false;
-    }
-    if ((a = json_object_get(sch, "oneOf"))) {
-        int k = 0;
-        json_array_foreach(a, i, e) { k += validate(root, e, v); }
-        return k == 1;
-    }
-    if ((a = json_object_get(sch, "allOf"))) {
-        json_array_foreach(a, i, e) {
-            if (!validate(root, e, v))
-                return false;
-        }
-    }
-    json_t *ty = json_object_get(sch, "type");
-    if (json_is_string(ty) && !type_ok(json_string_value(ty), v))
-        return false;
-    if (json_is_array(ty)) {
-        bool ok = false;
-        json_array_foreach(ty, i, e) { ok = ok || type_ok(json_string_value(e), v); }
-        if (!ok)
-            return false;
-    }
-    if ((a = json_object_get(sch, "enum"))) {
-        bool ok = false;
-        json_array_foreach(a, i, e) { ok = ok || json_equal(e, v); }
-        if (!ok)
-            return false;
-    }
-    if ((a = json_object_get(sch, "const")) && !json_equal(a, v))
-        return false;
-    if (json_is_string(v)) {
-        size_t n = utf8_len(json_string_value(v), json_string_length(v));
-        if ((a = json_object_get(sch, "minLength")) && n < (size_t)json_integer_value(a))
-            return false;
-        if ((a = json_object_get(sch, "maxLength")) && n > (size_t)json_integer_value(a))
-            return false;
-    }
-    if (json_is_number(v)) {
-        double x = json_number_value(v);
-        json_t *em = json_object_get(sch, "exclusiveMinimum"),
-               *eM = json_object_get(sch, "exclusiveMaximum");
-        if ((a = json_object_get(sch, "minimum")) &&
-            (json_is_true(em) ? x <= json_number_value(a) : x < json_number_value(a)))
-            return false;
-        if ((a = json_object_get(sch, "maximum")) &&
-            (json_is_true(eM) ? x >= json_number_value(a) : x > json_number_value(a)))
-            return false;
-        if (json_is_number(em) && x <= json_number_value(em))
-            return false;
-        if (json_is_number(eM) && x >= json_number_value(eM))
-            return false;
-    }
-    if (json_is_object(v)) {
-        json_t *props = json_object_get(sch, "properties"),
-               *ap = json_object_get(sch, "additionalProperties");
-        const char *k;
-        json_t *x;
-        json_object_foreach(v, k, x) {
-            json_t *ps = json_object_get(props, k);
-            if (ps) {
-                if (!validate(root, ps, x))
-                    return false;
-            } else if (json_is_false(ap) || (json_is_object(ap) && !validate(root, ap, x))) {
-                return false;
-            }
-        }
-        json_array_foreach(json_object_get(sch, "required"), i, e) {
-            if (!json_object_get(v, json_string_value(e)))
-                return false;
-        }
-    }
-    if (json_is_array(v)) {
-        json_t *it = json_object_get(sch, "items");
-        size_t n = json_array_size(v);
-        if ((a = json_object_get(sch, "minItems")) && n < (size_t)json_integer_value(a))
-            return false;
-        if ((a = json_object_get(sch, "maxItems")) && n > (size_t)json_integer_value(a))
-            return false;
-        json_array_foreach(v, i, e) {
-            if (it && !validate(root, it, e))
-                return false;
-        }
-    }
-    return true;
-}
+#include "json_validate.h"
 
 /* ------------------------------------------------------------------------ */
 /* schemas                                                                   */
@@ -326,7 +178,7 @@ static json_t *gen(json_t *root, json_t *sch, int depth) {
     if (!json_is_object(sch) || depth > 8)
         return gen_any(depth);
     if (json_object_get(sch, "$ref"))
-        return gen(root, resolve(root, sch), depth);
+        return gen(root, jv_resolve(root, sch), depth);
     json_t *a;
     if ((a = json_object_get(sch, "anyOf")) || (a = json_object_get(sch, "oneOf")) ||
         (a = json_object_get(sch, "allOf")))
@@ -384,7 +236,7 @@ static void check_docs(void) {
         for (int it = 0; it < 1500; it++) {
             json_t *doc = gen(js, js, 0);
             char *txt = json_dumps(doc, JSON_COMPACT | JSON_ENCODE_ANY);
-            bool valid = validate(js, js, doc), acc = sm_accepts(sc, txt);
+            bool valid = jv_validate(js, js, doc), acc = sm_accepts(sc, txt);
             n_valid += valid;
             n_invalid += !valid;
             if (valid != acc && bad++ < 5)
@@ -463,7 +315,7 @@ static void check_fixed(void) {
         if (!sc)
             continue;
         json_t *js = schema_json(k), *doc = json_loads(cases[i].doc, JSON_DECODE_ANY, NULL);
-        bool valid = doc && validate(js, js, doc);
+        bool valid = doc && jv_validate(js, js, doc);
         bool acc = sm_accepts(sc, cases[i].doc);
         PT_CHECK_MSG(valid == cases[i].ok && acc == cases[i].ok,
                      "case %zu (schema %d) %s: want %d, validator %d, automaton %d", i, k,
@@ -525,7 +377,7 @@ static void check_walks(void) {
             finished++;
             json_error_t err;
             json_t *doc = json_loadb(buf, n, JSON_DECODE_ANY, &err);
-            bool valid = doc && validate(js, js, doc);
+            bool valid = doc && jv_validate(js, js, doc);
             if (!valid && invalid++ < 3)
                 PT_CHECK_MSG(false, "schema %d walk %d: invalid %s (%s)", k, w, buf,
                              doc ? "schema" : err.text);
@@ -590,7 +442,7 @@ static void check_token_walks(const char *tok_path, const char *label, int walks
             if (pu_json_constraint_complete(c)) {
                 finished++;
                 json_t *doc = json_loadb(out.p, out.len, JSON_DECODE_ANY, NULL);
-                PT_CHECK_MSG(doc && validate(js, js, doc), "%s schema %d: invalid %s", label, k,
+                PT_CHECK_MSG(doc && jv_validate(js, js, doc), "%s schema %d: invalid %s", label, k,
                              out.p);
                 json_decref(doc);
             }
@@ -783,14 +635,14 @@ static void check_random_schemas(void) {
                 continue;
             finished++;
             json_t *doc = json_loadb(buf, n, JSON_DECODE_ANY, NULL);
-            if (!(doc && validate(js, js, doc)) && invalid++ < 3)
+            if (!(doc && jv_validate(js, js, doc)) && invalid++ < 3)
                 PT_CHECK_MSG(false, "schema %s: invalid walk %s", txt, buf);
             json_decref(doc);
         }
         for (int d = 0; d < 40; d++) {
             json_t *doc = gen(js, js, 0);
             char *dt = json_dumps(doc, JSON_COMPACT | JSON_ENCODE_ANY);
-            bool valid = validate(js, js, doc), acc = sm_accepts(sc, dt);
+            bool valid = jv_validate(js, js, doc), acc = sm_accepts(sc, dt);
             if (valid && !acc && has_integral_real(doc)) {
                 free(dt);
                 json_decref(doc);
