@@ -918,8 +918,7 @@ static void check_python_bad_utf8(void) {
     PT_OK(pu_agent_run(a, "bytes", &ans, &oc));
     fclose(log);
     const char *pr = f.last_prompt.p ? f.last_prompt.p : "";
-    PT_CHECK_MSG(has(pr, "ok \xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD end") &&
-                     json_string_length(json_string(pr)) > 0,
+    PT_CHECK_MSG(has(pr, "ok \xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD end"),
                  "prompt after bad bytes:\n%s", pr);
     /* the whole prompt is valid UTF-8 (jansson refuses invalid strings) */
     json_t *js = json_string(pr);
