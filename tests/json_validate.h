@@ -80,7 +80,9 @@ static bool jv_validate(json_t *root, json_t *sch, json_t *v) {
     }
     if ((a = json_object_get(sch, "oneOf"))) {
         int k = 0;
-        json_array_foreach(a, i, e) { k += jv_validate(root, e, v); }
+        json_array_foreach(a, i, e) {
+            k += jv_validate(root, e, v);
+        }
         return k == 1;
     }
     if ((a = json_object_get(sch, "allOf"))) {
@@ -94,13 +96,17 @@ static bool jv_validate(json_t *root, json_t *sch, json_t *v) {
         return false;
     if (json_is_array(ty)) {
         bool ok = false;
-        json_array_foreach(ty, i, e) { ok = ok || jv_type_ok(json_string_value(e), v); }
+        json_array_foreach(ty, i, e) {
+            ok = ok || jv_type_ok(json_string_value(e), v);
+        }
         if (!ok)
             return false;
     }
     if ((a = json_object_get(sch, "enum"))) {
         bool ok = false;
-        json_array_foreach(a, i, e) { ok = ok || json_equal(e, v); }
+        json_array_foreach(a, i, e) {
+            ok = ok || json_equal(e, v);
+        }
         if (!ok)
             return false;
     }

@@ -261,17 +261,17 @@ static void check_fixed(void) {
     } cases[] = {
         {0, "{\"name\": \"ab\", \"age\": 7}", true},
         {0, "{ \"age\" : 120 ,\n \"name\" : \"\\u00e9\\ud83d\\ude00\\n\\\"\" }", true},
-        {0, "{\"name\": \"abcde\", \"age\": 7}", false},               /* maxLength */
-        {0, "{\"name\": \"\", \"age\": 7}", false},                    /* minLength */
-        {0, "{\"name\": \"a\", \"age\": 121}", false},                 /* maximum */
-        {0, "{\"name\": \"a\", \"age\": -1}", false},                  /* minimum */
-        {0, "{\"name\": \"a\", \"age\": 1.5}", false},                 /* integer */
-        {0, "{\"name\": \"a\", \"age\": 1, \"score\": -1.5}", false},  /* exclusive */
+        {0, "{\"name\": \"abcde\", \"age\": 7}", false},              /* maxLength */
+        {0, "{\"name\": \"\", \"age\": 7}", false},                   /* minLength */
+        {0, "{\"name\": \"a\", \"age\": 121}", false},                /* maximum */
+        {0, "{\"name\": \"a\", \"age\": -1}", false},                 /* minimum */
+        {0, "{\"name\": \"a\", \"age\": 1.5}", false},                /* integer */
+        {0, "{\"name\": \"a\", \"age\": 1, \"score\": -1.5}", false}, /* exclusive */
         {0, "{\"name\": \"a\", \"age\": 1, \"score\": -1.49}", true},
         {0, "{\"name\": \"a\", \"age\": 1, \"score\": 2.5}", true},
         {0, "{\"name\": \"a\", \"age\": 1, \"score\": 2.51}", false},
         {0, "{\"name\": \"a\", \"age\": 1, \"score\": 1}", true},
-        {0, "{\"name\": \"a\", \"age\": 1, \"tags\": []}", false},     /* minItems */
+        {0, "{\"name\": \"a\", \"age\": 1, \"tags\": []}", false}, /* minItems */
         {0, "{\"name\": \"a\", \"age\": 1, \"tags\": [\"a\",\"b\",\"c\",\"d\"]}", false},
         {0, "{\"name\": \"a\", \"age\": 1, \"tags\": [\"ab\", \"\"]}", true},
         {0, "{\"name\": \"a\", \"age\": 1, \"kind\": {\"x\":[1]}}", true},
@@ -282,7 +282,7 @@ static void check_fixed(void) {
         {0, "{\"name\": \"a\", \"age\": 1, \"addr\": {\"city\": \"Oslo\"}}", false},
         {0, "{\"name\": \"a\", \"age\": 1, \"addr\": {\"zip\": 9}}", false},
         {0, "{\"name\": \"a\", \"age\": 1, \"free\": {\"k\": [1, {}]}, \"any\": [null]}", true},
-        {0, "{\"name\": \"a\", \"age\": 1, \"other\": 1}", false},     /* additionalProperties */
+        {0, "{\"name\": \"a\", \"age\": 1, \"other\": 1}", false}, /* additionalProperties */
         {1, "{\"p\": {\"x\": -5, \"y\": 123456}}", true},
         {1, "{\"p\": {\"x\": -6, \"y\": 1}}", false},
         {1, "{\"p\": {\"x\": 0, \"y\": 0}, \"shape\": [{\"x\": 1, \"y\": 2}]}", true},
@@ -290,8 +290,9 @@ static void check_fixed(void) {
         {1, "{\"p\": {\"x\": 0, \"y\": 0}, \"u\": 99}", false},
         {1, "{\"p\": {\"x\": 0, \"y\": 0}, \"ab\": {\"b\": \"s\", \"k\": 2}}", true},
         {1, "{\"p\": {\"x\": 0, \"y\": 0}, \"ab\": {\"b\": \"s\", \"k\": 1}}", false},
-        {1, "{\"p\": {\"x\": 0, \"y\": 0}, \"tree\": {\"v\": 1, \"kids\": [{\"v\": 2, \"kids\": "
-            "[{\"v\": 3}]}]}}",
+        {1,
+         "{\"p\": {\"x\": 0, \"y\": 0}, \"tree\": {\"v\": 1, \"kids\": [{\"v\": 2, \"kids\": "
+         "[{\"v\": 3}]}]}}",
          true},
         {1, "{\"p\": {\"x\": 0, \"y\": 0}, \"tree\": {\"v\": 1, \"kids\": [{\"v\": 10}]}}", false},
         {2, "{\"c\": \"g\", \"n\": 0.25, \"m\": 2, \"d4\": 6}", true},
@@ -470,7 +471,8 @@ static void check_refused(void) {
         const char *schema, *field;
     } cases[] = {
         {"{\"type\":\"string\",\"pattern\":\"^a+$\"}", "json_schema.pattern"},
-        {"{\"type\":\"object\",\"properties\":{\"a\":{\"not\":{}}}}", "json_schema.properties.a.not"},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{\"not\":{}}}}",
+         "json_schema.properties.a.not"},
         {"{\"type\":\"array\",\"prefixItems\":[{}]}", "json_schema.prefixItems"},
         {"{\"type\":\"array\",\"uniqueItems\":true}", "json_schema.uniqueItems"},
         {"{\"type\":\"number\",\"multipleOf\":2}", "json_schema.multipleOf"},

@@ -109,7 +109,7 @@ struct pu_json_schema {
     char *text; /* the source (for copies) */
 };
 
-#define MAX_NODES 4096
+#define MAX_NODES     4096
 #define MAX_LIT_BYTES 1024
 
 static int node_new(pu_json_schema *s, nkind k) {
@@ -162,15 +162,31 @@ typedef struct cctx {
     int depth;
 } cctx;
 
-static const char *const k_annot[] = {"title",     "description", "default",  "examples",
-                                      "format",    "$schema",     "$id",      "$comment",
-                                      "deprecated", "readOnly",   "writeOnly", "$defs",
-                                      "definitions", NULL};
-static const char *const k_known[] = {
-    "type",         "enum",     "const",    "properties", "required",         "additionalProperties",
-    "items",        "minItems", "maxItems", "minLength",  "maxLength",        "minimum",
-    "maximum",      "exclusiveMinimum",     "exclusiveMaximum", "anyOf",      "oneOf",
-    "allOf",        "$ref",     "uniqueItems", "nullable", NULL};
+static const char *const k_annot[] = {
+    "title",    "description", "default",  "examples",  "format", "$schema",     "$id",
+    "$comment", "deprecated",  "readOnly", "writeOnly", "$defs",  "definitions", NULL};
+static const char *const k_known[] = {"type",
+                                      "enum",
+                                      "const",
+                                      "properties",
+                                      "required",
+                                      "additionalProperties",
+                                      "items",
+                                      "minItems",
+                                      "maxItems",
+                                      "minLength",
+                                      "maxLength",
+                                      "minimum",
+                                      "maximum",
+                                      "exclusiveMinimum",
+                                      "exclusiveMaximum",
+                                      "anyOf",
+                                      "oneOf",
+                                      "allOf",
+                                      "$ref",
+                                      "uniqueItems",
+                                      "nullable",
+                                      NULL};
 
 static bool in_list(const char *k, const char *const *l) {
     for (int i = 0; l[i]; i++)
@@ -186,7 +202,8 @@ static bool alone(json_t *sch, const char *kw, const char *path, pu_status *st) 
     const char *k;
     json_t *v;
     json_object_foreach(sch, k, v) {
-        if (strcmp(k, kw) && !in_list(k, k_annot) && !(!strcmp(kw, "anyOf") && !strcmp(k, "type")) &&
+        if (strcmp(k, kw) && !in_list(k, k_annot) &&
+            !(!strcmp(kw, "anyOf") && !strcmp(k, "type")) &&
             !(!strcmp(kw, "oneOf") && !strcmp(k, "type"))) {
             *st = pu_err_set(PU_ERR_UNSUPPORTED,
                              "%s.%s: unsupported beside \"%s\" (only annotations may be)", path, k,
@@ -211,9 +228,9 @@ static bool get_count(json_t *sch, const char *kw, uint32_t *out, const char *pa
 
 /* the JSON type name of a value */
 static const char *jtype(const json_t *v, bool *is_int) {
-    *is_int = json_is_integer(v) ||
-              (json_is_real(v) && floor(json_real_value(v)) == json_real_value(v) &&
-               fabs(json_real_value(v)) < 1e15);
+    *is_int =
+        json_is_integer(v) || (json_is_real(v) && floor(json_real_value(v)) == json_real_value(v) &&
+                               fabs(json_real_value(v)) < 1e15);
     switch (json_typeof(v)) {
     case JSON_OBJECT: return "object";
     case JSON_ARRAY: return "array";
@@ -368,9 +385,8 @@ static int compile_type(cctx *c, json_t *sch, const char *t, const char *path, p
         }
         double lim = 999999999999999.0; /* PU_JSON_MAX_DIGITS digits */
         if (lo > hi || (lo == hi && !(lo_incl && hi_incl)) || lo > lim || hi < -lim) {
-            *st = pu_err_set(PU_ERR_FORMAT,
-                             "%s: minimum/maximum leave no %s of at most %d digits", path, t,
-                             PU_JSON_MAX_DIGITS);
+            *st = pu_err_set(PU_ERR_FORMAT, "%s: minimum/maximum leave no %s of at most %d digits",
+                             path, t, PU_JSON_MAX_DIGITS);
             return -1;
         }
         snode *n = &c->s->nodes[id];
@@ -419,8 +435,8 @@ static int compile_type(cctx *c, json_t *sch, const char *t, const char *path, p
         return id;
     }
     if (!strcmp(t, "object")) {
-        json_t *props = json_object_get(sch, "properties"), *ap =
-                                                            json_object_get(sch, "additionalProperties"),
+        json_t *props = json_object_get(sch, "properties"),
+               *ap = json_object_get(sch, "additionalProperties"),
                *req = json_object_get(sch, "required");
         if (props && !json_is_object(props)) {
             *st = pu_err_set(PU_ERR_FORMAT, "%s.properties: expected an object", path);
@@ -568,8 +584,8 @@ static int compile_alts(cctx *c, json_t *sch, const char *kw, const char *path, 
     }
     if (json_object_get(sch, "type")) {
         *st = pu_err_set(PU_ERR_UNSUPPORTED,
-                         "%s.type: unsupported beside %s (give the type in each alternative)",
-                         path, kw);
+                         "%s.type: unsupported beside %s (give the type in each alternative)", path,
+                         kw);
         return -1;
     }
     size_t n = json_array_size(a);
@@ -778,7 +794,7 @@ static const pu_json_schema k_anyobj = {.nodes = (snode *)k_builtin_nodes, .n = 
 /* ------------------------------------------------------------------------ */
 /* the automaton                                                             */
 
-#define MAX_WS 8
+#define MAX_WS  8
 #define TH_HEAD offsetof(pu_json_thread, fr)
 
 static size_t th_size(const pu_json_thread *t) {
