@@ -318,6 +318,10 @@ static void check_fixed(void) {
         json_t *js = schema_json(k), *doc = json_loads(cases[i].doc, JSON_DECODE_ANY, NULL);
         bool valid = doc && jv_validate(js, js, doc);
         bool acc = sm_accepts(sc, cases[i].doc);
+        /* a copy (what the engine keeps per request) behaves the same */
+        pu_json_schema *cp = pu_json_schema_copy(sc);
+        PT_CHECK_MSG(cp && sm_accepts(cp, cases[i].doc) == acc, "case %zu: the copy differs", i);
+        pu_json_schema_destroy(cp);
         PT_CHECK_MSG(valid == cases[i].ok && acc == cases[i].ok,
                      "case %zu (schema %d) %s: want %d, validator %d, automaton %d", i, k,
                      cases[i].doc, cases[i].ok, valid, acc);

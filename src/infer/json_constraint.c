@@ -778,9 +778,12 @@ pu_status pu_json_schema_parse(const char *json, size_t len, pu_json_schema **ou
 pu_json_schema *pu_json_schema_copy(const pu_json_schema *s) {
     if (!s)
         return NULL;
+    /* recompile the schema itself (no wrapper detection: text is the inner schema) */
+    json_t *root = s->text ? json_loads(s->text, JSON_DECODE_ANY, NULL) : NULL;
     pu_json_schema *c = NULL;
-    if (!s->text || pu_json_schema_parse(s->text, strlen(s->text), &c) != PU_OK)
-        return NULL;
+    if (!root || pu_json_schema_from_json(root, "json_schema", &c) != PU_OK)
+        c = NULL;
+    json_decref(root);
     return c;
 }
 
