@@ -226,7 +226,10 @@ int pu_cmd_eval(int argc, char **argv) {
         "(one prefill of the shared context); gen tasks generate and extract the answer;\n"
         "needle tasks run a needle-in-a-haystack grid. Writes DIR/results.json, results.md,\n"
         "report.html and predictions.jsonl; finished samples are cached in DIR/cache/ and\n"
-        "reused by a rerun. A task is a built-in name (--list-tasks) or a JSON spec path."};
+        "reused by a rerun. A task is a built-in name (--list-tasks) or a JSON spec path.\n"
+        "Tool use (DATA/../agent): tooluse_en / tooluse_zh (glaive: first call, name and\n"
+        "arguments exact) and tooluse_reason (reason_tool_use_demo_50.jsonl: every assistant\n"
+        "turn; calls equal as a multiset, final answers right when no tool is called)."};
     int rc = pu_opts_parse(&spec, opts, argc, argv, NULL, NULL);
     if (rc)
         return rc == 1 ? 0 : 2;
