@@ -86,7 +86,9 @@ int pu_cmd_agent(int argc, char **argv) {
         {"ctx", 'c', PU_OPT_INT, &ctx, "N", "context limit (local; default min(model, 4096))", 16,
          1e9},
         {"no-json-calls", 0, PU_OPT_FLAG, &no_json_calls, NULL,
-         "local InternLM2: do not constrain tool-call arguments to valid JSON", 0, 0},
+         "local InternLM2: do not constrain tool calls (to a declared name and arguments "
+         "following its schema)",
+         0, 0},
         {"show", 0, PU_OPT_FLAG, &verbose_tools, NULL,
          "print every message (tool calls, results) to stderr", 0, 0},
         {"unsafe-no-sandbox", 0, PU_OPT_FLAG, &unsafe, NULL,
