@@ -807,8 +807,12 @@ static size_t th_size(const pu_json_thread *t) {
 void pu_json_sm_copy(pu_json_sm *dst, const pu_json_sm *src) {
     dst->schema = src->schema;
     dst->n = src->n;
-    for (int i = 0; i < src->n; i++)
-        memcpy(&dst->t[i], &src->t[i], th_size(&src->t[i]));
+    for (int i = 0; i < src->n; i++) {
+        const pu_json_thread *t = &src->t[i];
+        memcpy(&dst->t[i], t, TH_HEAD);
+        if (t->depth)
+            memcpy(dst->t[i].fr, t->fr, (size_t)t->depth * sizeof(pu_json_frame));
+    }
 }
 
 static const snode *nd(const pu_json_sm *s, int id) {
@@ -921,7 +925,13 @@ static bool num_end_ok(const pu_json_sm *s, const pu_json_thread *t) {
     return in_range(n, strtod(t->nbuf, NULL));
 }
 
+static bool bounded(const pu_json_sm *s, const pu_json_thread *t);
+
 static bool num_put(const pu_json_sm *s, pu_json_thread *t, uint8_t c) {
+    /* only a bounded number keeps its text: otherwise the state (and the mask
+     * cache key) must not change with every digit */
+    if (!bounded(s, t))
+        return true;
     if (t->nlen >= sizeof t->nbuf - 1)
         return false;
     t->nbuf[t->nlen++] = (char)c;
@@ -940,10 +950,11 @@ static const snode *str_node(const pu_json_sm *s, const pu_json_thread *t) {
     return !t->in_key && n->kind == K_STRING ? n : NULL;
 }
 
-/* a new character begins */
+/* a new character begins (counted only under a length limit, so that a free
+ * string stays one state and its mask is cached) */
 static bool str_char(const pu_json_sm *s, pu_json_thread *t) {
     const snode *n = str_node(s, t);
-    if (!n)
+    if (!n || (n->min_len == 0 && n->max_len == UINT32_MAX))
         return true;
     if (t->slen >= n->max_len)
         return false;
@@ -1393,7 +1404,23 @@ void pu_json_sm_init_schema(pu_json_sm *s, const pu_json_schema *schema) {
     sm_init_node(s, schema ? schema : &k_anyobj);
 }
 
+static bool needs_expand(const pu_json_sm *s, const pu_json_thread *t) {
+    return (t->st == S_VALUE || t->st == S_ARR_FIRST) && nd(s, t->vnode)->kind == K_ANYOF;
+}
+
 static bool feed1(pu_json_sm *s, uint8_t c) {
+    if (s->n == 1) { /* the common case: one parse, nothing to merge */
+        pu_json_thread *t = &s->t[0];
+        if (!feed_t(s, t, c)) {
+            s->n = 0;
+            return false;
+        }
+        if (needs_expand(s, t)) {
+            expand(s);
+            dedup(s);
+        }
+        return true;
+    }
     int w = 0;
     for (int i = 0; i < s->n; i++) {
         pu_json_thread *t = &s->t[i];
@@ -1449,11 +1476,13 @@ struct pu_json_constraint {
     int64_t n;
     uint32_t *off, *len; /* into bytes */
     uint8_t *special;    /* 1 = special (no bytes), 2 = an end token */
+    uint8_t *plain;      /* 1 = bytes are whole characters of a string without '"' / '\\' */
     uint8_t *bytes;
     pu_json_sm sm;
     pu_json_sm *tmp; /* scratch copy for the mask */
     bool object_only;
     bool borrowed; /* the tables belong to the prototype (pu_json_constraint_clone) */
+    bool fast_str; /* the state is inside a string without limits: plain tokens pass */
     const pu_json_schema *schema;
     /* masks of recently seen automaton states (a long string revisits the
      * same state at every token): key = the state's canonical bytes */
@@ -1493,6 +1522,44 @@ static size_t sm_key(const pu_json_sm *s, uint8_t **buf, size_t *cap) {
     return n;
 }
 
+/* whole UTF-8 characters, none of them a quote, a backslash or a control byte */
+static bool plain_bytes(const uint8_t *b, size_t n) {
+    if (!n)
+        return false;
+    for (size_t i = 0; i < n;) {
+        uint8_t c = b[i];
+        if (c < 0x20 || c == '"' || c == '\\')
+            return false;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        int k = c >= 0xC2 && c <= 0xDF ? 1 : c >= 0xE0 && c <= 0xEF ? 2 : c >= 0xF0 && c <= 0xF4 ? 3 : 0;
+        if (!k || i + (size_t)k >= n)
+            return false;
+        uint8_t lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80,
+                hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+        if (b[i + 1] < lo || b[i + 1] > hi)
+            return false;
+        for (int j = 2; j <= k; j++)
+            if (b[i + (size_t)j] < 0x80 || b[i + (size_t)j] > 0xBF)
+                return false;
+        i += (size_t)k + 1;
+    }
+    return true;
+}
+
+/* one parse inside a string whose characters are not counted */
+static bool free_string_state(const pu_json_sm *s) {
+    if (s->n != 1)
+        return false;
+    const pu_json_thread *t = &s->t[0];
+    if (t->st != S_STR)
+        return false;
+    const snode *n = str_node(s, t);
+    return !n || (n->min_len == 0 && n->max_len == UINT32_MAX);
+}
+
 pu_status pu_json_constraint_create(const pu_tok *tok, bool object_only, pu_json_constraint **out) {
     *out = NULL;
     int64_t n = pu_tok_n_vocab(tok);
@@ -1502,6 +1569,7 @@ pu_status pu_json_constraint_create(const pu_tok *tok, bool object_only, pu_json
     c->off = pu_calloc((size_t)n, sizeof *c->off);
     c->len = pu_calloc((size_t)n, sizeof *c->len);
     c->special = pu_calloc((size_t)n, 1);
+    c->plain = pu_calloc((size_t)n, 1);
     /* an ordinary anchor piece: decode([anchor, id]) minus decode([anchor])
      * gives id's bytes without the decoder's leading-space rule */
     int32_t *aid = NULL;
@@ -1589,6 +1657,8 @@ pu_status pu_json_constraint_create(const pu_tok *tok, bool object_only, pu_json
         pu_json_constraint_destroy(c);
         return st;
     }
+    for (int64_t i = 0; i < n; i++)
+        c->plain[i] = !c->special[i] && plain_bytes(c->bytes + c->off[i], c->len[i]);
     c->tmp = pu_malloc(sizeof *c->tmp);
     pu_json_sm_init(&c->sm, object_only);
     *out = c;
@@ -1611,6 +1681,7 @@ void pu_json_constraint_destroy(pu_json_constraint *c) {
     pu_free(c->off);
     pu_free(c->len);
     pu_free(c->special);
+    pu_free(c->plain);
     pu_free(c->bytes);
     pu_free(c);
 }
@@ -1660,6 +1731,8 @@ static bool allowed(pu_json_constraint *c, int64_t i, bool complete, const bool 
     const uint8_t *b = c->bytes + c->off[i];
     if (first_ok && !first_ok[b[0]])
         return false;
+    if (c->fast_str && c->plain[i])
+        return true;
     pu_json_sm_copy(c->tmp, &c->sm);
     return pu_json_sm_feed(c->tmp, b, c->len[i]);
 }
@@ -1691,6 +1764,7 @@ int64_t pu_json_constraint_mask(pu_json_constraint *c, float *logits, int64_t n_
         memcpy(hit->key, key, kl);
         hit->klen = kl;
         bool complete = pu_json_sm_complete(&c->sm);
+        c->fast_str = free_string_state(&c->sm);
         bool first_ok[256];
         for (int b = 0; b < 256; b++) {
             pu_json_sm_copy(c->tmp, &c->sm);
@@ -1731,6 +1805,7 @@ void pu_json_constraint_cache_stats(const pu_json_constraint *c, int64_t *hits, 
 
 int64_t pu_json_constraint_mask_uncached(pu_json_constraint *c, float *logits, int64_t n_vocab) {
     bool complete = pu_json_sm_complete(&c->sm);
+    c->fast_str = free_string_state(&c->sm);
     /* most pieces are rejected by their first byte: test the 256 bytes once */
     bool first_ok[256];
     for (int b = 0; b < 256; b++) {
@@ -1754,6 +1829,7 @@ void pu_json_constraint_mask_hook(void *ud, float *logits, int64_t n_vocab) {
 
 pu_status pu_json_constraint_accept(pu_json_constraint *c, int32_t id) {
     bool complete = pu_json_sm_complete(&c->sm);
+    c->fast_str = false; /* feed the bytes: the state must advance */
     if (id < 0 || !allowed(c, id, complete, NULL))
         return pu_err_set(PU_ERR_INVALID, "json constraint: token %d does not continue the JSON",
                           (int)id);
