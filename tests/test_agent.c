@@ -8,12 +8,17 @@
  * then `puyu agent --api` against `puyu serve` on the stories260K model for
  * the HTTP plumbing.
  */
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sys/socket.h>
 #include <jansson.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -613,6 +618,334 @@ static void check_tooluse(void) {
     fake_free(&g);
 }
 
+/* reason_tool_use: every assistant turn a step; calls as a multiset, final
+ * answers right when no tool is called */
+static void check_tooluse_reason(void) {
+    const char *data =
+        "{\"messages\": [{\"role\": \"system\", \"content\": [{\"type\": \"text\", \"value\": "
+        "\"S\"}]}, {\"role\": \"user\", \"content\": [{\"type\": \"text\", \"value\": \"Weather "
+        "in Paris and Oslo?\"}]}, {\"role\": \"assistant\", \"content\": [{\"type\": "
+        "\"reasoning\", \"value\": \"REASONING-SECRET\"}, {\"type\": \"tool_call\", \"value\": "
+        "\"{\\\"name\\\": \\\"get_weather\\\", \\\"arguments\\\": {\\\"city\\\": "
+        "\\\"Paris\\\"}}\"}, {\"type\": \"tool_call\", \"value\": \"{\\\"name\\\": "
+        "\\\"get_weather\\\", \\\"arguments\\\": {\\\"city\\\": \\\"Oslo\\\"}}\"}]}, {\"role\": "
+        "\"tool\", \"content\": [{\"type\": \"text\", \"value\": \"sunny; rain\"}]}, {\"role\": "
+        "\"assistant\", \"content\": [{\"type\": \"reasoning\", \"value\": \"r\"}, {\"type\": "
+        "\"text\", \"value\": \"Paris sunny, Oslo rain.\"}]}, {\"role\": \"user\", \"content\": "
+        "[{\"type\": \"text\", \"value\": \"And Rome?\"}]}, {\"role\": \"assistant\", "
+        "\"content\": [{\"type\": \"tool_call\", \"value\": \"{\\\"name\\\": \\\"get_weather\\\", "
+        "\\\"arguments\\\": {\\\"city\\\": \\\"Rome\\\", \\\"days\\\": 1}}\"}]}], \"tools\": "
+        "\"[{\\\"type\\\": \\\"function\\\", \\\"function\\\": {\\\"name\\\": \\\"get_weather\\\", "
+        "\\\"description\\\": \\\"w\\\", \\\"parameters\\\": {\\\"type\\\": \\\"object\\\", "
+        "\\\"properties\\\": {\\\"city\\\": {\\\"type\\\": \\\"string\\\"}}}}}]\"}\n"
+        "\n{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"value\": "
+        "\"hi\"}]}, {\"role\": \"assistant\", \"content\": [{\"type\": \"text\", \"value\": "
+        "\"Hello\"}]}], \"tools\": \"[]\"}\n";
+    char path[512];
+    pt_tmp_path("reason.jsonl", path, sizeof path);
+    PT_OK(pu_file_write_atomic(path, data, strlen(data)));
+    /* the right answers (calls in another order, 1.0 for 1) */
+    const char *right[] = {
+        "<|action_start|><|plugin|>\n{\"name\": \"get_weather\", \"parameters\": {\"city\": "
+        "\"Oslo\"}}<|action_end|>\n<|action_start|><|plugin|>\n{\"name\": \"get_weather\", "
+        "\"parameters\": {\"city\": \"Paris\"}}<|action_end|>",
+        "Paris is sunny.<|im_end|>",
+        "<|action_start|><|plugin|>\n{\"name\": \"get_weather\", \"parameters\": {\"days\": 1.0, "
+        "\"city\": \"Rome\"}}<|action_end|>",
+        "Hello!"};
+    fake f = {.replies = right, .n = 4};
+    pu_agent_llm llm = {.ud = &f, .complete = fake_complete};
+    pu_agent_tooluse_opts o = {.path = path, .protocol = PU_AGENT_NATIVE};
+    pu_agent_reason_score sc;
+    PT_OK(pu_agent_tooluse_reason_eval(&llm, &o, &sc));
+    PT_EQ_I64(sc.items, 2);
+    PT_EQ_I64(sc.steps, 4);
+    PT_EQ_I64(sc.call_steps, 2);
+    PT_EQ_I64(sc.call_exact, 2);
+    PT_EQ_I64(sc.answer_steps, 2);
+    PT_EQ_I64(sc.answer_ok, 2);
+    /* the step-3 prompt: gold history with its calls and the tool result, no reasoning,
+     * the dataset's system prompt */
+    PT_CHECK_MSG(f.calls == 4, "calls %d", f.calls);
+    fake_free(&f);
+    const char *right3[] = {right[0], right[1], right[2]};
+    fake f3 = {.replies = right3, .n = 3};
+    llm.ud = &f3;
+    o.limit = 1;
+    PT_OK(pu_agent_tooluse_reason_eval(&llm, &o, &sc));
+    const char *pr = f3.last_prompt.p;
+    PT_CHECK_MSG(has(pr, "And Rome?") && has(pr, "sunny; rain") && has(pr, "\"Oslo\"") &&
+                     has(pr, "<|im_start|>system\nS") && !has(pr, "REASONING-SECRET") &&
+                     has(pr, "Paris sunny, Oslo rain.") && has(pr, "get_weather"),
+                 "step 3 prompt:\n%s", pr ? pr : "");
+    fake_free(&f3);
+    o.limit = 0;
+    /* wrong answers: a call missing, a call where the gold answers, a wrong argument */
+    const char *wrong[] = {
+        "<|action_start|><|plugin|>\n{\"name\": \"get_weather\", \"parameters\": {\"city\": "
+        "\"Paris\"}}<|action_end|>",
+        "<|action_start|><|plugin|>\n{\"name\": \"get_weather\", \"parameters\": {\"city\": "
+        "\"Paris\"}}<|action_end|>",
+        "<|action_start|><|plugin|>\n{\"name\": \"get_weather\", \"parameters\": {\"days\": 1, "
+        "\"city\": \"Roma\"}}<|action_end|>",
+        "Hello"};
+    fake w = {.replies = wrong, .n = 4};
+    llm.ud = &w;
+    PT_OK(pu_agent_tooluse_reason_eval(&llm, &o, &sc));
+    PT_EQ_I64(sc.steps, 4);
+    PT_EQ_I64(sc.call_exact, 0);
+    PT_EQ_I64(sc.call_name, 1);
+    PT_EQ_I64(sc.answer_ok, 1);
+    fake_free(&w);
+    /* openai protocol: tool_calls */
+    const char *chat_right[] = {
+        "{\"role\": \"assistant\", \"content\": null, \"tool_calls\": [{\"id\": \"1\", \"type\": "
+        "\"function\", \"function\": {\"name\": \"get_weather\", \"arguments\": "
+        "\"{\\\"city\\\": \\\"Paris\\\"}\"}}, {\"id\": \"2\", \"type\": \"function\", "
+        "\"function\": {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}}]}",
+        "{\"role\": \"assistant\", \"content\": \"Paris sunny.\"}",
+        "{\"role\": \"assistant\", \"content\": \"Rome?\"}",
+        "{\"role\": \"assistant\", \"content\": \"Hello\"}"};
+    fake g = {.replies = chat_right, .n = 4};
+    pu_agent_llm chat = {.ud = &g, .chat = fake_chat};
+    o.protocol = PU_AGENT_OPENAI;
+    PT_OK(pu_agent_tooluse_reason_eval(&chat, &o, &sc));
+    PT_EQ_I64(sc.call_exact, 1);
+    PT_EQ_I64(sc.no_call, 1);
+    PT_EQ_I64(sc.answer_ok, 2);
+    PT_CHECK_MSG(has(g.last_prompt.p, "\"role\":\"tool\"") || has(g.last_prompt.p, "hi"),
+                 "messages: %s", g.last_prompt.p);
+    fake_free(&g);
+    /* the shared file: a model that never calls a tool gets exactly the final-answer steps */
+    char real[512];
+    if (pt_shared_path("agent/reason_tool_use_demo_50.jsonl", real, sizeof real)) {
+        const char *never[] = {"I cannot help with that."};
+        fake h = {.replies = never, .n = 1};
+        pu_agent_llm l2 = {.ud = &h, .complete = fake_complete};
+        pu_agent_tooluse_opts o2 = {.path = real, .protocol = PU_AGENT_NATIVE};
+        PT_OK(pu_agent_tooluse_reason_eval(&l2, &o2, &sc));
+        PT_EQ_I64(sc.items, 50);
+        PT_EQ_I64(sc.steps, 112);
+        PT_EQ_I64(sc.call_steps, 53);
+        PT_EQ_I64(sc.answer_ok, 59);
+        PT_EQ_I64(sc.call_exact, 0);
+        fake_free(&h);
+    }
+    char model[512], tok[512], evdata[512];
+    if (pt_shared_path("models/stories260K/stories260K.bin", model, sizeof model) &&
+        pt_shared_path("models/stories260K/tok512.model", tok, sizeof tok) &&
+        pt_shared_path("eval", evdata, sizeof evdata)) {
+        char out[512], cmd[4096], *txt = NULL;
+        pt_tmp_path("reason_cli", out, sizeof out);
+        snprintf(cmd, sizeof cmd,
+                 "%s eval -m %s -t %s --tasks tooluse_reason --limit 2 --data %s --out %s 2>&1",
+                 pt_bin(), model, tok, evdata, out);
+        int rc = pt_run(cmd, &txt);
+        PT_CHECK_MSG(rc == 0 && has(txt, "| tooluse_reason | tool |"), "eval tooluse_reason: %d %s",
+                     rc, txt ? txt : "");
+        pu_free(txt);
+    }
+    const char *bad = "{\"messages\": 5}\n";
+    PT_OK(pu_file_write_atomic(path, bad, strlen(bad)));
+    PT_CHECK(pu_agent_tooluse_reason_eval(&chat, &o, &sc) == PU_ERR_FORMAT);
+    PT_CHECK_MSG(has(pu_err_msg(), "reason.jsonl:1"), "message %s", pu_err_msg());
+}
+
+/* ------------------------------------------------------------------------ */
+/* bad input end to end                                                      */
+
+/* a one-thread HTTP server answering each connection with the next canned
+ * response (NULL: close without a word) */
+typedef struct canned {
+    int fd, port, n;
+    const char *const *resp;
+} canned;
+
+static void *canned_main(void *ud) {
+    canned *c = ud;
+    for (int i = 0; i < c->n; i++) {
+        int fd = accept(c->fd, NULL, NULL);
+        if (fd < 0)
+            break;
+        /* read the request: headers, then Content-Length bytes */
+        char buf[65536];
+        size_t got = 0;
+        long want = -1;
+        while (got < sizeof buf - 1) {
+            ssize_t k = read(fd, buf + got, sizeof buf - 1 - got);
+            if (k <= 0)
+                break;
+            got += (size_t)k;
+            buf[got] = 0;
+            char *he = strstr(buf, "\r\n\r\n");
+            if (he && want < 0) {
+                long cl = 0;
+                for (char *q = buf; q < he; q++)
+                    if (!strncasecmp(q, "\r\ncontent-length:", 17))
+                        cl = atol(q + 17);
+                want = (long)(he + 4 - buf) + cl;
+            }
+            if (want >= 0 && (long)got >= want)
+                break;
+        }
+        if (c->resp[i]) {
+            size_t off = 0, len = strlen(c->resp[i]);
+            while (off < len) {
+                ssize_t k = write(fd, c->resp[i] + off, len - off);
+                if (k <= 0)
+                    break;
+                off += (size_t)k;
+            }
+        }
+        close(fd);
+    }
+    return NULL;
+}
+
+static bool canned_start(canned *c, pthread_t *th) {
+    c->fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    if (c->fd < 0 || bind(c->fd, (struct sockaddr *)&a, sizeof a) || listen(c->fd, 8) ||
+        getsockname(c->fd, (struct sockaddr *)&a, &al))
+        return false;
+    c->port = ntohs(a.sin_port);
+    return pthread_create(th, NULL, canned_main, c) == 0;
+}
+
+static void check_bad_endpoint(void) {
+    static const char *const resp[] = {
+        "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: "
+        "30\r\nConnection: close\r\n\r\n{\"error\":{\"message\":\"boom!\"}}\n",
+        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 22\r\nConnection: "
+        "close\r\n\r\n<html>not json</html>\n",
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\nConnection: "
+        "close\r\n\r\n{\"object\":1}",
+        NULL,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: "
+        "close\r\n\r\n{\"choices\": [",
+        /* then a good reply for the agent run below, then garbage in its second turn */
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+        "{\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":null,"
+        "\"tool_calls\":[{\"id\":\"a\",\"type\":\"function\",\"function\":{\"name\":\"calculator\","
+        "\"arguments\":\"{\\\"expression\\\":\\\"1+1\\\"}\"}}]},\"finish_reason\":\"tool_calls\"}]}",
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n\x01\xff garbage",
+    };
+    canned c = {.n = 7, .resp = resp};
+    pthread_t th;
+    if (!canned_start(&c, &th)) {
+        pt_skip("no loopback listener");
+        return;
+    }
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1", c.port);
+    pu_agent_api_cfg cfg = {.url = url, .model = "m", .timeout_s = 10, .max_tokens = 8};
+    pu_agent_llm llm;
+    PT_OK(pu_agent_llm_api(&cfg, &llm));
+    const char *msgs = "[{\"role\":\"user\",\"content\":\"hi\"}]";
+    const char *want[] = {"500", "JSON", "choices", "", "truncated"};
+    for (int i = 0; i < 5; i++) {
+        pu_str reply = {0};
+        pu_status st = llm.chat(llm.ud, msgs, NULL, NULL, 0, &reply);
+        PT_CHECK_MSG(st != PU_OK && has(pu_err_msg(), want[i]) && has(pu_err_msg(), "127.0.0.1"),
+                     "canned %d: status %d: %s (reply %s)", i, st, pu_err_msg(),
+                     reply.p ? reply.p : "");
+        if (i == 0)
+            PT_CHECK_MSG(has(pu_err_msg(), "boom!"), "the server's message: %s", pu_err_msg());
+        pu_str_free(&reply);
+    }
+    /* the agent: a good turn, then garbage: an error naming the turn, transcript kept */
+    pu_agent_tools *t = mk_tools("calculator");
+    char logp[512];
+    pt_tmp_path("agent_garbage.jsonl", logp, sizeof logp);
+    FILE *log = fopen(logp, "w");
+    pu_agent_opts o = {.protocol = PU_AGENT_OPENAI, .max_turns = 4, .log = log};
+    pu_agent *a = NULL;
+    if (t && log)
+        PT_OK(pu_agent_create(&llm, t, &o, &a));
+    if (a) {
+        pu_str ans = {0};
+        pu_agent_outcome oc;
+        pu_status st = pu_agent_run(a, "one plus one?", &ans, &oc);
+        PT_CHECK_MSG(st != PU_OK && has(pu_err_msg(), "turn 2"), "garbage turn: %d %s", st,
+                     pu_err_msg());
+        pu_str_free(&ans);
+        pu_agent_destroy(a);
+    }
+    if (log)
+        fclose(log);
+    char *data = NULL;
+    size_t len = 0;
+    PT_OK(pu_file_read_all(logp, &data, &len));
+    int lines = 0;
+    for (char *p = data, *nl; p && *p; p = nl + 1) {
+        nl = strchr(p, '\n');
+        if (!nl)
+            break;
+        json_t *j = json_loadb(p, (size_t)(nl - p), 0, NULL);
+        PT_CHECK_MSG(json_is_object(j), "transcript line %d not JSON", lines + 1);
+        json_decref(j);
+        lines++;
+    }
+    PT_CHECK_MSG(lines >= 3 && has(data, "one plus one?") && has(data, "\"role\":\"tool\""),
+                 "transcript (%d lines): %s", lines, data ? data : "");
+    pu_free(data);
+    pu_agent_tools_destroy(t);
+    pu_agent_llm_api_free(&llm);
+    pthread_join(th, NULL);
+    close(c.fd);
+}
+
+/* python output in invalid UTF-8: the model and the transcript get valid UTF-8 */
+static void check_python_bad_utf8(void) {
+    pu_agent_tools *t = mk_tools("python");
+    if (!t)
+        return;
+    const char *replies[] = {
+        "<|action_start|><|interpreter|>\n```python\nimport sys\n"
+        "sys.stdout.buffer.write(b'ok \\xff\\xfe\\xc3 end\\n')\n```<|action_end|>",
+        "done<|im_end|>"};
+    fake f = {.replies = replies, .n = 2};
+    pu_agent_llm llm = {.ud = &f, .complete = fake_complete};
+    char logp[512];
+    pt_tmp_path("agent_utf8.jsonl", logp, sizeof logp);
+    FILE *log = fopen(logp, "w");
+    pu_agent_opts o = {.protocol = PU_AGENT_NATIVE, .max_turns = 4, .log = log};
+    pu_agent *a = NULL;
+    PT_OK(pu_agent_create(&llm, t, &o, &a));
+    pu_str ans = {0};
+    pu_agent_outcome oc;
+    PT_OK(pu_agent_run(a, "bytes", &ans, &oc));
+    fclose(log);
+    const char *pr = f.last_prompt.p ? f.last_prompt.p : "";
+    PT_CHECK_MSG(has(pr, "ok \xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD end"),
+                 "prompt after bad bytes:\n%s", pr);
+    /* the whole prompt is valid UTF-8 (jansson refuses invalid strings) */
+    json_t *js = json_string(pr);
+    PT_CHECK(js != NULL);
+    json_decref(js);
+    char *data = NULL;
+    size_t len = 0;
+    PT_OK(pu_file_read_all(logp, &data, &len));
+    int bad = 0, lines = 0;
+    for (char *p = data, *nl; p && *p; p = nl + 1) {
+        nl = strchr(p, '\n');
+        if (!nl)
+            break;
+        json_t *j = json_loadb(p, (size_t)(nl - p), 0, NULL);
+        bad += !j;
+        lines++;
+        json_decref(j);
+    }
+    PT_CHECK_MSG(lines >= 3 && bad == 0 && has(data, "end"), "transcript: %d lines, %d bad", lines,
+                 bad);
+    pu_free(data);
+    pu_str_free(&ans);
+    pu_agent_destroy(a);
+    fake_free(&f);
+    pu_agent_tools_destroy(t);
+}
+
 extern char **environ;
 
 static pid_t serve_start(const char *model, const char *tok, const char *log, char *url,
@@ -729,6 +1062,12 @@ PT_SUITE(agent) {
         check_react();
     if (PT_TEST("tool-use eval: first call name + arguments exact match"))
         check_tooluse();
+    if (PT_TEST("tool-use eval: reason_tool_use steps (calls multiset, final answers)"))
+        check_tooluse_reason();
+    if (PT_TEST("agent: endpoint errors and garbage over HTTP, transcript kept"))
+        check_bad_endpoint();
+    if (PT_TEST("agent: python output in invalid UTF-8") && sandbox_ok())
+        check_python_bad_utf8();
     if (PT_TEST("puyu agent --api against puyu serve (stories260K)"))
         check_cli_serve();
 }

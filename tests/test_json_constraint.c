@@ -365,7 +365,7 @@ static void check_schema(const char *tok_path) {
         PT_CHECK_MSG(!ok || !pu_json_sm_complete(&s), "schema bad %zu accepted: %s", k, bad[k]);
         /* and the same text is fine for plain JSON mode where it is JSON */
     }
-    const char *bad_schemas[] = {"{\"type\": \"array\"}",
+    const char *bad_schemas[] = {"{\"type\": \"string\", \"pattern\": \"a+\"}",
                                  "{\"properties\": {\"a\": {\"type\": \"strng\"}}}",
                                  "{\"properties\": {\"a\": {}}, \"required\": [\"b\"]}", "[1"};
     for (size_t k = 0; k < 4; k++) {
@@ -466,11 +466,24 @@ static void check_agent_calls(const char *tok_path) {
     const char *prompt = "<|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>assistant\n"
                          "<|action_start|><|plugin|>\n";
     const char *stops[] = {"<|action_end|>", "<|im_end|>"};
-    for (int constrained = 0; constrained < 2 && s; constrained++) {
+    const char *tools =
+        "[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"parameters\":{"
+        "\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\",\"maxLength\":8},"
+        "\"days\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":7}},\"required\":[\"city\","
+        "\"days\"],\"additionalProperties\":false}}},"
+        "{\"type\":\"function\",\"function\":{\"name\":\"calc\",\"parameters\":{\"type\":"
+        "\"object\",\"properties\":{\"expr\":{\"type\":\"string\",\"maxLength\":5}},"
+        "\"required\":[\"expr\"]}}},"
+        "{\"type\":\"function\",\"function\":{\"name\":\"python\",\"parameters\":{\"type\":"
+        "\"object\",\"properties\":{\"code\":{\"type\":\"string\"}}}}}]";
+    for (int mode = 0; mode < 3 && s; mode++) {
         pu_agent_llm llm;
-        PT_OK(pu_agent_llm_local(m, tok, s, 100, 0.0, &llm));
-        if (constrained)
+        int constrained = mode > 0;
+        PT_OK(pu_agent_llm_local(m, tok, s, mode == 2 ? 160 : 100, 0.0, &llm));
+        if (mode == 1)
             PT_OK(pu_agent_llm_local_constrain_calls(&llm));
+        if (mode == 2)
+            PT_OK(pu_agent_llm_local_constrain_tools(&llm, tools));
         pu_str out = {0};
         PT_OK(llm.complete(llm.ud, prompt, stops, 2, &out));
         pu_json_sm sm;
@@ -487,8 +500,30 @@ static void check_agent_calls(const char *tok_path) {
             /* the test can fail: a random model does not write JSON by itself */
             PT_CHECK_MSG(!prefix, "unconstrained random output is a JSON prefix: %s", out.p);
         }
+        if (mode == 2) {
+            /* the call names a declared plugin (not python) and its arguments follow the
+             * tool's schema */
+            json_t *j = json_loads(out.p, 0, NULL);
+            PT_CHECK_MSG(j != NULL, "tools-constrained call incomplete in 160 tokens: %s", out.p);
+            const char *name = json_string_value(json_object_get(j, "name"));
+            json_t *pa = json_object_get(j, "parameters");
+            bool ok = name && json_is_object(pa) && json_object_size(j) == 2;
+            if (ok && !strcmp(name, "get_weather")) {
+                json_t *city = json_object_get(pa, "city"), *days = json_object_get(pa, "days");
+                ok = json_object_size(pa) == 2 && json_is_string(city) &&
+                     json_string_length(city) <= 8 * 4 && json_is_integer(days) &&
+                     json_integer_value(days) >= 1 && json_integer_value(days) <= 7;
+            } else if (ok && !strcmp(name, "calc")) {
+                ok = json_is_string(json_object_get(pa, "expr")) && json_object_size(pa) == 1;
+            } else {
+                ok = false;
+            }
+            PT_CHECK_MSG(!j || ok, "tools-constrained call does not follow the tools: %s", out.p);
+            json_decref(j);
+        }
         printf("    json_constraint agent call (%s): %.70s%s\n",
-               constrained ? "constrained" : "free", out.p, out.len > 70 ? "..." : "");
+               mode == 2 ? "tools schema" : constrained ? "constrained" : "free", out.p,
+               out.len > 70 ? "..." : "");
         pu_str_free(&out);
         pu_agent_llm_local_free(&llm);
     }

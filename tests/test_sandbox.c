@@ -35,6 +35,15 @@ static bool sandbox_ok(void) {
     return g_ok;
 }
 
+/* the same without skipping the case */
+static bool sandbox_ok_quiet(void) {
+    if (!g_checked) {
+        g_checked = true;
+        g_ok = pu_sandbox_check(NULL) == PU_OK;
+    }
+    return g_ok;
+}
+
 /* run code with opts; returns the result (caller frees) */
 static pu_sandbox_result run(const pu_sandbox_opts *o, const char *code) {
     pu_sandbox_result r;
@@ -326,6 +335,100 @@ static void check_fail_closed(void) {
     }
 }
 
+/* as root the session's bwrap runs as nobody: the counter must be writable
+ * by it (and its directory searchable) */
+static void reset_count(const char *count) {
+    PT_OK(pu_file_write_atomic(count, "0\n", 2));
+    chmod(count, 0666);
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s", count);
+    char *sl = strrchr(dir, '/');
+    struct stat sb;
+    if (sl) {
+        *sl = 0;
+        if (stat(dir, &sb) == 0)
+            chmod(dir, (sb.st_mode & 07777) | 0111);
+    }
+}
+
+/* a fake bwrap that counts its runs in `count` and fails the first `n_fail`
+ * with `msg` on stderr (exit 1), then runs the real one */
+static void write_flaky_bwrap(const char *path, const char *count, int n_fail, const char *msg) {
+    const char *real = getenv("PUYU_BWRAP") ? getenv("PUYU_BWRAP") : "/usr/bin/bwrap";
+    char sh[2048];
+    snprintf(sh, sizeof sh,
+             "#!/bin/sh\nn=$(cat '%s' 2>/dev/null || echo 0)\nn=$((n+1))\necho $n > '%s'\n"
+             "if [ $n -le %d ]; then echo '%s' >&2; exit 1; fi\nexec '%s' \"$@\"\n",
+             count, count, n_fail, msg, real);
+    PT_OK(pu_file_write_atomic(path, sh, strlen(sh)));
+    chmod(path, 0755);
+    reset_count(count);
+}
+
+static int read_count(const char *count) {
+    char *txt = NULL;
+    size_t n = 0;
+    if (pu_file_read_all(count, &txt, &n) != PU_OK)
+        return 0;
+    int v = atoi(txt);
+    pu_free(txt);
+    return v;
+}
+
+#define EAGAIN_MSG "bwrap: Creating new namespace failed: Resource temporarily unavailable"
+
+/* commit 1a39043: bwrap's fork failing with EAGAIN (RLIMIT_NPROC of the
+ * sandbox uid right after many sandboxes) is retried with backoff; a real
+ * refusal is reported at once (fail closed) */
+static void check_eagain_retry(bool have_bwrap) {
+    char fake[512], count[512];
+    pt_tmp_path("flaky_bwrap.sh", fake, sizeof fake);
+    pt_tmp_path("flaky_count", count, sizeof count);
+    pu_sandbox_opts o = {.timeout_s = 5, .bwrap = fake};
+    pu_sandbox_result r;
+    /* EAGAIN every time: retried (1 + 7 attempts), then still a refusal */
+    write_flaky_bwrap(fake, count, 1000, EAGAIN_MSG);
+    pu_status st = pu_sandbox_run(&o, "print('RAN')\n", 12, &r);
+    PT_EQ_I64(st, PU_ERR_UNSUPPORTED);
+    PT_EQ_I64(read_count(count), 8);
+    PT_CHECK_MSG(strstr(pu_err_msg(), "unconfined") != NULL, "message: %s", pu_err_msg());
+    /* a real refusal: one attempt, reported */
+    write_flaky_bwrap(fake, count, 1000, "bwrap: setting up uid map: Permission denied");
+    st = pu_sandbox_run(&o, "print('RAN')\n", 12, &r);
+    PT_EQ_I64(st, PU_ERR_UNSUPPORTED);
+    PT_EQ_I64(read_count(count), 1);
+    pu_sandbox_session *s = NULL;
+    reset_count(count);
+    st = pu_sandbox_session_open(&o, &s);
+    PT_EQ_I64(st, PU_ERR_UNSUPPORTED);
+    PT_CHECK(s == NULL);
+    PT_EQ_I64(read_count(count), 1);
+    if (!have_bwrap)
+        return;
+    /* EAGAIN twice, then the real bwrap: the code runs */
+    write_flaky_bwrap(fake, count, 2, EAGAIN_MSG);
+    st = pu_sandbox_run(&o, "print('RAN')\n", 12, &r);
+    PT_CHECK_MSG(st == PU_OK, "after EAGAIN: %s", pu_err_msg());
+    if (st == PU_OK) {
+        PT_CHECK_MSG(r.out && !strcmp(r.out, "RAN\n"), "out %s", r.out ? r.out : "");
+        pu_sandbox_result_free(&r);
+    }
+    PT_EQ_I64(read_count(count), 3);
+    /* the stateful session too */
+    write_flaky_bwrap(fake, count, 2, EAGAIN_MSG);
+    st = pu_sandbox_session_open(&o, &s);
+    PT_CHECK_MSG(st == PU_OK, "session after EAGAIN: %s", pu_err_msg());
+    if (st == PU_OK) {
+        st = pu_sandbox_session_exec(s, "x = 41\nprint(x + 1)\n", 20, &r);
+        PT_CHECK_MSG(st == PU_OK && r.out && strstr(r.out, "42"), "session exec %s",
+                     st == PU_OK && r.out ? r.out : pu_err_msg());
+        if (st == PU_OK)
+            pu_sandbox_result_free(&r);
+        pu_sandbox_session_close(s);
+    }
+    PT_CHECK(read_count(count) >= 3);
+}
+
 static pu_sandbox_result sexec(pu_sandbox_session *s, const char *code) {
     pu_sandbox_result r;
     pu_status st = pu_sandbox_session_exec(s, code, strlen(code), &r);
@@ -435,6 +538,8 @@ PT_SUITE(sandbox) {
         check_seccomp();
     if (PT_TEST("sandbox fail closed"))
         check_fail_closed();
+    if (PT_TEST("sandbox eagain retry"))
+        check_eagain_retry(sandbox_ok_quiet());
     if (PT_TEST("sandbox session") && sandbox_ok())
         check_session();
     if (PT_TEST("sandbox cli") && sandbox_ok())

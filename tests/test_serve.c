@@ -41,6 +41,7 @@
 
 #include "pt.h"
 #include "puyu/pu_json_constraint.h"
+#include "json_validate.h"
 #include "puyu/pu_serve.h"
 #include "puyu/pu_tok.h"
 
@@ -2251,59 +2252,18 @@ PT_SUITE(serve_features) {
  * schema subset the tests use: only declared keys, their types, string
  * enums, required keys present. */
 static bool validate_schema(const json_t *doc, const json_t *schema, char *why, size_t wn) {
-    if (!json_is_object(doc)) {
-        snprintf(why, wn, "not an object");
-        return false;
-    }
-    json_t *props = json_object_get(schema, "properties");
-    const char *k;
-    json_t *v;
-    json_object_foreach((json_t *)doc, k, v) {
-        json_t *p = json_object_get(props, k);
-        if (!p) {
-            snprintf(why, wn, "undeclared key \"%s\"", k);
-            return false;
-        }
-        const char *t = json_string_value(json_object_get(p, "type"));
-        bool ok = !t || (!strcmp(t, "string") && json_is_string(v)) ||
-                  (!strcmp(t, "integer") && json_is_integer(v)) ||
-                  (!strcmp(t, "number") && json_is_number(v)) ||
-                  (!strcmp(t, "boolean") && json_is_boolean(v)) ||
-                  (!strcmp(t, "null") && json_is_null(v)) ||
-                  (!strcmp(t, "object") && json_is_object(v)) ||
-                  (!strcmp(t, "array") && json_is_array(v));
-        if (!ok) {
-            snprintf(why, wn, "\"%s\" is not of type %s", k, t);
-            return false;
-        }
-        json_t *en = json_object_get(p, "enum");
-        if (en) {
-            bool in = false;
-            size_t i;
-            json_t *e;
-            json_array_foreach(en, i, e) in = in || json_equal(e, v);
-            if (!in) {
-                snprintf(why, wn, "\"%s\" not in its enum", k);
-                return false;
-            }
-        }
-    }
-    size_t i;
-    json_t *r;
-    json_array_foreach(json_object_get(schema, "required"), i, r) {
-        if (!json_object_get(doc, json_string_value(r))) {
-            snprintf(why, wn, "required \"%s\" missing", json_string_value(r));
-            return false;
-        }
-    }
-    return true;
+    /* tests/json_validate.h: the independent validator */
+    bool ok = jv_validate((json_t *)schema, (json_t *)schema, (json_t *)doc);
+    if (!ok)
+        snprintf(why, wn, "does not validate against the schema");
+    return ok;
 }
 
 static const char *const k_person_schema =
     "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},"
     "\"age\":{\"type\":\"integer\"},\"ok\":{\"type\":\"boolean\"},"
     "\"color\":{\"enum\":[\"red\",\"green\",\"blue\"]},\"score\":{\"type\":\"number\"}},"
-    "\"required\":[\"name\",\"age\",\"color\"]}";
+    "\"required\":[\"name\",\"age\",\"color\"],\"additionalProperties\":false}";
 
 typedef struct jstats {
     int complete, truncated, bad;
@@ -2427,11 +2387,28 @@ static const char *const k_closed_schema =
     "\"ok\":{\"type\":\"boolean\"},\"age\":{\"type\":\"integer\"}},"
     "\"required\":[\"color\",\"ok\",\"age\"]}";
 
+/* nested: arrays, anyOf, bounds, $ref (every complete reply validates) */
+static const char *const k_nested_schema =
+    "{\"type\":\"object\",\"properties\":{\"color\":{\"enum\":[\"red\",\"green\",\"blue\"]},"
+    "\"ok\":{\"type\":\"boolean\"},\"age\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":120},"
+    "\"tags\":{\"type\":\"array\",\"items\":{\"enum\":[\"a\",1,null]},\"maxItems\":3},"
+    "\"pos\":{\"type\":\"object\",\"properties\":{\"x\":{\"type\":\"integer\",\"minimum\":-5,"
+    "\"maximum\":5},\"y\":{\"anyOf\":[{\"type\":\"integer\",\"minimum\":0,\"maximum\":9},"
+    "{\"type\":\"null\"}]}},\"required\":[\"x\",\"y\"],\"additionalProperties\":false},"
+    "\"ref\":{\"$ref\":\"#/$defs/flag\"}},"
+    "\"$defs\":{\"flag\":{\"type\":[\"boolean\",\"null\"]}},"
+    "\"required\":[\"color\",\"ok\",\"age\",\"pos\"],\"additionalProperties\":false}";
+
 /* the matrix against one server (full: every temperature; else a few) */
 static void json_matrix(int port, const char *label, bool full) {
     json_t *schema = json_loads(k_person_schema, 0, NULL);
     json_t *closed = json_loads(k_closed_schema, 0, NULL);
-    char rf_schema[1200], rf_closed[1200], ls_schema[1200];
+    json_t *nested = json_loads(k_nested_schema, 0, NULL);
+    char rf_schema[1200], rf_closed[1200], ls_schema[1200], rf_nested[1600];
+    snprintf(rf_nested, sizeof rf_nested,
+             "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"n\","
+             "\"schema\":%s}}",
+             k_nested_schema);
     snprintf(rf_schema, sizeof rf_schema,
              "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"person\","
              "\"strict\":true,\"schema\":%s}}",
@@ -2442,7 +2419,7 @@ static void json_matrix(int port, const char *label, bool full) {
              k_closed_schema);
     const char *rf_obj = "\"response_format\":{\"type\":\"json_object\"}";
     snprintf(ls_schema, sizeof ls_schema, "\"json_schema\":%s", k_person_schema);
-    jstats obj = {0}, sch = {0}, cl = {0};
+    jstats obj = {0}, sch = {0}, cl = {0}, ne = {0};
     static const double temps[] = {0.0, 0.7, 1.0, 1.5};
     int nt = full ? 4 : 1, mt = full ? 160 : 40;
     for (int t = 0; t < nt; t++) {
@@ -2450,6 +2427,7 @@ static void json_matrix(int port, const char *label, bool full) {
         json_req(port, true, rf_obj, NULL, T, 11 + t, t ? 2 : 1, mt, &obj);
         json_req(port, false, rf_schema, schema, T, 31 + t, 1, mt, &sch);
         json_req(port, t % 2, rf_closed, closed, T, 51 + t, full ? 2 : 1, 256, &cl);
+        json_req(port, !(t % 2), rf_nested, nested, T, 61 + t, full ? 2 : 1, 256, &ne);
         if (full) {
             json_req(port, false, rf_obj, NULL, T, 21 + t, 1, mt, &obj);
             json_req(port, true, rf_schema, schema, T, 31 + t, 2, mt, &sch);
@@ -2466,6 +2444,10 @@ static void json_matrix(int port, const char *label, bool full) {
            "cut; closed schema %d complete, %d cut\n",
            label, obj.complete, obj.truncated, sch.complete, sch.truncated, cl.complete,
            cl.truncated);
+    printf("    %s: nested schema (arrays, anyOf, bounds, $ref) %d complete (all valid), %d cut\n",
+           label, ne.complete, ne.truncated);
+    PT_EQ_I64(ne.bad, 0);
+    json_decref(nested);
     PT_CHECK_MSG(cl.complete > 0 && cl.truncated == 0,
                  "%s: the closed schema must always complete (%d cut)", label, cl.truncated);
     PT_EQ_I64(obj.bad + sch.bad + cl.bad, 0);
@@ -2486,12 +2468,12 @@ static void json_errors(int port) {
          "\"schema\":[1]}}",
          "response_format.json_schema.schema"},
         {"\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\","
-         "\"schema\":{\"type\":\"array\"}}}",
-         "response_format.json_schema.schema.type"},
+         "\"schema\":{\"type\":\"array\",\"prefixItems\":[]}}}",
+         "response_format.json_schema.schema.prefixItems"},
         {"\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\","
          "\"schema\":{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\","
-         "\"minLength\":3}}}}}",
-         "response_format.json_schema.schema.properties.a.minLength"},
+         "\"pattern\":\"^a+$\"}}}}}",
+         "response_format.json_schema.schema.properties.a.pattern"},
         {"\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\","
          "\"schema\":{\"type\":\"object\",\"patternProperties\":{}}}}",
          "response_format.json_schema.schema.patternProperties"},

@@ -112,6 +112,14 @@ void pu_agent_llm_local_free(pu_agent_llm *llm);
  * object is complete only <|action_end|> / <|im_end|> / EOS remain. Needs the
  * InternLM2 chat tokens; PU_ERR_UNSUPPORTED otherwise. */
 pu_status pu_agent_llm_local_constrain_calls(pu_agent_llm *llm);
+/* The same, with the calls constrained to the declared tools (OpenAI tools
+ * JSON array; python is left out, it is the interpreter): an anyOf of
+ * {"name": const NAME, "parameters": the tool's parameters schema} per tool,
+ * so the name is one of the tools and the arguments follow its schema
+ * (pu_json_constraint.h). A tool whose schema uses an unsupported keyword
+ * gets any object as arguments; beyond PU_JSON_MAX_THREADS tools the name is
+ * an enum and the arguments any object. */
+pu_status pu_agent_llm_local_constrain_tools(pu_agent_llm *llm, const char *tools_json);
 
 /* ------------------------------------------------------------------------ */
 /* the agent loop                                                           */
@@ -187,6 +195,23 @@ typedef struct pu_agent_tooluse_score {
  * the gold call. Errors name the file and item. */
 pu_status pu_agent_tooluse_eval(const pu_agent_llm *llm, const pu_agent_tooluse_opts *o,
                                 pu_agent_tooluse_score *sc);
+/* reason_tool_use_demo_50.jsonl (rows of {"messages": [{"role", "content":
+ * [{"type": text|reasoning|tool_call, "value"}]}], "tools": OpenAI tools
+ * JSON}): every assistant message is one step, asked with the gold
+ * conversation before it (system, user, tool results, earlier assistant
+ * text and calls; reasoning left out). A step whose gold has tool_call parts
+ * is right when the model's calls equal them as a multiset: names exact,
+ * arguments equal as JSON (numbers by value, key order ignored), nothing
+ * missing or extra. A step whose gold is a final answer (text only) is right
+ * when the model answers without calling a tool (its prose is not
+ * compared). accuracy = (call_exact + answer_ok) / steps. */
+typedef struct pu_agent_reason_score {
+    int64_t items, steps;
+    int64_t call_steps, call_exact, call_name, no_call;
+    int64_t answer_steps, answer_ok;
+} pu_agent_reason_score;
+pu_status pu_agent_tooluse_reason_eval(const pu_agent_llm *llm, const pu_agent_tooluse_opts *o,
+                                       pu_agent_reason_score *sc);
 /* JSON equality with numbers compared by value (1 == 1.0), key order ignored */
 bool pu_agent_json_equal(const char *a, const char *b);
 

@@ -35,45 +35,92 @@
  * overflow; RFC 8259 section 6 lets implementations limit range) */
 #define PU_JSON_MAX_DIGITS 15
 
-/* A JSON schema subset for the top-level object: "properties" (at most 64,
- * names up to 47 bytes) each of "type" string | number | integer | boolean |
- * null | object | array (or absent = any), string "enum"s (up to 16 values),
- * "required". Keys outside "properties" and repeated keys are refused (as
- * with additionalProperties: false); nested values are checked as JSON only.
- * Any other keyword that would restrict the output (items, nested
- * properties, minLength, pattern, minimum, anyOf, $ref, ...) is refused
- * (PU_ERR_UNSUPPORTED naming json_schema.<path>); annotations (title,
- * description, default, examples, $schema, $id) pass. */
+/* JSON Schema for constrained decoding: what OpenAI structured outputs and
+ * llama-server accept in practice, compiled into a graph of nodes the
+ * automaton walks (one frame per open container):
+ *  - type: string | number | integer | boolean | null | object | array, or a
+ *    list of them (["string", "null"]) = anyOf of each type; nullable: true
+ *  - enum / const of any JSON values (generated in compact form; with only
+ *    "type" beside them, the values of other types are dropped)
+ *  - string: minLength / maxLength (code points; an escape is one)
+ *  - number / integer: minimum / maximum / exclusiveMinimum /
+ *    exclusiveMaximum (numbers or draft-4 booleans); integer generates no
+ *    '.' or exponent; bounded numbers no exponent; at most
+ *    PU_JSON_MAX_DIGITS integer and fraction digits
+ *  - object: properties (up to 64 names of up to 255 bytes without quotes,
+ *    backslashes or control bytes) in any order, each at most once,
+ *    required; keys outside properties are never generated (valid whatever
+ *    additionalProperties says: false, true or a schema); an object type with
+ *    neither properties nor additionalProperties: false is any JSON object
+ *  - array: items (one schema), minItems / maxItems, uniqueItems: false
+ *  - anyOf / oneOf (oneOf generated as anyOf: alternatives that overlap may
+ *    match more than one, as with llama.cpp's grammar converter), allOf of
+ *    one schema
+ *  - $ref to "#", "#/$defs/NAME" or "#/definitions/NAME" (recursion works up
+ *    to PU_JSON_MAX_DEPTH open containers); no restricting keyword beside it
+ *  - true / {} = any value; annotations pass (title, description, default,
+ *    examples, format (an annotation in JSON Schema 2019+), $schema, $id,
+ *    $comment, deprecated, readOnly, writeOnly, $defs, definitions)
+ * Any other keyword (pattern, not, if/then/else, patternProperties,
+ * prefixItems, contains, multipleOf, minProperties, uniqueItems: true, ...)
+ * is refused with PU_ERR_UNSUPPORTED naming json_schema.<path>.<keyword>
+ * (ignoring it could produce JSON that does not validate). At most
+ * PU_JSON_MAX_THREADS alternatives are followed at once (anyOf forks the
+ * automaton until a byte tells them apart); beyond that the later ones are
+ * dropped (what is generated stays valid). */
 typedef struct pu_json_schema pu_json_schema;
 /* Parse a schema (the object itself, or OpenAI's {"name", "schema": {...}}
  * wrapper of response_format.json_schema). Errors name the field. */
 pu_status pu_json_schema_parse(const char *json, size_t len, pu_json_schema **out);
+/* the same from a parsed schema (borrowed); what names the errors' root */
+pu_status pu_json_schema_from_json(const void *json_t_schema, const char *what,
+                                   pu_json_schema **out);
 void pu_json_schema_destroy(pu_json_schema *s);
 /* an owned copy (NULL for NULL) */
 pu_json_schema *pu_json_schema_copy(const pu_json_schema *s);
 
-typedef struct pu_json_sm {
-    uint8_t stack[PU_JSON_MAX_DEPTH]; /* 'o' object / 'a' array */
-    int depth;
+#define PU_JSON_MAX_THREADS 32
+
+typedef struct pu_json_frame {
+    uint64_t used;  /* object: properties given */
+    uint32_t count; /* array: items begun */
+    uint16_t node;  /* schema node of the container (0 = any) */
+    uint8_t kind;   /* 'o' object / 'a' array */
+    uint8_t prop;   /* object: property of the member being read */
+} pu_json_frame;
+
+/* one deterministic parse (anyOf runs several side by side); the fields
+ * before fr are the lexer and schema position, fr[0..depth) the open
+ * containers */
+typedef struct pu_json_thread {
+    uint64_t kcand; /* schema key: names still matching */
+    uint64_t lcand; /* enum / const: values still matching */
+    uint32_t slen;  /* string: code points so far */
+    uint16_t vnode; /* schema node of the value being read / expected */
+    uint16_t cp;    /* \uXXXX being read */
+    uint16_t lpos;  /* enum / const: bytes matched */
     uint8_t st;     /* lexer state */
-    uint8_t aux;    /* literal position / hex digits left / UTF-8 bytes left */
+    uint8_t aux;    /* literal position / hex digits left / UTF-8 bytes left / digits */
     uint8_t lit;    /* which literal */
     uint8_t lo, hi; /* allowed range of the next UTF-8 continuation byte */
     uint8_t ws;     /* consecutive whitespace bytes */
-    uint16_t cp;    /* \uXXXX being read */
-    bool want_low;  /* a high surrogate escape must be followed by a low one */
-    bool in_key;
-    bool object_only; /* the top-level value must be an object (OpenAI json_object) */
-    /* schema state (top-level members only) */
-    const pu_json_schema *schema;
-    uint64_t used; /* properties already given */
-    int8_t prop;   /* property of the value being read (-1 none) */
-    uint8_t klen;  /* bytes of the key / enum string so far */
-    bool in_enum;  /* reading a string value restricted to an enum */
-    bool int_only; /* the number being read must be an integer */
-    char kbuf[48];
+    uint8_t want_low; /* a high surrogate escape must be followed by a low one */
+    uint8_t in_key;   /* reading a key of a free object */
+    uint8_t depth;
+    uint8_t kpos; /* schema key: bytes matched */
+    uint8_t nlen; /* number: bytes in nbuf */
+    char nbuf[41];
+    pu_json_frame fr[PU_JSON_MAX_DEPTH];
+} pu_json_thread;
+
+typedef struct pu_json_sm {
+    const pu_json_schema *schema; /* never NULL after init (built-in any / object) */
+    int n;                        /* live threads */
+    pu_json_thread t[PU_JSON_MAX_THREADS];
 } pu_json_sm;
 
+/* copy the live part of src (cheaper than assignment) */
+void pu_json_sm_copy(pu_json_sm *dst, const pu_json_sm *src);
 void pu_json_sm_init(pu_json_sm *s, bool object_only);
 /* an object following the schema (borrowed; must outlive s) */
 void pu_json_sm_init_schema(pu_json_sm *s, const pu_json_schema *schema);

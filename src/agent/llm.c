@@ -135,6 +135,7 @@ typedef struct local_llm {
     int64_t max_tokens;
     double temp;
     pu_json_constraint *jc; /* tool-call arguments (NULL = off) */
+    pu_json_schema *calls;  /* the calls' schema (NULL = any object) */
 } local_llm;
 
 #define PLUGIN_MARK "<|action_start|><|plugin|>"
@@ -268,10 +269,81 @@ pu_status pu_agent_llm_local_constrain_calls(pu_agent_llm *llm) {
     return PU_OK;
 }
 
+/* {"name": const NAME, "parameters": PARAMETERS} for one tool */
+static json_t *call_schema(const char *name, json_t *params) {
+    return json_pack("{s:s, s:{s:{s:s}, s:O}, s:[s,s], s:b}", "type", "object", "properties",
+                     "name", "const", name, "parameters", params, "required", "name",
+                     "parameters", "additionalProperties", 0);
+}
+
+pu_status pu_agent_llm_local_constrain_tools(pu_agent_llm *llm, const char *tools_json) {
+    PU_TRY(pu_agent_llm_local_constrain_calls(llm));
+    local_llm *l = llm->ud;
+    json_t *tools = tools_json ? json_loads(tools_json, 0, NULL) : NULL;
+    json_t *alts = json_array(), *names = json_array();
+    size_t i;
+    json_t *t;
+    json_array_foreach(tools, i, t) {
+        json_t *fn = json_object_get(t, "function");
+        const char *name = json_string_value(json_object_get(fn, "name"));
+        json_t *params = json_object_get(fn, "parameters");
+        if (!name || !strcmp(name, "python")) /* python is the interpreter, not a plugin */
+            continue;
+        json_array_append_new(names, json_string(name));
+        json_t *one = call_schema(name, params ? params : json_object());
+        pu_json_schema *probe = NULL;
+        if (pu_json_schema_from_json(one, "tool", &probe) != PU_OK) {
+            /* parameters outside the supported schema set: any object */
+            json_decref(one);
+            json_t *obj = json_pack("{s:s}", "type", "object");
+            one = call_schema(name, obj);
+            json_decref(obj);
+        }
+        pu_json_schema_destroy(probe);
+        json_array_append_new(alts, one);
+    }
+    pu_status st = PU_OK;
+    pu_json_schema *sc = NULL;
+    if (json_array_size(alts)) {
+        json_t *root;
+        if (json_array_size(alts) <= PU_JSON_MAX_THREADS) {
+            root = json_pack("{s:O}", "anyOf", alts);
+        } else {
+            /* more tools than parses followed at once: the name, any arguments */
+            root = json_pack("{s:s, s:{s:{s:O}, s:{s:s}}, s:[s,s], s:b}", "type", "object",
+                             "properties", "name", "enum", names, "parameters", "type", "object",
+                             "required", "name", "parameters", "additionalProperties", 0);
+        }
+        st = pu_json_schema_from_json(root, "tools", &sc);
+        json_decref(root);
+    }
+    json_decref(alts);
+    json_decref(names);
+    json_decref(tools);
+    if (st)
+        return st;
+    int32_t ae = pu_tok_special_id(l->tok, "<|action_end|>");
+    pu_json_constraint *jc = NULL;
+    if (sc && (st = pu_json_constraint_create_schema(l->tok, sc, &jc)) != PU_OK) {
+        pu_json_schema_destroy(sc);
+        return st;
+    }
+    if (jc) {
+        pu_json_constraint_allow_end(jc, ae);
+        pu_json_constraint_destroy(l->jc);
+        pu_json_schema_destroy(l->calls);
+        l->jc = jc;
+        l->calls = sc;
+    }
+    return PU_OK;
+}
+
 void pu_agent_llm_local_free(pu_agent_llm *llm) {
     local_llm *l = llm->ud;
-    if (l)
+    if (l) {
         pu_json_constraint_destroy(l->jc);
+        pu_json_schema_destroy(l->calls);
+    }
     pu_free(llm->ud);
     memset(llm, 0, sizeof *llm);
 }

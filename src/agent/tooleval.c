@@ -60,11 +60,16 @@ static json_t *args_obj(json_t *a) {
     return a ? json_incref(a) : json_object();
 }
 
-static pu_status ask_native(const pu_agent_llm *llm, json_t *msgs, const char *tools, char **name,
-                            json_t **args) {
+/* the model's calls for the conversation msgs: a JSON array of {"name",
+ * "arguments"} (arguments an object, or null when not JSON) */
+static pu_status ask_native_calls(const pu_agent_llm *llm, json_t *msgs, const char *tools,
+                                  bool default_system, json_t **calls) {
+    *calls = json_array();
     pu_chat c;
     pu_chat_init(&c);
-    pu_chat_add(&c, "system", NULL, pu_chat_default_system());
+    const char *r0 = json_string_value(json_object_get(json_array_get(msgs, 0), "role"));
+    if (default_system || !r0 || strcmp(r0, "system"))
+        pu_chat_add(&c, "system", NULL, pu_chat_default_system());
     size_t i;
     json_t *m;
     json_array_foreach(msgs, i, m) {
@@ -73,8 +78,9 @@ static pu_status ask_native(const pu_agent_llm *llm, json_t *msgs, const char *t
         pu_chat_msg *cm =
             pu_chat_add(&c, !strcmp(role, "tool") ? "environment" : role,
                         !strcmp(role, "tool") ? "plugin" : NULL, content ? content : "");
-        json_t *tc = json_array_get(json_object_get(m, "tool_calls"), 0);
-        if (tc) {
+        size_t k;
+        json_t *tc;
+        json_array_foreach(json_object_get(m, "tool_calls"), k, tc) {
             json_t *fn = json_object_get(tc, "function");
             pu_chat_add_call(cm, PU_CHAT_CALL_PLUGIN,
                              json_string_value(json_object_get(fn, "name")),
@@ -85,27 +91,45 @@ static pu_status ask_native(const pu_agent_llm *llm, json_t *msgs, const char *t
     pu_str prompt = {0}, out = {0};
     pu_status st = pu_chat_render(&c, &ro, &prompt);
     pu_chat_free(&c);
-    const char *stops[] = {"<|action_end|>", "<|im_end|>"};
+    /* one call per turn (glaive: the first call is scored), or up to the turn's end (several
+     * calls in a row, each its own action block) */
+    const char *stops[] = {"<|im_end|>", "<|action_end|>"};
     if (st == PU_OK)
-        st = llm->complete(llm->ud, prompt.p, stops, 2, &out);
+        st = llm->complete(llm->ud, prompt.p, stops, default_system ? 2 : 1, &out);
     pu_str_free(&prompt);
     if (st == PU_OK) {
         pu_chat_reply r;
         pu_chat_parse_reply(out.p ? out.p : "", out.len, &r); /* malformed: no call */
         pu_err_clear();
-        if (r.n_calls > 0 && r.calls[0].kind == PU_CHAT_CALL_PLUGIN && r.calls[0].name &&
-            *r.calls[0].name) {
-            *name = pu_strdup(r.calls[0].name);
-            *args = json_loads(r.calls[0].arguments, 0, NULL);
-        }
+        for (int k = 0; k < r.n_calls; k++)
+            if (r.calls[k].kind == PU_CHAT_CALL_PLUGIN && r.calls[k].name && *r.calls[k].name) {
+                json_t *a = r.calls[k].arguments ? json_loads(r.calls[k].arguments, 0, NULL) : NULL;
+                json_array_append_new(*calls, json_pack("{s:s, s:o}", "name", r.calls[k].name,
+                                                        "arguments", a ? a : json_null()));
+            }
         pu_chat_reply_free(&r);
     }
     pu_str_free(&out);
     return st;
 }
 
-static pu_status ask_openai(const pu_agent_llm *llm, json_t *msgs, const char *tools_fn,
-                            char **name, json_t **args) {
+static pu_status ask_native(const pu_agent_llm *llm, json_t *msgs, const char *tools, char **name,
+                            json_t **args) {
+    json_t *calls = NULL;
+    pu_status st = ask_native_calls(llm, msgs, tools, true, &calls);
+    json_t *c0 = json_array_get(calls, 0);
+    if (!st && c0) {
+        *name = pu_strdup(json_string_value(json_object_get(c0, "name")));
+        json_t *a = json_object_get(c0, "arguments");
+        *args = json_is_null(a) ? NULL : json_incref(a);
+    }
+    json_decref(calls);
+    return st;
+}
+
+static pu_status ask_openai_calls(const pu_agent_llm *llm, json_t *msgs, const char *tools_fn,
+                                  json_t **calls) {
+    *calls = json_array();
     /* wrap plain function schemas as OpenAI tools */
     json_t *fns = json_loads(tools_fn, 0, NULL), *tools = json_array();
     size_t i;
@@ -127,16 +151,33 @@ static pu_status ask_openai(const pu_agent_llm *llm, json_t *msgs, const char *t
     free(ms);
     if (st == PU_OK) {
         json_t *r = json_loadb(reply.p ? reply.p : "", reply.len, 0, NULL);
-        json_t *fn =
-            json_object_get(json_array_get(json_object_get(r, "tool_calls"), 0), "function");
-        const char *nm = json_string_value(json_object_get(fn, "name"));
-        if (nm) {
-            *name = pu_strdup(nm);
-            *args = args_obj(json_object_get(fn, "arguments"));
+        json_t *tc;
+        json_array_foreach(json_object_get(r, "tool_calls"), i, tc) {
+            json_t *fn = json_object_get(tc, "function");
+            const char *nm = json_string_value(json_object_get(fn, "name"));
+            if (nm) {
+                json_t *a = args_obj(json_object_get(fn, "arguments"));
+                json_array_append_new(*calls, json_pack("{s:s, s:o}", "name", nm, "arguments",
+                                                        a ? a : json_null()));
+            }
         }
         json_decref(r);
     }
     pu_str_free(&reply);
+    return st;
+}
+
+static pu_status ask_openai(const pu_agent_llm *llm, json_t *msgs, const char *tools_fn,
+                            char **name, json_t **args) {
+    json_t *calls = NULL;
+    pu_status st = ask_openai_calls(llm, msgs, tools_fn, &calls);
+    json_t *c0 = json_array_get(calls, 0);
+    if (!st && c0) {
+        *name = pu_strdup(json_string_value(json_object_get(c0, "name")));
+        json_t *a = json_object_get(c0, "arguments");
+        *args = json_is_null(a) ? NULL : json_incref(a);
+    }
+    json_decref(calls);
     return st;
 }
 
@@ -246,5 +287,196 @@ pu_status pu_agent_tooluse_eval(const pu_agent_llm *llm, const pu_agent_tooluse_
         json_decref(msgs);
     }
     json_decref(root);
+    return st;
+}
+
+/* ------------------------------------------------------------------------ */
+/* reason_tool_use (messages with typed content parts)                      */
+
+static const char *jstr(json_t *o, const char *k) {
+    const char *v = json_string_value(json_object_get(o, k));
+    return v ? v : "";
+}
+
+/* the text parts of a message's content, joined */
+static char *parts_text(json_t *content, const char *type) {
+    pu_str t = {0};
+    pu_str_puts(&t, "");
+    size_t i;
+    json_t *p;
+    json_array_foreach(content, i, p) {
+        if (!strcmp(jstr(p, "type"), type)) {
+            const char *v = json_string_value(json_object_get(p, "value"));
+            if (t.len && v)
+                pu_str_putc(&t, '\n');
+            pu_str_puts(&t, v ? v : "");
+        }
+    }
+    return pu_str_steal(&t);
+}
+
+/* both arrays of {"name", "arguments"} equal as multisets (names only: by_name) */
+static bool calls_match(json_t *gold, json_t *pred, bool by_name) {
+    size_t n = json_array_size(gold);
+    if (n != json_array_size(pred) || n > 64)
+        return false;
+    bool used[64] = {false};
+    for (size_t i = 0; i < n; i++) {
+        json_t *g = json_array_get(gold, i);
+        bool found = false;
+        for (size_t j = 0; j < n && !found; j++) {
+            json_t *p = json_array_get(pred, j);
+            if (used[j] || !json_equal(json_object_get(g, "name"), json_object_get(p, "name")))
+                continue;
+            if (!by_name && !jeq(json_object_get(g, "arguments"), json_object_get(p, "arguments")))
+                continue;
+            used[j] = found = true;
+        }
+        if (!found)
+            return false;
+    }
+    return true;
+}
+
+pu_status pu_agent_tooluse_reason_eval(const pu_agent_llm *llm, const pu_agent_tooluse_opts *o,
+                                       pu_agent_reason_score *sc) {
+    memset(sc, 0, sizeof *sc);
+    bool openai = o->protocol == PU_AGENT_OPENAI;
+    if (openai ? !llm->chat : !llm->complete)
+        return pu_err_set(PU_ERR_INVALID, "tooluse_reason: the %s protocol needs %s",
+                          openai ? "openai" : "native",
+                          openai ? "an endpoint (--api)" : "a local model");
+    char *data = NULL;
+    size_t len = 0;
+    PU_TRY(pu_file_read_all(o->path, &data, &len));
+    pu_status st = PU_OK;
+    size_t line = 0;
+    for (char *p = data, *nl; p && *p && !st; p = nl ? nl + 1 : NULL) {
+        nl = strchr(p, '\n');
+        size_t ll = nl ? (size_t)(nl - p) : strlen(p);
+        line++;
+        if (!ll)
+            continue;
+        if (o->limit > 0 && sc->items >= o->limit)
+            break;
+        json_error_t je;
+        json_t *row = json_loadb(p, ll, 0, &je);
+        json_t *ms = json_object_get(row, "messages");
+        const char *tools = json_string_value(json_object_get(row, "tools"));
+        char *tools_own = NULL;
+        if (!tools && json_is_array(json_object_get(row, "tools")))
+            tools = tools_own = json_dumps(json_object_get(row, "tools"), JSON_COMPACT);
+        if (!row || !json_is_array(ms) || !tools) {
+            st = pu_err_set(PU_ERR_FORMAT, "%s:%zu: expected {\"messages\": [...], \"tools\"}%s%s",
+                            o->path, line, row ? "" : ": ", row ? "" : je.text);
+            json_decref(row);
+            free(tools_own);
+            break;
+        }
+        sc->items++;
+        json_t *msgs = json_array();
+        size_t k;
+        json_t *m;
+        int step = 0;
+        json_array_foreach(ms, k, m) {
+            const char *role = json_string_value(json_object_get(m, "role"));
+            json_t *content = json_object_get(m, "content");
+            if (!role || !json_is_array(content)) {
+                st = pu_err_set(PU_ERR_FORMAT, "%s:%zu: message %zu: expected role and a content list",
+                                o->path, line, k);
+                break;
+            }
+            if (strcmp(role, "assistant")) {
+                if (strcmp(role, "system") && strcmp(role, "user") && strcmp(role, "tool")) {
+                    st = pu_err_set(PU_ERR_FORMAT, "%s:%zu: message %zu: unknown role \"%s\"",
+                                    o->path, line, k, role);
+                    break;
+                }
+                char *t = parts_text(content, "text");
+                json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", role, "content", t));
+                pu_free(t);
+                continue;
+            }
+            /* a decision point: the gold calls, or a final answer */
+            json_t *gold = json_array(), *tcs = json_array();
+            size_t q;
+            json_t *part;
+            json_array_foreach(content, q, part) {
+                if (strcmp(jstr(part, "type"), "tool_call"))
+                    continue;
+                const char *v = json_string_value(json_object_get(part, "value"));
+                json_t *call = v ? json_loads(v, 0, NULL) : NULL;
+                const char *nm = json_string_value(json_object_get(call, "name"));
+                if (!nm) {
+                    json_decref(call);
+                    st = pu_err_set(PU_ERR_FORMAT,
+                                    "%s:%zu: message %zu: tool_call is not {\"name\", \"arguments\"}",
+                                    o->path, line, k);
+                    break;
+                }
+                json_t *ga = args_obj(json_object_get(call, "arguments"));
+                char *as = json_dumps(ga ? ga : json_object(), JSON_COMPACT);
+                json_array_append_new(gold, json_pack("{s:s, s:o}", "name", nm, "arguments",
+                                                      ga ? ga : json_null()));
+                json_array_append_new(tcs, json_pack("{s:s, s:{s:s, s:s}}", "type", "function",
+                                                     "function", "name", nm, "arguments", as));
+                free(as);
+                json_decref(call);
+            }
+            if (st) {
+                json_decref(gold);
+                json_decref(tcs);
+                break;
+            }
+            json_t *pred = NULL;
+            st = openai ? ask_openai_calls(llm, msgs, tools, &pred)
+                        : ask_native_calls(llm, msgs, tools, false, &pred);
+            if (st) {
+                json_decref(gold);
+                json_decref(tcs);
+                json_decref(pred);
+                st = pu_err_prefix(st, "%s:%zu: step %d: ", o->path, line, step);
+                break;
+            }
+            bool is_call = json_array_size(gold) > 0, ok, name_ok = false;
+            sc->steps++;
+            if (is_call) {
+                sc->call_steps++;
+                ok = calls_match(gold, pred, false);
+                name_ok = calls_match(gold, pred, true);
+                sc->call_exact += ok;
+                sc->call_name += name_ok;
+                sc->no_call += json_array_size(pred) == 0;
+            } else {
+                sc->answer_steps++;
+                ok = json_array_size(pred) == 0;
+                sc->answer_ok += ok;
+            }
+            if (o->predictions) {
+                json_t *pj = json_pack("{s:I, s:i, s:s, s:O, s:O, s:b}", "line", (json_int_t)line,
+                                       "step", step, "kind", is_call ? "call" : "answer", "gold",
+                                       gold, "pred", pred, "ok", ok);
+                char *txt = json_dumps(pj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+                fprintf(o->predictions, "%s\n", txt);
+                free(txt);
+                json_decref(pj);
+            }
+            step++;
+            /* the gold turn goes on into the context (its text and calls, not its reasoning) */
+            char *t = parts_text(content, "text");
+            json_t *am = json_pack("{s:s, s:s}", "role", "assistant", "content", t);
+            pu_free(t);
+            if (json_array_size(tcs))
+                json_object_set(am, "tool_calls", tcs);
+            json_array_append_new(msgs, am);
+            json_decref(gold);
+            json_decref(tcs);
+            json_decref(pred);
+        }
+        json_decref(msgs);
+        json_decref(row);
+        free(tools_own);
+    }
+    pu_free(data);
     return st;
 }

@@ -86,7 +86,9 @@ int pu_cmd_agent(int argc, char **argv) {
         {"ctx", 'c', PU_OPT_INT, &ctx, "N", "context limit (local; default min(model, 4096))", 16,
          1e9},
         {"no-json-calls", 0, PU_OPT_FLAG, &no_json_calls, NULL,
-         "local InternLM2: do not constrain tool-call arguments to valid JSON", 0, 0},
+         "local InternLM2: do not constrain tool calls (to a declared name and arguments "
+         "following its schema)",
+         0, 0},
         {"show", 0, PU_OPT_FLAG, &verbose_tools, NULL,
          "print every message (tool calls, results) to stderr", 0, 0},
         {"unsafe-no-sandbox", 0, PU_OPT_FLAG, &unsafe, NULL,
@@ -170,7 +172,7 @@ int pu_cmd_agent(int argc, char **argv) {
         pu_agent_llm_local(loc.m, loc.tok, loc.s, max_tokens, temp, &llm);
         /* InternLM2 tokenizers: tool-call arguments decoded under the JSON constraint */
         if (!no_json_calls && pu_tok_special_id(loc.tok, "<|plugin|>") >= 0 &&
-            pu_agent_llm_local_constrain_calls(&llm) != PU_OK)
+            pu_agent_llm_local_constrain_tools(&llm, pu_agent_tools_openai_json(tl)) != PU_OK)
             goto fail;
     }
     if (log_path && !(log = fopen(log_path, "a"))) {

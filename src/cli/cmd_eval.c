@@ -70,15 +70,23 @@ static bool is_tooluse(const char *t) { return !strncmp(t, "tooluse", 7); }
 static int run_tooluse(const char *task, const char *model, const char *tok_path, const char *api,
                        const char *api_model, const char *data_dir, const char *out,
                        int64_t limit, int64_t ctx, bool quiet) {
-    const char *lang = !strcmp(task, "tooluse_zh") ? "zh" : "en";
-    if (strcmp(task, "tooluse") && strcmp(task, "tooluse_en") && strcmp(task, "tooluse_zh")) {
-        fprintf(stderr, "puyu eval: unknown task '%s' (tool use: tooluse_en, tooluse_zh)\n", task);
+    bool reason = !strcmp(task, "tooluse_reason");
+    const char *lang = reason ? "reason" : !strcmp(task, "tooluse_zh") ? "zh" : "en";
+    if (strcmp(task, "tooluse") && strcmp(task, "tooluse_en") && strcmp(task, "tooluse_zh") &&
+        !reason) {
+        fprintf(stderr,
+                "puyu eval: unknown task '%s' (tool use: tooluse_en, tooluse_zh, tooluse_reason)\n",
+                task);
         return 2;
     }
-    char path[4096];
-    snprintf(path, sizeof path, "%s/../agent/glaive_toolcall_%s_demo.json", data_dir, lang);
+    char path[4096], file[128];
+    if (reason)
+        snprintf(file, sizeof file, "reason_tool_use_demo_50.jsonl");
+    else
+        snprintf(file, sizeof file, "glaive_toolcall_%s_demo.json", lang);
+    snprintf(path, sizeof path, "%s/../agent/%s", data_dir, file);
     if (!pu_file_exists(path))
-        snprintf(path, sizeof path, "%s/agent/glaive_toolcall_%s_demo.json", data_dir, lang);
+        snprintf(path, sizeof path, "%s/agent/%s", data_dir, file);
     pu_agent_llm llm = {0};
     pu_model *m = NULL;
     pu_tok *tok = NULL;
@@ -109,15 +117,27 @@ static int run_tooluse(const char *task, const char *model, const char *tok_path
         pf = fopen(pp, "w");
     }
     pu_agent_tooluse_score sc;
+    pu_agent_reason_score rs;
     pu_agent_tooluse_opts to = {.path = path,
                                 .limit = limit,
                                 .protocol = api ? PU_AGENT_OPENAI : PU_AGENT_NATIVE,
                                 .predictions = pf};
-    if (!st)
+    if (!st && reason)
+        st = pu_agent_tooluse_reason_eval(&llm, &to, &rs);
+    else if (!st)
         st = pu_agent_tooluse_eval(&llm, &to, &sc);
     if (pf)
         fclose(pf);
-    if (!st && !quiet)
+    if (!st && reason && !quiet) {
+        double pct = rs.steps ? 100.0 * (double)(rs.call_exact + rs.answer_ok) / (double)rs.steps
+                              : 0.0;
+        printf("| tooluse_reason | tool | %lld steps (%lld items) | accuracy | %.2f | calls exact "
+               "%lld/%lld (names %lld, no call %lld) | answers without a call %lld/%lld |\n",
+               (long long)rs.steps, (long long)rs.items, pct, (long long)rs.call_exact,
+               (long long)rs.call_steps, (long long)rs.call_name, (long long)rs.no_call,
+               (long long)rs.answer_ok, (long long)rs.answer_steps);
+    }
+    if (!st && !reason && !quiet)
         printf("| tooluse_%s | tool | %lld | exact | %.2f | name %.2f | no call %lld |\n", lang,
                (long long)sc.n, sc.n ? 100.0 * (double)sc.exact_ok / (double)sc.n : 0.0,
                sc.n ? 100.0 * (double)sc.name_ok / (double)sc.n : 0.0, (long long)sc.no_call);
@@ -206,7 +226,10 @@ int pu_cmd_eval(int argc, char **argv) {
         "(one prefill of the shared context); gen tasks generate and extract the answer;\n"
         "needle tasks run a needle-in-a-haystack grid. Writes DIR/results.json, results.md,\n"
         "report.html and predictions.jsonl; finished samples are cached in DIR/cache/ and\n"
-        "reused by a rerun. A task is a built-in name (--list-tasks) or a JSON spec path."};
+        "reused by a rerun. A task is a built-in name (--list-tasks) or a JSON spec path.\n"
+        "Tool use (DATA/../agent): tooluse_en / tooluse_zh (glaive: first call, name and\n"
+        "arguments exact) and tooluse_reason (reason_tool_use_demo_50.jsonl: every assistant\n"
+        "turn; calls equal as a multiset, final answers right when no tool is called)."};
     int rc = pu_opts_parse(&spec, opts, argc, argv, NULL, NULL);
     if (rc)
         return rc == 1 ? 0 : 2;
