@@ -40,6 +40,8 @@ typedef struct pu_engine_params {
                                proposes draft_k tokens, one batched target pass verifies them
                                all; the output is exactly the target's greedy output */
     int draft_k;            /* tokens proposed per step (default 4, at most 8) */
+    pu_kv_type kv_type;     /* KV cache element type of the pages (and of the draft's own
+                               session): PU_KV_F32 (default), PU_KV_F16 or PU_KV_Q8 */
 } pu_engine_params;
 
 pu_engine_params pu_engine_default_params(void);
