@@ -3,11 +3,13 @@
  * tests/golden/awq_ref, the same model dequantized by tools/gen_awq_fixture.py
  * (AutoAWQ's packing, unpacked independently the way AutoAWQ does).
  */
+#include <math.h>
 #include <string.h>
 
 #include "model/loaders.h"
 #include "pt.h"
 #include "puyu/pu_model.h"
+#include "puyu/pu_tok.h"
 
 static bool same_tensor(const pu_tensor *a, const pu_tensor *b) {
     int64_t n = pu_tensor_numel(a);
@@ -118,5 +120,120 @@ PT_SUITE(awq) {
         awq_variant("awq_none", "\"quantization_config\"", "\"no_quantization_config\"", dir,
                     sizeof dir);
         expect_err(dir, "missing tensor", "wqkv.weight");
+    }
+}
+
+/* perplexity of m on ids, windows of ctx tokens scored in one prefill */
+static double ppl(const pu_model *m, const int32_t *ids, int64_t n, int64_t ctx) {
+    int64_t V = pu_model_config(m)->vocab_size;
+    float *lg = pu_malloc((size_t)(ctx * V) * sizeof(float));
+    pu_session *s = NULL;
+    double nll = 0;
+    int64_t cnt = 0;
+    if (pu_session_create(m, ctx, NULL, &s) == PU_OK)
+        for (int64_t w0 = 0; w0 + 1 < n; w0 += ctx) {
+            int64_t len = n - w0 < ctx ? n - w0 : ctx;
+            pu_session_reset(s);
+            if (pu_session_eval(s, ids + w0, len, lg, true) != PU_OK)
+                break;
+            for (int64_t i = 0; i + 1 < len; i++) {
+                const float *l = lg + i * V;
+                double mx = l[0], se = 0;
+                for (int64_t v = 1; v < V; v++)
+                    mx = l[v] > mx ? l[v] : mx;
+                for (int64_t v = 0; v < V; v++)
+                    se += exp((double)l[v] - mx);
+                nll += -((double)l[ids[w0 + i + 1]] - mx - log(se));
+                cnt++;
+            }
+        }
+    pu_session_destroy(s);
+    pu_free(lg);
+    return cnt ? exp(nll / (double)cnt) : INFINITY;
+}
+
+static int32_t *encode_file(const pu_tok *tok, const char *path, size_t off, size_t bytes,
+                            int64_t *n) {
+    char *text = NULL;
+    size_t len = 0;
+    *n = 0;
+    if (pu_file_read_all(path, &text, &len) != PU_OK || len <= off)
+        return NULL;
+    if (len - off > bytes)
+        len = off + bytes;
+    pu_tok_encode_opts eo = pu_tok_encode_default_opts();
+    eo.parse_special = false;
+    int32_t *ids = NULL;
+    if (pu_tok_encode(tok, text + off, len - off, &eo, &ids, n) != PU_OK)
+        ids = NULL;
+    pu_free(text);
+    return ids;
+}
+
+PT_SUITE(awq_calib) {
+    /* Measured (calibration 1.9k TinyStories tokens, held out 2k more and 2k
+     * of Wizard of Oz, windows of 256): Q4_0 TinyStories f32 5.880, plain
+     * 6.368, awq 6.299; Oz f32 28.61, plain 30.33, awq 29.38. Q4_1 (--slow):
+     * TinyStories plain 6.440, awq 6.372; Oz plain 30.13, awq 30.00. */
+    if (PT_TEST("AWQ calibration: held-out perplexity <= plain quantization (stories260K)")) {
+        char bin[512], tokm[512], cal[512], held[512];
+        if (!pt_shared_path("models/stories260K/stories260K.bin", bin, sizeof bin) ||
+            !pt_shared_path("models/stories260K/tok512.model", tokm, sizeof tokm) ||
+            !pt_shared_path("corpus/en-tinystories/tinystories_train_head.txt", cal, sizeof cal) ||
+            !pt_shared_path("corpus/en-misc/wizard_of_oz.txt", held, sizeof held)) {
+            pt_skip("../shared/data (stories260K, TinyStories, Wizard of Oz) absent");
+            return;
+        }
+        pu_model *m = NULL;
+        pu_tok *tok = NULL;
+        PT_OK(pu_model_load(bin, &m));
+        PT_OK(pu_tok_load(tokm, &tok));
+        if (!m || !tok) {
+            pu_model_destroy(m);
+            pu_tok_destroy(tok);
+            return;
+        }
+        int64_t nc = 0, nh = 0, nt = 0;
+        /* calibration: the start of TinyStories; held out: a later part of
+         * TinyStories and the Wizard of Oz (never seen by the search) */
+        int32_t *ci = encode_file(tok, cal, 0, 8000, &nc);
+        int32_t *ti = encode_file(tok, cal, 120000, 8000, &nt);
+        int32_t *hi = encode_file(tok, held, 20000, 8000, &nh);
+        PT_CHECK(ci && hi && ti && nc > 1500 && nh > 1500 && nt > 1500);
+        double f32_t = ppl(m, ti, nt, 256), f32_h = ppl(m, hi, nh, 256);
+        pu_pool *pool = pu_pool_create(2);
+        /* Q4_1 too with --slow (the suite runs on a shared 2-core machine) */
+        pu_dtype types[] = {PU_DTYPE_Q4_0, PU_DTYPE_Q4_1};
+        for (int i = 0; ci && hi && ti && i < (pt_slow() ? 2 : 1); i++) {
+            pu_awq_params ap = pu_awq_default_params();
+            ap.dtype = types[i];
+            pu_model *a = NULL, *qa = NULL, *qp = NULL;
+            PT_OK(pu_model_awq(m, ci, nc, &ap, pool, &a, NULL));
+            if (!a)
+                continue;
+            PT_OK(pu_model_quantize(a, types[i], pool, &qa));
+            PT_OK(pu_model_quantize(m, types[i], pool, &qp));
+            double a32_h = ppl(a, hi, nh, 256);
+            double pa_t = ppl(qa, ti, nt, 256), pp_t = ppl(qp, ti, nt, 256);
+            double pa_h = ppl(qa, hi, nh, 256), pp_h = ppl(qp, hi, nh, 256);
+            pu_log_info("%s: TinyStories held-out ppl f32 %.4f plain %.4f awq %.4f; "
+                        "Wizard of Oz f32 %.4f (scaled f32 %.4f) plain %.4f awq %.4f",
+                        pu_dtype_name(types[i]), f32_t, pp_t, pa_t, f32_h, a32_h, pp_h, pa_h);
+            /* the scaled float model is the same function */
+            PT_NEAR(a32_h, f32_h, 0, 1e-4);
+            PT_CHECK_MSG(pa_t <= pp_t, "%s TinyStories: awq %g > plain %g",
+                         pu_dtype_name(types[i]), pa_t, pp_t);
+            PT_CHECK_MSG(pa_h <= pp_h, "%s Oz: awq %g > plain %g", pu_dtype_name(types[i]),
+                         pa_h, pp_h);
+            pu_model_destroy(a);
+            pu_model_destroy(qa);
+            pu_model_destroy(qp);
+        }
+        pu_pool_destroy(pool);
+        pu_free(ci);
+        pu_free(hi);
+        pu_free(ti);
+        pu_tok_destroy(tok);
+        pu_model_destroy(m);
     }
 }

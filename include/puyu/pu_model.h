@@ -138,6 +138,24 @@ pu_status pu_model_init_random(const pu_config *c, pu_dtype dtype, uint64_t seed
  * afterwards. */
 pu_status pu_model_quantize(const pu_model *m, pu_dtype dtype, pu_pool *pool, pu_model **out);
 
+/* AWQ calibration (activation-aware per-input-channel scales, llm-awq /
+ * LMDeploy auto_awq; src/model/awq_calib.c): an F32 copy of m whose
+ * linears' input channels are scaled by s = mean|x|^α (α searched on a grid
+ * per group of linears sharing an input, minimizing the output MSE of the
+ * group quantized in `dtype` on the calibration tokens), the inverse folded
+ * into the preceding norm / linear (the float model computes the same
+ * function up to rounding). Quantize the result with pu_model_quantize in
+ * the same dtype. report (may be NULL) gets one line per group. */
+typedef struct pu_awq_params {
+    pu_dtype dtype;   /* the block type the model will be quantized to (default Q4_0) */
+    int n_grid;       /* α grid points 0, 1/n, ... (default 20) */
+    int64_t max_rows; /* input rows kept per group for the error (default 256) */
+    int64_t ctx;      /* calibration window in tokens (default 256) */
+} pu_awq_params;
+pu_awq_params pu_awq_default_params(void);
+pu_status pu_model_awq(const pu_model *m, const int32_t *ids, int64_t n_ids,
+                       const pu_awq_params *p, pu_pool *pool, pu_model **out, pu_str *report);
+
 /* Write m as a GGUF v3 file readable by llama.cpp: its tensor names, the
  * fused wqkv split and q/k rows permuted for adjacent-pair RoPE as its
  * converter does (InternLM2 / llama), matrices in their current dtypes, F32

@@ -70,7 +70,14 @@ struct pu_session {
     int n_lora;
     float *lora_u, *lora_z;
     int64_t lora_cap_u, lora_cap_z;
+    pu_act_hook_fn act_hook; /* AWQ calibration (model_impl.h), NULL normally */
+    void *act_ud;
 };
+
+void pu_session_set_act_hook_(pu_session *s, pu_act_hook_fn fn, void *ud) {
+    s->act_hook = fn;
+    s->act_ud = ud;
+}
 
 /* ---------------------------------------------------------------- RoPE */
 
@@ -333,6 +340,8 @@ static void forward_chunk(pu_session *s, const int32_t *ids, int64_t T) {
         pu_op_rmsnorm(par(s->pool, T * C * 8), k, s->xb, s->x, lw->attn_norm.data, T, C, eps);
         /* F32 caches receive the new keys/values in place; other types get
          * them in scratch, then stored row by row (after RoPE) */
+        if (s->act_hook)
+            s->act_hook(s->act_ud, l, PU_ACT_QKV, s->xb, T, C);
         float *kdst = f32kv ? (float *)kc + p0 * s->kvdim : s->kk;
         float *vdst = f32kv ? (float *)vc + p0 * s->kvdim : s->vv;
         if (lw->wqkv.data) {
@@ -363,17 +372,23 @@ static void forward_chunk(pu_session *s, const int32_t *ids, int64_t T) {
                 }
         pu_kv_view kv = {s->kvt, kc, vc, ksz, vsz, s->kvdim, Hkv};
         pu_op_attention_kv(par(s->pool, T * (p0 + T) * H * D), k, s->att, s->q, &kv, T, p0, H, D);
+        if (s->act_hook)
+            s->act_hook(s->act_ud, l, PU_ACT_WO, s->att, T, H * D);
         mm(s->pool, s->k, s->xb, s->att, &lw->wo, T);
         s_lora(s, l, PU_LORA_WO, s->att, T, s->xb);
         k->add(s->x, s->x, s->xb, T * C);
         /* feed-forward block */
         pu_op_rmsnorm(par(s->pool, T * C * 8), k, s->xb, s->x, lw->ffn_norm.data, T, C, eps);
+        if (s->act_hook)
+            s->act_hook(s->act_ud, l, PU_ACT_FFN, s->xb, T, C);
         mm(s->pool, s->k, s->h1, s->xb, &lw->w1, T);
         s_lora(s, l, PU_LORA_W1, s->xb, T, s->h1);
         mm(s->pool, s->k, s->h3, s->xb, &lw->w3, T);
         s_lora(s, l, PU_LORA_W3, s->xb, T, s->h3);
         pu_op_swiglu(par(s->pool, T * c->intermediate_size * 8), k, s->h1, s->h1, s->h3,
                      T * c->intermediate_size);
+        if (s->act_hook)
+            s->act_hook(s->act_ud, l, PU_ACT_W2, s->h1, T, c->intermediate_size);
         mm(s->pool, s->k, s->xb, s->h1, &lw->w2, T);
         s_lora(s, l, PU_LORA_W2, s->h1, T, s->xb);
         k->add(s->x, s->x, s->xb, T * C);
