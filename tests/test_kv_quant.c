@@ -365,7 +365,7 @@ PT_SUITE(kv_quant) {
         pu_model_destroy(m);
     }
 
-    if (PT_TEST("engine q8/f16 KV: batched == single-sequence == session, prefix + draft")) {
+    if (PT_TEST("engine q8/f16 KV: batched == single-sequence == session, prefix, preemption, draft")) {
         pu_model *m = NULL;
         PT_OK(pu_model_load("tests/golden/gqa2", &m));
         if (!m)
@@ -387,6 +387,11 @@ PT_SUITE(kv_quant) {
             for (int i = 0; i < KV_NREQ; i++)
                 hits += a[i].n_cached + b[i].n_cached;
             PT_CHECK_MSG(hits > 0, "no prefix-cache hit");
+            /* a KV pool too small for all requests: preemption + recompute */
+            ep.kv_tokens = 64;
+            engine_run(m, &ep, true, d, V);
+            same_ids("preempted", a, d, false);
+            ep.kv_tokens = 0;
             /* speculative decode (draft = the model itself) keeps the output */
             ep.draft = m;
             ep.draft_k = 3;
