@@ -237,3 +237,38 @@ PT_SUITE(awq_calib) {
         pu_model_destroy(m);
     }
 }
+
+PT_SUITE(awq_cli) {
+    if (PT_TEST("puyu quantize --calib: AWQ then Q4_0 GGUF that loads; bad --type refused")) {
+        char bin[512], tokm[512], cal[512], out[512], cmd[3000];
+        if (!pt_shared_path("models/stories260K/stories260K.bin", bin, sizeof bin) ||
+            !pt_shared_path("models/stories260K/tok512.model", tokm, sizeof tokm) ||
+            !pt_shared_path("corpus/en-tinystories/tinystories_train_head.txt", cal, sizeof cal)) {
+            pt_skip("../shared/data (stories260K, TinyStories) absent");
+            return;
+        }
+        pt_tmp_path("awq_q4_0.gguf", out, sizeof out);
+        snprintf(cmd, sizeof cmd,
+                 "%s quantize -m '%s' -t '%s' --type q4_0 --out '%s' --calib '%s' "
+                 "--calib-tokens 300 --awq-grid 5 --awq-report 2>&1",
+                 pt_bin(), bin, tokm, out, cal);
+        char *o = NULL;
+        PT_EQ_I64(pt_run(cmd, &o), 0);
+        PT_CHECK_MSG(o && strstr(o, "AWQ scales searched on 300 tokens") &&
+                         strstr(o, "layer 4 w1/w3: alpha"),
+                     "output: %s", o ? o : "");
+        pu_free(o);
+        pu_model *m = NULL;
+        PT_OK(pu_model_load(out, &m));
+        if (m)
+            PT_CHECK(pu_model_weights(m)->layers[0].w1.dtype == PU_DTYPE_Q4_0);
+        pu_model_destroy(m);
+        snprintf(cmd, sizeof cmd,
+                 "%s quantize -m '%s' -t '%s' --type f16 --out '%s' --calib '%s' 2>&1", pt_bin(),
+                 bin, tokm, out, cal);
+        o = NULL;
+        PT_CHECK(pt_run(cmd, &o) != 0);
+        PT_CHECK_MSG(o && strstr(o, "--calib") && strstr(o, "F16"), "output: %s", o ? o : "");
+        pu_free(o);
+    }
+}
