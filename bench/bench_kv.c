@@ -98,11 +98,12 @@ int main(int argc, char **argv) {
             d = fmax(d, fabs((double)lg[t][v] - (double)lg[0][v]));
             mx = fmax(mx, fabs((double)lg[0][v]));
         }
-        printf("kv %-3s  decode %7.2f tok/s (%.2fx f32)  %6lld bytes/token (%.3fx)  cache %.1f MiB  "
-               "max |dlogit| vs f32 %.3g (max |logit| %.3g)\n",
-               pu_kv_type_name((pu_kv_type)t), tps[t], tps[t] / tps[0], (long long)bpt,
-               (double)bpt / (double)pu_kv_bytes_per_token(&c, PU_KV_F32),
-               (double)bpt * (double)(ctx + ndec) / 1048576.0, d, mx);
+        printf(
+            "kv %-3s  decode %7.2f tok/s (%.2fx f32)  %6lld bytes/token (%.3fx)  cache %.1f MiB  "
+            "max |dlogit| vs f32 %.3g (max |logit| %.3g)\n",
+            pu_kv_type_name((pu_kv_type)t), tps[t], tps[t] / tps[0], (long long)bpt,
+            (double)bpt / (double)pu_kv_bytes_per_token(&c, PU_KV_F32),
+            (double)bpt * (double)(ctx + ndec) / 1048576.0, d, mx);
         fflush(stdout);
         pu_session_destroy(s);
     }

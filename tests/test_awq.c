@@ -19,8 +19,7 @@ static bool same_tensor(const pu_tensor *a, const pu_tensor *b) {
 }
 
 /* a copy of tests/golden/awq in the temp dir with config.json replaced */
-static void awq_variant(const char *name, const char *from, const char *to, char *dir,
-                        size_t cap) {
+static void awq_variant(const char *name, const char *from, const char *to, char *dir, size_t cap) {
     pt_tmp_path(name, dir, cap);
     pu_mkdir_p(dir);
     char *cfg = NULL, *st = NULL;
@@ -111,8 +110,7 @@ PT_SUITE(awq) {
         awq_variant("awq_gptq", "\"quant_method\": \"awq\"", "\"quant_method\": \"gptq\"", dir,
                     sizeof dir);
         expect_err(dir, "quant_method", "gptq");
-        awq_variant("awq_gemv", "\"version\": \"gemm\"", "\"version\": \"gemv\"", dir,
-                    sizeof dir);
+        awq_variant("awq_gemv", "\"version\": \"gemm\"", "\"version\": \"gemv\"", dir, sizeof dir);
         expect_err(dir, "version", "gemv");
         awq_variant("awq_g64", "\"group_size\": 128", "\"group_size\": 64", dir, sizeof dir);
         expect_err(dir, "qzeros", "expected shape");
@@ -221,10 +219,10 @@ PT_SUITE(awq_calib) {
                         pu_dtype_name(types[i]), f32_t, pp_t, pa_t, f32_h, a32_h, pp_h, pa_h);
             /* the scaled float model is the same function */
             PT_NEAR(a32_h, f32_h, 0, 1e-4);
-            PT_CHECK_MSG(pa_t <= pp_t, "%s TinyStories: awq %g > plain %g",
-                         pu_dtype_name(types[i]), pa_t, pp_t);
-            PT_CHECK_MSG(pa_h <= pp_h, "%s Oz: awq %g > plain %g", pu_dtype_name(types[i]),
-                         pa_h, pp_h);
+            PT_CHECK_MSG(pa_t <= pp_t, "%s TinyStories: awq %g > plain %g", pu_dtype_name(types[i]),
+                         pa_t, pp_t);
+            PT_CHECK_MSG(pa_h <= pp_h, "%s Oz: awq %g > plain %g", pu_dtype_name(types[i]), pa_h,
+                         pp_h);
             pu_model_destroy(a);
             pu_model_destroy(qa);
             pu_model_destroy(qp);

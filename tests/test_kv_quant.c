@@ -106,8 +106,8 @@ static void engine_run(const pu_model *m, const pu_engine_params *ep, bool toget
 
 static void same_ids(const char *what, kv_sink *a, kv_sink *b, bool same_lp) {
     for (int i = 0; i < KV_NREQ; i++) {
-        PT_CHECK_MSG(a[i].n == KV_MAXGEN && b[i].n == KV_MAXGEN, "%s req %d: %d / %d tokens",
-                     what, i, a[i].n, b[i].n);
+        PT_CHECK_MSG(a[i].n == KV_MAXGEN && b[i].n == KV_MAXGEN, "%s req %d: %d / %d tokens", what,
+                     i, a[i].n, b[i].n);
         for (int j = 0; j < a[i].n && j < b[i].n; j++) {
             if (a[i].ids[j] != b[i].ids[j]) {
                 pt_fail_(__FILE__, __LINE__, "%s req %d token %d: %d vs %d", what, i, j,
@@ -268,20 +268,20 @@ PT_SUITE(kv_quant) {
                 for (int64_t dd = 0; dd < D; dd++)
                     qs += q[dd];
                 pu_kv_scores(k, &view, 3, 60, 1, D, q, qs, 0.5f, s1);
-                pu_kv_scores(kr, &(pu_kv_view){PU_KV_F32, kd, vd, NULL, NULL, ld, Hkv}, 3, 60,
-                             1, D, q, 0, 0.5f, s0);
+                pu_kv_scores(kr, &(pu_kv_view){PU_KV_F32, kd, vd, NULL, NULL, ld, Hkv}, 3, 60, 1, D,
+                             q, 0, 0.5f, s0);
                 maxdiff(s1, s0, 60, &d, &mb);
-                PT_CHECK_MSG(d <= 2e-6 * (mb > 1 ? mb : 1), "%s %s scores: %g",
-                             pu_kv_type_name(kt), k->name, d);
+                PT_CHECK_MSG(d <= 2e-6 * (mb > 1 ? mb : 1), "%s %s scores: %g", pu_kv_type_name(kt),
+                             k->name, d);
                 float a0[40] = {0}, a1[40] = {0}, p[60];
                 for (int j = 0; j < 60; j++)
                     p[j] = (float)(j % 7) / 7.0f;
                 pu_kv_accum(k, &view, 3, 60, 1, D, p, a1);
-                pu_kv_accum(kr, &(pu_kv_view){PU_KV_F32, kd, vd, NULL, NULL, ld, Hkv}, 3, 60, 1,
-                            D, p, a0);
+                pu_kv_accum(kr, &(pu_kv_view){PU_KV_F32, kd, vd, NULL, NULL, ld, Hkv}, 3, 60, 1, D,
+                            p, a0);
                 maxdiff(a1, a0, D, &d, &mb);
-                PT_CHECK_MSG(d <= 2e-6 * (mb > 1 ? mb : 1), "%s %s accum: %g",
-                             pu_kv_type_name(kt), k->name, d);
+                PT_CHECK_MSG(d <= 2e-6 * (mb > 1 ? mb : 1), "%s %s accum: %g", pu_kv_type_name(kt),
+                             k->name, d);
             }
         }
         /* F32 views are bitwise pu_op_attention */
@@ -323,7 +323,9 @@ PT_SUITE(kv_quant) {
     for (int mi = 0; mi < 3; mi++) {
         char name[160];
         snprintf(name, sizeof name, "session logits vs f32 KV: %s",
-                 mi == 2 ? "stories260K" : models[mi] ? models[mi] : "stories260K");
+                 mi == 2      ? "stories260K"
+                 : models[mi] ? models[mi]
+                              : "stories260K");
         if (!PT_TEST(name))
             continue;
         if (!models[mi]) {
@@ -335,7 +337,8 @@ PT_SUITE(kv_quant) {
         if (!m)
             continue;
         const pu_config *c = pu_model_config(m);
-        int64_t n = c->max_position_embeddings < 48 ? c->max_position_embeddings : 48, V = c->vocab_size;
+        int64_t n = c->max_position_embeddings < 48 ? c->max_position_embeddings : 48,
+                V = c->vocab_size;
         int32_t ids[64];
         for (int64_t i = 0; i < n; i++)
             ids[i] = (int32_t)(1 + (i * 37 + (i * i) % 11) % (V - 1));
@@ -365,7 +368,8 @@ PT_SUITE(kv_quant) {
         pu_model_destroy(m);
     }
 
-    if (PT_TEST("engine q8/f16 KV: batched == single-sequence == session, prefix, preemption, draft")) {
+    if (PT_TEST(
+            "engine q8/f16 KV: batched == single-sequence == session, prefix, preemption, draft")) {
         pu_model *m = NULL;
         PT_OK(pu_model_load("tests/golden/gqa2", &m));
         if (!m)

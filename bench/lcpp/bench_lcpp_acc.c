@@ -31,8 +31,8 @@
 #include "puyu/pu_model.h"
 #include "puyu/pu_tok.h"
 
-static const char *TYPES[] = {"f32", "f16", "q8_0", "q6_k", "q5_k", "q5_1",
-                              "q5_0", "q4_k", "q4_1", "q4_0"};
+static const char *TYPES[] = {"f32",  "f16",  "q8_0", "q6_k", "q5_k",
+                              "q5_1", "q5_0", "q4_k", "q4_1", "q4_0"};
 #define N_TYPES (sizeof TYPES / sizeof TYPES[0])
 
 static void die(const char *what) {

@@ -14,14 +14,10 @@
 
 const char *pu_kv_type_name(pu_kv_type t) {
     switch (t) {
-    case PU_KV_F32:
-        return "f32";
-    case PU_KV_F16:
-        return "f16";
-    case PU_KV_Q8:
-        return "q8";
-    default:
-        return "?";
+    case PU_KV_F32: return "f32";
+    case PU_KV_F16: return "f16";
+    case PU_KV_Q8: return "q8";
+    default: return "?";
     }
 }
 
@@ -29,8 +25,8 @@ bool pu_kv_type_parse(const char *s, pu_kv_type *out) {
     static const struct {
         const char *n;
         pu_kv_type t;
-    } names[] = {{"f32", PU_KV_F32}, {"fp32", PU_KV_F32}, {"f16", PU_KV_F16},
-                 {"fp16", PU_KV_F16}, {"q8", PU_KV_Q8},  {"int8", PU_KV_Q8}};
+    } names[] = {{"f32", PU_KV_F32},  {"fp32", PU_KV_F32}, {"f16", PU_KV_F16},
+                 {"fp16", PU_KV_F16}, {"q8", PU_KV_Q8},    {"int8", PU_KV_Q8}};
     for (size_t i = 0; s && i < sizeof names / sizeof names[0]; i++)
         if (!strcasecmp(s, names[i].n)) {
             *out = names[i].t;

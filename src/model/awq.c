@@ -74,9 +74,10 @@ pu_status pu_awq_read_config_(const char *cfg_path, int64_t *group_size) {
     }
     const char *ver = json_string_value(json_object_get(q, "version"));
     if (ver && strcasecmp(ver, "gemm") != 0) {
-        s = pu_err_set(PU_ERR_UNSUPPORTED,
-                       "%s: quantization_config.version \"%s\" is not supported (gemm packing only)",
-                       cfg_path, ver);
+        s = pu_err_set(
+            PU_ERR_UNSUPPORTED,
+            "%s: quantization_config.version \"%s\" is not supported (gemm packing only)", cfg_path,
+            ver);
         goto done;
     }
     *group_size = json_integer_value(gs);

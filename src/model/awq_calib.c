@@ -56,8 +56,9 @@ static void hook(void *ud, int64_t layer, int which, const float *x, int64_t T, 
         const float *r = x + t * K;
         for (int64_t k = 0; k < K; k++)
             a->absum[k] += fabs((double)r[k]);
-        int64_t slot = a->n_rows < c->max_rows ? a->n_rows++
-                                               : (int64_t)(next_rand(&c->rng) % (uint64_t)(a->n_seen + 1));
+        int64_t slot = a->n_rows < c->max_rows
+                           ? a->n_rows++
+                           : (int64_t)(next_rand(&c->rng) % (uint64_t)(a->n_seen + 1));
         if (slot < c->max_rows)
             memcpy(a->rows + slot * K, r, (size_t)K * sizeof(float));
         a->n_seen++;
@@ -222,12 +223,15 @@ pu_status pu_model_awq(const pu_model *src, const int32_t *ids, int64_t n_ids,
             float *sc = pu_malloc((size_t)K * sizeof(float));
             double e0 = 0;
             int bi = 0;
-            double eb = search(pool, Wcat, N, K, a->rows, a->n_rows, sx, dt, p.n_grid, sc, &e0,
-                               &bi);
+            double eb =
+                search(pool, Wcat, N, K, a->rows, a->n_rows, sx, dt, p.n_grid, sc, &e0, &bi);
             if (report)
                 pu_str_appendf(report, "layer %lld %s: alpha %.2f, output mse %.4g -> %.4g\n",
                                (long long)l,
-                               g == PU_ACT_QKV ? "qkv" : g == PU_ACT_WO ? "wo" : g == PU_ACT_FFN ? "w1/w3" : "w2",
+                               g == PU_ACT_QKV   ? "qkv"
+                               : g == PU_ACT_WO  ? "wo"
+                               : g == PU_ACT_FFN ? "w1/w3"
+                                                 : "w2",
                                (double)bi / p.n_grid, e0, eb);
             if (bi > 0) {
                 /* fold: W columns *= s ... */
