@@ -177,6 +177,21 @@ $(B)/bench_%_avx512: bench/bench_%_avx512.c $(LIB)
 
 bench: $(BENCHES)
 
+# accuracy next to llama.cpp's own library (bench/lcpp/README.md): built only
+# when $(LCPP)/build/bin/libllama.so exists
+LCPP ?= /tmp/llama.cpp
+.PHONY: bench-lcpp
+ifneq ($(wildcard $(LCPP)/build/bin/libllama.so),)
+$(B)/bench_lcpp_acc: bench/lcpp/bench_lcpp_acc.c $(LIB)
+	$(CC) $(CFLAGS_ALL) -isystem $(LCPP)/include -isystem $(LCPP)/ggml/include $(LDFLAGS_ALL) \
+	  -o $@ $< $(LIB) $(LIBS) -L$(LCPP)/build/bin -lllama -lggml -lggml-base \
+	  -Wl,-rpath,$(LCPP)/build/bin
+bench-lcpp: $(B)/bench_lcpp_acc
+else
+bench-lcpp:
+	@echo "bench-lcpp: $(LCPP)/build/bin/libllama.so not found (bench/lcpp/README.md)"
+endif
+
 # tokenizer throughput vs SentencePiece's own C++ library (libsentencepiece-dev)
 .PHONY: bench-tok
 $(B)/sp_encode: bench/sp_encode.cc

@@ -172,7 +172,7 @@ PT_SUITE(quant_gguf) {
             PT_CHECK(strncmp(last->name, "output.weight", last->name_len) == 0);
             size_t end = (size_t)(f.data - u) + last->offset + (size_t)last->nbytes;
             memcpy(copy, u, end - 144);
-            expect_load_error(copy, end - 144, "truncated", "output.weight", "beyond");
+            expect_load_error(copy, end - 144, "truncated", "'output.weight' (Q4_K)", "beyond");
             /* unknown ggml type */
             const pu_gguf_tensor *t1 = pu_gguf_find_tensor_(&f, "blk.0.ffn_up.weight");
             uint32_t v = 99;

@@ -2126,6 +2126,38 @@ PT_SUITE(serve_features) {
         if (sd.pid)
             srv_stop(&sd);
     }
+    srv sk;
+    up = false;
+    if (PT_TEST("--kv-type q8: int8 KV pages serve, bytes per token in the log")) {
+        char args[2200];
+        snprintf(args, sizeof args, "-m '%s' -t '%s' --ctx 1024 --max-batch 4 --threads 1 "
+                 "--kv-type q8 --draft '%s'",
+                 g_stories, g_stories_tok, g_stories);
+        up = srv_start(&sk, args, "serve_kvq8.log");
+        PT_CHECK_MSG(up, "server did not start (log %s)", sk.log);
+        g_auth = "";
+        if (up) {
+            PT_EQ_I64(http(sk.port, "POST", "/v1/completions", gb, &r), 200);
+            json_t *j = jbody(&r);
+            PT_CHECK(choice_text(j, 0) && strlen(choice_text(j, 0)) > 0);
+            json_decref(j);
+            hresp_free(&r);
+            PT_EQ_I64(srv_stop(&sk), 0);
+            char *lg = NULL;
+            size_t ll = 0;
+            PT_OK(pu_file_read_all(sk.log, &lg, &ll));
+            /* (D codes + 8 bytes scale/zero) per row vs 4 D: between 1/4 and 1/2 */
+            const char *kp = lg ? strstr(lg, "KV cache q8: ") : NULL;
+            long q8 = 0, f32 = 0;
+            PT_CHECK_MSG(kp && sscanf(kp, "KV cache q8: %ld bytes per token (f32: %ld)", &q8,
+                                      &f32) == 2 &&
+                             q8 * 4 > f32 && q8 * 2 < f32,
+                         "log: %s", lg ? lg : "");
+            pu_free(lg);
+        }
+        if (sk.pid)
+            srv_stop(&sk);
+    }
     pu_free(ref_text);
     /* --max-queue: one slot, one waiting, the third gets 429 + Retry-After */
     srv q;

@@ -42,6 +42,8 @@ typedef struct pu_engine_params {
     int draft_k;            /* tokens proposed per step (default 4, at most 8) */
     bool draft_adaptive;    /* per request: start at draft_k, +1 after a step whose drafts were
                                all accepted, -1 (at least 1) after a rejection, at most draft_k */
+    pu_kv_type kv_type;     /* KV cache element type of the pages (and of the draft's own
+                               session): PU_KV_F32 (default), PU_KV_F16 or PU_KV_Q8 */
 } pu_engine_params;
 
 pu_engine_params pu_engine_default_params(void);

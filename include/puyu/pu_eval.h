@@ -194,6 +194,7 @@ typedef struct pu_eval_opts {
     const char *lora; /* "DIR[,DIR2]" PEFT adapters applied unmerged to the model (NULL: none) */
     double lora_scale; /* multiplier of every adapter's alpha/r (0 is taken as 1) */
     double exec_timeout_s; /* pass@1: seconds per sample in the sandbox (0 = 10) */
+    pu_kv_type kv_type;    /* KV cache of the local model's session and engine (0 = F32) */
 } pu_eval_opts;
 
 /* pass@1 of one completion: prompt + completion (or the code of a ```python

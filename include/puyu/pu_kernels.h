@@ -151,4 +151,57 @@ void pu_op_rmsnorm(pu_pool *pool, const pu_kernels *k, float *y, const float *x,
 void pu_op_swiglu(pu_pool *pool, const pu_kernels *k, float *out, const float *gate,
                   const float *up, int64_t n);
 
+/* ------------------------------------------------------------------------ */
+/* KV cache element types (pu_session, pu_kv_pages; src/kernels/kv.c)      */
+/*                                                                          */
+/* F32: as computed. F16: IEEE half, round to nearest even. Q8: LMDeploy's  */
+/* quant_policy=8 layout: every (token, kv head) row of D values is         */
+/* quantized on its own, asymmetric uint8 with an fp32 (scale, zero) pair:  */
+/* zero = min(x), scale = (max(x) - min(x)) / 255, u = rne((x - zero) /     */
+/* scale) clamped to [0, 255], x' = u * scale + zero (|x - x'| <= scale/2). */
+/* Keys are stored after RoPE. Attention reads the cache directly: the     */
+/* score q·k' = scale * (q·u) + zero * sum(q), and the value sum            */
+/* Σ p v' = Σ (p scale) u + (Σ p zero) — no dequantized copy.               */
+
+typedef enum { PU_KV_F32 = 0, PU_KV_F16 = 1, PU_KV_Q8 = 2, PU_KV_COUNT } pu_kv_type;
+
+const char *pu_kv_type_name(pu_kv_type t); /* "f32", "f16", "q8" */
+/* "f32" | "f16" | "q8" (also "fp32", "fp16", "int8"); false if unknown */
+bool pu_kv_type_parse(const char *s, pu_kv_type *out);
+size_t pu_kv_elem_size(pu_kv_type t); /* 4, 2, 1 */
+/* bytes of one (token, kv head) row of D values incl. its Q8 scale/zero */
+int64_t pu_kv_row_bytes(pu_kv_type t, int64_t D);
+
+/* Store one row x (D) as type t: dst (D elements of the type); sz (2 floats,
+ * Q8 only: scale, zero; may be NULL otherwise). Scalar, the same on every
+ * SIMD level (the stored bytes never depend on PUYU_SIMD). */
+void pu_kv_store_row(pu_kv_type t, void *dst, float *sz, const float *x, int64_t D);
+/* The inverse (for tests and checks): x (D) = the values attention sees. */
+void pu_kv_load_row(pu_kv_type t, float *x, const void *src, const float *sz, int64_t D);
+
+/* A KV cache as attention sees it: row r (a position, or a paged slot)
+ * starts at element r * ld of k / v (elements of `type`), kv head g at
+ * + g * D; Q8 rows carry (scale, zero) at ksz / vsz + (r * Hkv + g) * 2. */
+typedef struct pu_kv_view {
+    pu_kv_type type;
+    const void *k, *v;
+    const float *ksz, *vsz; /* Q8 only */
+    int64_t ld;             /* elements per row (normally Hkv * D) */
+    int64_t Hkv;
+} pu_kv_view;
+
+/* s[j] = scale * (q · K[r0 + j, head g]) for j < nb; qsum = Σ q (read by Q8).
+ * F32 is exactly k->dot(q, row, D) * scale. */
+void pu_kv_scores(const pu_kernels *k, const pu_kv_view *kv, int64_t r0, int64_t nb, int64_t g,
+                  int64_t D, const float *q, float qsum, float scale, float *s);
+/* acc (D) += Σ_j p[j] * V[r0 + j, head g] for j < nb (F32: k->axpy per j) */
+void pu_kv_accum(const pu_kernels *k, const pu_kv_view *kv, int64_t r0, int64_t nb, int64_t g,
+                 int64_t D, const float *p, float *acc);
+
+/* pu_op_attention over any KV type: rows 0 .. pos0+T-1 of kv are the keys
+ * and values of positions 0 .. pos0+T-1. F32 views give bitwise the results
+ * of pu_op_attention. */
+void pu_op_attention_kv(pu_pool *pool, const pu_kernels *k, float *out, const float *q,
+                        const pu_kv_view *kv, int64_t T, int64_t pos0, int64_t H, int64_t D);
+
 #endif /* PU_KERNELS_H */

@@ -138,6 +138,24 @@ pu_status pu_model_init_random(const pu_config *c, pu_dtype dtype, uint64_t seed
  * afterwards. */
 pu_status pu_model_quantize(const pu_model *m, pu_dtype dtype, pu_pool *pool, pu_model **out);
 
+/* AWQ calibration (activation-aware per-input-channel scales, llm-awq /
+ * LMDeploy auto_awq; src/model/awq_calib.c): an F32 copy of m whose
+ * linears' input channels are scaled by s = mean|x|^α (α searched on a grid
+ * per group of linears sharing an input, minimizing the output MSE of the
+ * group quantized in `dtype` on the calibration tokens), the inverse folded
+ * into the preceding norm / linear (the float model computes the same
+ * function up to rounding). Quantize the result with pu_model_quantize in
+ * the same dtype. report (may be NULL) gets one line per group. */
+typedef struct pu_awq_params {
+    pu_dtype dtype;   /* the block type the model will be quantized to (default Q4_0) */
+    int n_grid;       /* α grid points 0, 1/n, ... (default 20) */
+    int64_t max_rows; /* input rows kept per group for the error (default 256) */
+    int64_t ctx;      /* calibration window in tokens (default 256) */
+} pu_awq_params;
+pu_awq_params pu_awq_default_params(void);
+pu_status pu_model_awq(const pu_model *m, const int32_t *ids, int64_t n_ids,
+                       const pu_awq_params *p, pu_pool *pool, pu_model **out, pu_str *report);
+
 /* Write m as a GGUF v3 file readable by llama.cpp: its tensor names, the
  * fused wqkv split and q/k rows permuted for adjacent-pair RoPE as its
  * converter does (InternLM2 / llama), matrices in their current dtypes, F32
@@ -204,8 +222,16 @@ pu_status pu_model_write_reward_dir(const char *model_dir, const float *v_head, 
 /* inference session                                                        */
 
 /* n_ctx: KV-cache capacity in tokens (<= 0: max_position_embeddings, capped
- * at 4096). pool: borrowed, may be NULL (single thread). */
+ * at 4096). pool: borrowed, may be NULL (single thread). F32 KV cache. */
 pu_status pu_session_create(const pu_model *m, int64_t n_ctx, pu_pool *pool, pu_session **out);
+/* The same with the KV cache stored as kvt (F32, F16, or int8 per (token,
+ * head) with scale/zero: pu_kernels.h "KV cache element types"). */
+pu_status pu_session_create_ex(const pu_model *m, int64_t n_ctx, pu_kv_type kvt, pu_pool *pool,
+                               pu_session **out);
+pu_kv_type pu_session_kv_type(const pu_session *s);
+/* KV cache bytes per token of context (all layers, keys + values, Q8 scale
+ * and zero included): 2 L Hkv (D esize [+ 8 for Q8]). */
+int64_t pu_kv_bytes_per_token(const pu_config *c, pu_kv_type t);
 void pu_session_destroy(pu_session *s);
 void pu_session_reset(pu_session *s);
 int64_t pu_session_pos(const pu_session *s); /* tokens in the cache */
@@ -242,16 +268,23 @@ pu_status pu_session_eval_ex(pu_session *s, const int32_t *ids, int64_t n, float
 /* ------------------------------------------------------------------------ */
 /* batched forward over a paged KV cache (used by the serving engine)       */
 
-/* KV storage in fixed-size blocks: block b, layer l, slot j holds the key
- * k[((b * L + l) * block_size + j) * kvdim ..] (kvdim = Hkv * D), same for v. */
+/* KV storage in fixed-size blocks: block b, layer l, slot j is row
+ * r = (b * L + l) * block_size + j; its key is k[r * kvdim ..] (kvdim =
+ * Hkv * D, elements of `type`), same for v; Q8 rows have (scale, zero) at
+ * ksz / vsz + (r * Hkv + head) * 2. */
 typedef struct pu_kv_pages {
-    int64_t block_size, n_blocks, n_layers, kvdim;
-    float *k; /* (n_blocks, L, block_size, kvdim) */
-    float *v;
+    int64_t block_size, n_blocks, n_layers, kvdim, n_kv_heads;
+    pu_kv_type type;
+    void *k; /* (n_blocks, L, block_size, kvdim) */
+    void *v;
+    float *ksz, *vsz; /* Q8: (n_blocks, L, block_size, Hkv, 2); else NULL */
 } pu_kv_pages;
 
+/* F32 pages */
 pu_status pu_kv_pages_init(pu_kv_pages *kv, const pu_config *c, int64_t n_blocks,
                            int64_t block_size);
+pu_status pu_kv_pages_init_ex(pu_kv_pages *kv, const pu_config *c, int64_t n_blocks,
+                              int64_t block_size, pu_kv_type type);
 void pu_kv_pages_deinit(pu_kv_pages *kv);
 
 /* One sequence's part of a batch: its new tokens occupy positions

@@ -119,7 +119,7 @@ static pu_status reply(pu_engine *e, const pu_tok *tok, const char *system, hist
 }
 
 int pu_cmd_chat(int argc, char **argv) {
-    const char *model = NULL, *tok_path = NULL, *system0 = NULL, *lora_dirs = NULL;
+    const char *model = NULL, *tok_path = NULL, *system0 = NULL, *lora_dirs = NULL, *kv_s = NULL;
     int64_t max_tokens = 512, top_k = 40, seed = 42, ctx = 0;
     double temp = 0.8, top_p = 0.95, min_p = 0.0, rep = 1.0, lora_scale = 1.0;
     pu_lora **lora = NULL;
@@ -143,12 +143,13 @@ int pu_cmd_chat(int argc, char **argv) {
          "PEFT LoRA adapter directories, applied unmerged", 0, 0},
         {"lora-scale", 0, PU_OPT_DOUBLE, &lora_scale, "S",
          "multiplier of every adapter's alpha/r", -1e6, 1e6},
+        PU_CLI_KV_OPT(kv_s),
         PU_OPT_END,
     };
     const pu_cmd_spec spec = {
         "puyu chat",
         "-m MODEL [-t TOK] [--system TEXT] [--temp T] [--max-tokens N] [--lora DIR[,DIR2]] "
-        "[--lora-scale S]",
+        "[--lora-scale S] [--kv-type f32|f16|q8]",
         "Chat in the terminal (InternLM2 chat template, history kept). One message per line;\n"
         "commands: /reset (forget the conversation), /system TEXT (set the system prompt),\n"
         "/quit. Replies stream to stdout."};
@@ -175,6 +176,8 @@ int pu_cmd_chat(int argc, char **argv) {
     pu_engine_params ep = pu_engine_default_params();
     ep.max_batch = 1;
     ep.ctx = ctx;
+    if (pu_cli_kv_type(kv_s, &ep.kv_type) != PU_OK)
+        goto done;
     if (pu_engine_create(m, tok, &ep, &e) != PU_OK)
         goto done;
     pu_engine_request tmpl = {0};

@@ -171,7 +171,7 @@ int pu_cmd_eval(int argc, char **argv) {
     const char *model = NULL, *tok = NULL, *tasks_s = NULL, *data = NULL, *out = "eval_out";
     const char *api = NULL, *api_model = NULL, *lens_s = NULL, *depths_s = NULL;
     int64_t limit = 0, shots = -1, ctx = 0, max_tokens = 0, batch = 0;
-    const char *lora_dirs = NULL;
+    const char *lora_dirs = NULL, *kv_s = NULL;
     double lora_scale = 1.0;
     double exec_timeout = 10;
     bool no_resume = false, list = false, quiet = false, chat = false;
@@ -216,6 +216,7 @@ int pu_cmd_eval(int argc, char **argv) {
          "PEFT LoRA adapter directories, applied unmerged", 0, 0},
         {"lora-scale", 0, PU_OPT_DOUBLE, &lora_scale, "S",
          "multiplier of every adapter's alpha/r", -1e6, 1e6},
+        PU_CLI_KV_OPT(kv_s),
         PU_OPT_END,
     };
     const pu_cmd_spec spec = {
@@ -277,6 +278,13 @@ int pu_cmd_eval(int argc, char **argv) {
             pu_free(depths);
             return 2;
         }
+    pu_kv_type kvt;
+    if (pu_cli_kv_type(kv_s, &kvt) != PU_OK) {
+        fprintf(stderr, "puyu eval: error: %s\n", pu_err_msg());
+        pu_free(lens);
+        pu_free(depths);
+        return 2;
+    }
     int n_tasks = 0;
     char **tasks = split_list(tasks_s, &n_tasks);
     if (!n_tasks) {
@@ -320,6 +328,7 @@ int pu_cmd_eval(int argc, char **argv) {
     o.pool = pool;
     o.lora = lora_dirs;
     o.lora_scale = lora_scale;
+    o.kv_type = kvt;
     pu_str md = {0};
     pu_status st = n_reg ? pu_eval_run(&o, (const char *const *)tasks, n_reg, &md) : PU_OK;
     if (md.p && !quiet) {

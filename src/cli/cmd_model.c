@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cmds.h"
+#include "common.h"
 #include "opts.h"
 #include "puyu/pu_core.h"
 #include "puyu/pu_infer.h"
@@ -42,7 +43,7 @@ static pu_status session_lora(pu_session *s, const pu_model *m, const char *dirs
 /* ---------------------------------------------------------------- forward */
 
 int pu_cmd_forward(int argc, char **argv) {
-    const char *model = NULL, *ids_s = NULL, *out = NULL, *lora_dirs = NULL;
+    const char *model = NULL, *ids_s = NULL, *out = NULL, *lora_dirs = NULL, *kv_s = NULL;
     int64_t ctx = 0;
     double lora_scale = 1.0;
     pu_lora **lora = NULL;
@@ -56,11 +57,12 @@ int pu_cmd_forward(int argc, char **argv) {
          "PEFT LoRA adapter directories, applied unmerged", 0, 0},
         {"lora-scale", 0, PU_OPT_DOUBLE, &lora_scale, "S",
          "multiplier of every adapter's alpha/r", -1e6, 1e6},
+        PU_CLI_KV_OPT(kv_s),
         PU_OPT_END,
     };
     const pu_cmd_spec spec = {"puyu forward",
                               "-m MODEL --ids \"1 2 3\" --out FILE [--lora DIR[,DIR2]] "
-                              "[--lora-scale S]",
+                              "[--lora-scale S] [--kv-type f32|f16|q8]",
                               "Run the model over the ids in one prefill pass and write the "
                               "logits of every position\nas float32 little-endian, shape "
                               "[number of ids, vocab]."};
@@ -93,8 +95,11 @@ int pu_cmd_forward(int argc, char **argv) {
                    (long long)n, (long long)lim);
         goto done;
     }
+    pu_kv_type kvt;
+    if (pu_cli_kv_type(kv_s, &kvt) != PU_OK)
+        goto done;
     pool = pu_pool_create(0);
-    if (pu_session_create(m, n, pool, &s) != PU_OK)
+    if (pu_session_create_ex(m, n, kvt, pool, &s) != PU_OK)
         goto done;
     if (session_lora(s, m, lora_dirs, lora_scale, &lora, &n_lora) != PU_OK)
         goto done;
@@ -123,7 +128,7 @@ done:
 
 int pu_cmd_generate(int argc, char **argv) {
     const char *model = NULL, *tok_path = NULL, *prompt = NULL, *ids_s = NULL;
-    const char *lora_dirs = NULL;
+    const char *lora_dirs = NULL, *kv_s = NULL;
     int64_t n_gen = 64, top_k = 40, seed = 42, ctx = 0;
     double temp = 0.8, top_p = 0.95, min_p = 0.0, rep = 1.0, lora_scale = 1.0;
     pu_lora **lora = NULL;
@@ -152,12 +157,13 @@ int pu_cmd_generate(int argc, char **argv) {
          "PEFT LoRA adapter directories, applied unmerged", 0, 0},
         {"lora-scale", 0, PU_OPT_DOUBLE, &lora_scale, "S",
          "multiplier of every adapter's alpha/r", -1e6, 1e6},
+        PU_CLI_KV_OPT(kv_s),
         PU_OPT_END,
     };
     const pu_cmd_spec spec = {
         "puyu generate", "-m MODEL (-p TEXT | --ids \"...\") -n N [--temp T] [--top-k K] "
                          "[--top-p P] [--seed S] [--print-ids] [--lora DIR[,DIR2]] "
-                         "[--lora-scale S]",
+                         "[--lora-scale S] [--kv-type f32|f16|q8]",
         "Generate a continuation. Text streams to stdout as it is generated; speed goes to "
         "stderr.\nStops after N tokens or at an end-of-sequence token (EOS, <|im_end|>)."};
     int rc = pu_opts_parse(&spec, opts, argc, argv, NULL, NULL);
@@ -220,8 +226,11 @@ int pu_cmd_generate(int argc, char **argv) {
                    (long long)n_prompt, (long long)n_gen, (long long)lim);
         goto done;
     }
+    pu_kv_type kvt;
+    if (pu_cli_kv_type(kv_s, &kvt) != PU_OK)
+        goto done;
     pool = pu_pool_create(0);
-    if (pu_session_create(m, n_prompt + n_gen, pool, &s) != PU_OK)
+    if (pu_session_create_ex(m, n_prompt + n_gen, kvt, pool, &s) != PU_OK)
         goto done;
     if (session_lora(s, m, lora_dirs, lora_scale, &lora, &n_lora) != PU_OK)
         goto done;
@@ -295,10 +304,12 @@ int pu_cmd_generate(int argc, char **argv) {
     fflush(stdout);
     double t2 = pu_time_now();
     fprintf(stderr, "prompt: %lld tokens in %.3f s (%.1f tok/s); generated: %lld tokens in %.3f s "
-                    "(%.2f tok/s); %d threads, %s\n",
+                    "(%.2f tok/s); %d threads, %s; KV cache %s %lld bytes/token (f32 %lld)\n",
             (long long)n_prompt, t1 - t0, (double)n_prompt / (t1 - t0 > 0 ? t1 - t0 : 1e-9),
             (long long)n_done, t2 - t1, (double)n_done / (t2 - t1 > 0 ? t2 - t1 : 1e-9),
-            pu_pool_size(pool), pu_kernels_get()->name);
+            pu_pool_size(pool), pu_kernels_get()->name, pu_kv_type_name(kvt),
+            (long long)pu_kv_bytes_per_token(c, kvt),
+            (long long)pu_kv_bytes_per_token(c, PU_KV_F32));
     ret = 0;
 done:
     if (ret)

@@ -74,7 +74,7 @@ static pu_status load_lora_opts(const pu_model *m, const pu_opt_list *items, dou
 
 int pu_cmd_serve(int argc, char **argv) {
     const char *model = NULL, *tok_path = NULL, *host = "127.0.0.1", *api_key = NULL;
-    const char *name = NULL, *draft_path = NULL;
+    const char *name = NULL, *draft_path = NULL, *kv_s = NULL;
     int64_t draft_k = 4;
     bool draft_adaptive = false;
     int64_t port = 8000, max_batch = 16, ctx = 0, kv_tokens = 0, max_body = 4 << 20;
@@ -131,13 +131,14 @@ int pu_cmd_serve(int argc, char **argv) {
          0, 0},
         {"drain", 0, PU_OPT_DOUBLE, &drain, "S",
          "on SIGTERM/SIGINT let running requests finish this long, then cancel them", 0, 1e6},
+        PU_CLI_KV_OPT(kv_s),
         PU_OPT_END,
     };
     const pu_cmd_spec spec = {
         "puyu serve",
         "-m MODEL [-t TOKENIZER] [--host 127.0.0.1] [--port 8000] [--api-key KEY] "
         "[--max-batch N] [--ctx N | --ctx-per-slot N] [--max-queue N] [--threads N] "
-        "[--lora NAME=DIR ...] [--lora-scale S]",
+        "[--lora NAME=DIR ...] [--lora-scale S] [--kv-type f32|f16|q8]",
         "Serve the model over an OpenAI-compatible HTTP API: GET /health, GET /metrics\n"
         "(Prometheus), GET /v1/models, POST /v1/chat/completions (stream, tools, n, logit_bias),\n"
         "POST /v1/completions (echo), POST /v1/embeddings, POST /v1/tokenize, and a web chat\n"
@@ -203,6 +204,11 @@ int pu_cmd_serve(int argc, char **argv) {
     p.engine.ctx = ctx;
     p.engine.kv_tokens = kv_tokens;
     p.engine.draft = dm;
+    if (pu_cli_kv_type(kv_s, &p.engine.kv_type) != PU_OK)
+        goto done;
+    fprintf(stderr, "KV cache %s: %lld bytes per token (f32: %lld)\n", pu_kv_type_name(p.engine.kv_type),
+                (long long)pu_kv_bytes_per_token(pu_model_config(m), p.engine.kv_type),
+                (long long)pu_kv_bytes_per_token(pu_model_config(m), PU_KV_F32));
     p.engine.draft_k = (int)draft_k;
     p.engine.draft_adaptive = draft_adaptive;
     if (pu_server_start(m, tok, &p, &srv) != PU_OK)

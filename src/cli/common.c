@@ -4,6 +4,13 @@
 #include "common.h"
 
 #include <string.h>
+pu_status pu_cli_kv_type(const char *s, pu_kv_type *out) {
+    *out = PU_KV_F32;
+    if (s && !pu_kv_type_parse(s, out))
+        return pu_err_set(PU_ERR_INVALID, "--kv-type: unknown KV cache type '%s' (f32, f16, q8)",
+                          s);
+    return PU_OK;
+}
 
 pu_status pu_cli_load_tokenizer(const pu_model *m, const char *model_arg, const char *tok_path,
                                 pu_tok **out) {

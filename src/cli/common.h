@@ -17,5 +17,14 @@ pu_status pu_cli_load_tokenizer(const pu_model *m, const char *model_arg, const 
  * an empty list); free with pu_cli_free_list. */
 char **pu_cli_split_list(const char *s, int *n);
 void pu_cli_free_list(char **l, int n);
+/* The --kv-type option row (a string; parse it with pu_cli_kv_type). */
+#define PU_CLI_KV_OPT(var)                                                                         \
+    {"kv-type", 0, PU_OPT_STRING, &(var), "f32|f16|q8",                                          \
+     "KV cache element type: f32 (default), f16, or q8 = int8 per (token, head) with "           \
+     "scale/zero (LMDeploy quant_policy=8)",                                                    \
+     0, 0}
+
+/* --kv-type value (NULL = f32); PU_ERR_INVALID naming the option otherwise */
+pu_status pu_cli_kv_type(const char *s, pu_kv_type *out);
 
 #endif

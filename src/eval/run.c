@@ -471,6 +471,7 @@ static pu_status gen_batch(ev_runner *r, const pu_eval_task *t, pu_eval_sample *
         ep.ctx = r->n_ctx;
         ep.max_batch = r->o->batch > 1 ? r->o->batch : 16;
         ep.kv_tokens = r->n_ctx * (ep.max_batch < 4 ? ep.max_batch : 4);
+        ep.kv_type = r->o->kv_type;
         PU_TRY(pu_engine_create(r->model, r->tok, &ep, &r->engine));
     }
     pu_eval_gen_params gp;
@@ -1122,7 +1123,7 @@ pu_status pu_eval_run(const pu_eval_opts *o, const char *const *names, int n_tas
             int64_t nc = o->n_ctx > 0 ? o->n_ctx : c->max_position_embeddings;
             if (o->n_ctx <= 0 && nc > 4096)
                 nc = 4096;
-            st = pu_session_create(r.model, nc, o->pool, &r.sess);
+            st = pu_session_create_ex(r.model, nc, o->kv_type, o->pool, &r.sess);
             if (!st)
                 r.n_ctx = pu_session_n_ctx(r.sess);
             if (!st)

@@ -625,7 +625,8 @@ static int draft_propose(pu_engine *e, req *r, int kmax) {
         return 0;
     int64_t V = e->c->vocab_size;
     if (!r->dsess &&
-        pu_session_create(e->p.draft, e->p.ctx + PU_MAX_DRAFT + 1, e->pool, &r->dsess) != PU_OK) {
+        pu_session_create_ex(e->p.draft, e->p.ctx + PU_MAX_DRAFT + 1, e->p.kv_type, e->pool,
+                             &r->dsess) != PU_OK) {
         pu_err_clear();
         return 0;
     }
@@ -919,7 +920,7 @@ pu_status pu_engine_create(const pu_model *m, const pu_tok *tok, const pu_engine
         e->p.kv_tokens = e->p.ctx;
     int64_t BS = e->p.block_size;
     int64_t nblocks = (e->p.kv_tokens + BS - 1) / BS + e->p.max_batch;
-    pu_status st = pu_kv_pages_init(&e->kv, e->c, nblocks, BS);
+    pu_status st = pu_kv_pages_init_ex(&e->kv, e->c, nblocks, BS, e->p.kv_type);
     if (st != PU_OK) {
         pu_free(e);
         return st;

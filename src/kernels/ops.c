@@ -120,8 +120,9 @@ void pu_op_rope(float *x, int64_t T, int64_t nh, int64_t D, const float *cos, co
 typedef struct {
     const pu_kernels *k;
     float *out;
-    const float *q, *kc, *vc;
-    int64_t ld, T, pos0, H, Hkv, D;
+    const float *q;
+    const pu_kv_view *kv;
+    int64_t T, pos0, H, Hkv, D;
     float scale;
 } attn_ctx;
 
@@ -130,14 +131,16 @@ static void attn_one(const attn_ctx *c, int64_t t, int64_t h, float *acc) {
     const pu_kernels *k = c->k;
     int64_t D = c->D, kvh = h / (c->H / c->Hkv), nk = c->pos0 + t + 1;
     const float *qh = c->q + (t * c->H + h) * D;
-    const float *kb = c->kc + kvh * D, *vb = c->vc + kvh * D;
+    float qsum = 0.0f;
+    if (c->kv->type == PU_KV_Q8)
+        for (int64_t d = 0; d < D; d++)
+            qsum += qh[d];
     float s[ATTN_KB];
     float m = -INFINITY, l = 0.0f;
     memset(acc, 0, (size_t)D * sizeof(float));
     for (int64_t j0 = 0; j0 < nk; j0 += ATTN_KB) {
         int64_t nb = nk - j0 < ATTN_KB ? nk - j0 : ATTN_KB;
-        for (int64_t j = 0; j < nb; j++)
-            s[j] = k->dot(qh, kb + (j0 + j) * c->ld, D) * c->scale;
+        pu_kv_scores(k, c->kv, j0, nb, kvh, D, qh, qsum, c->scale, s);
         float bm = k->vmax(s, nb);
         float mn = bm > m ? bm : m;
         if (j0 > 0 && mn > m) {
@@ -147,8 +150,7 @@ static void attn_one(const attn_ctx *c, int64_t t, int64_t h, float *acc) {
         }
         m = mn;
         l += k->exp_sum(s, nb, m);
-        for (int64_t j = 0; j < nb; j++)
-            k->axpy(acc, s[j], vb + (j0 + j) * c->ld, D);
+        pu_kv_accum(k, c->kv, j0, nb, kvh, D, s, acc);
     }
     float *o = c->out + (t * c->H + h) * D;
     float inv = 1.0f / l;
@@ -170,17 +172,24 @@ static void attn_worker(void *vctx, int ith, int nth) {
         pu_free(acc);
 }
 
-void pu_op_attention(pu_pool *pool, const pu_kernels *k, float *out, const float *q,
-                     const float *kc, const float *vc, int64_t ld, int64_t T, int64_t pos0,
-                     int64_t H, int64_t Hkv, int64_t D) {
+void pu_op_attention_kv(pu_pool *pool, const pu_kernels *k, float *out, const float *q,
+                        const pu_kv_view *kv, int64_t T, int64_t pos0, int64_t H, int64_t D) {
+    int64_t Hkv = kv->Hkv;
     PU_ASSERT(Hkv > 0 && H % Hkv == 0 && D > 0 && pos0 >= 0);
     if (T <= 0 || H <= 0)
         return;
-    attn_ctx c = {k, out, q, kc, vc, ld, T, pos0, H, Hkv, D, (float)(1.0 / sqrt((double)D))};
+    attn_ctx c = {k, out, q, kv, T, pos0, H, Hkv, D, (float)(1.0 / sqrt((double)D))};
     if (pool == NULL || pu_pool_size(pool) <= 1 || H * T == 1)
         attn_worker(&c, 0, 1);
     else
         pu_pool_run(pool, attn_worker, &c);
+}
+
+void pu_op_attention(pu_pool *pool, const pu_kernels *k, float *out, const float *q,
+                     const float *kc, const float *vc, int64_t ld, int64_t T, int64_t pos0,
+                     int64_t H, int64_t Hkv, int64_t D) {
+    pu_kv_view kv = {PU_KV_F32, kc, vc, NULL, NULL, ld, Hkv};
+    pu_op_attention_kv(pool, k, out, q, &kv, T, pos0, H, D);
 }
 
 /* ---------------------------------------------------------------- rmsnorm */

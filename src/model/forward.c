@@ -46,8 +46,11 @@ struct pu_session {
     int64_t n_ctx; /* cache capacity (tokens) */
     int64_t pos;   /* tokens in the cache */
     int64_t kvdim; /* Hkv * D */
-    float *kcache; /* (L, n_ctx, Hkv*D) rotated keys */
-    float *vcache; /* (L, n_ctx, Hkv*D) */
+    pu_kv_type kvt; /* element type of the cache (pu_kernels.h) */
+    void *kcache;   /* (L, n_ctx, Hkv*D) rotated keys, elements of kvt */
+    void *vcache;   /* (L, n_ctx, Hkv*D) */
+    float *ksz;     /* Q8: (L, n_ctx, Hkv, 2) scale, zero of each key row; else NULL */
+    float *vsz;     /* Q8: the same for values */
     double cur_base; /* RoPE base of the last eval call */
     /* scratch for up to PU_CHUNK tokens */
     float *x;    /* (T, C) residual stream */
@@ -67,7 +70,14 @@ struct pu_session {
     int n_lora;
     float *lora_u, *lora_z;
     int64_t lora_cap_u, lora_cap_z;
+    pu_act_hook_fn act_hook; /* AWQ calibration (model_impl.h), NULL normally */
+    void *act_ud;
 };
+
+void pu_session_set_act_hook_(pu_session *s, pu_act_hook_fn fn, void *ud) {
+    s->act_hook = fn;
+    s->act_ud = ud;
+}
 
 /* ---------------------------------------------------------------- RoPE */
 
@@ -116,6 +126,8 @@ static void make_rope_tables(const pu_config *c, const float *inv_freq, int64_t 
 static void session_free_buffers(pu_session *s) {
     pu_free_aligned(s->kcache);
     pu_free_aligned(s->vcache);
+    pu_free_aligned(s->ksz);
+    pu_free_aligned(s->vsz);
     pu_free_aligned(s->x);
     pu_free_aligned(s->xb);
     pu_free_aligned(s->qkv);
@@ -142,8 +154,28 @@ static float *try_buf(int64_t n, bool *ok) {
     return p;
 }
 
+int64_t pu_kv_bytes_per_token(const pu_config *c, pu_kv_type t) {
+    return 2 * c->num_hidden_layers * c->num_key_value_heads * pu_kv_row_bytes(t, c->head_dim);
+}
+
+static void *try_bytes(size_t n, bool *ok) {
+    if (!*ok)
+        return NULL;
+    void *p = pu_try_malloc_aligned(n > 0 ? n : 1, 64);
+    if (!p)
+        *ok = false;
+    return p;
+}
+
 pu_status pu_session_create(const pu_model *m, int64_t n_ctx, pu_pool *pool, pu_session **out) {
+    return pu_session_create_ex(m, n_ctx, PU_KV_F32, pool, out);
+}
+
+pu_status pu_session_create_ex(const pu_model *m, int64_t n_ctx, pu_kv_type kvt, pu_pool *pool,
+                               pu_session **out) {
     *out = NULL;
+    if ((int)kvt < 0 || kvt >= PU_KV_COUNT)
+        return pu_err_set(PU_ERR_INVALID, "session: unknown KV cache type %d", (int)kvt);
     const pu_config *c = pu_model_config(m);
     if (n_ctx <= 0)
         n_ctx = c->max_position_embeddings < 4096 ? c->max_position_embeddings : 4096;
@@ -160,8 +192,14 @@ pu_status pu_session_create(const pu_model *m, int64_t n_ctx, pu_pool *pool, pu_
     s->kvdim = Hkv * D;
     int64_t T = PU_CHUNK;
     bool ok = true;
-    s->kcache = try_buf(L * n_ctx * s->kvdim, &ok);
-    s->vcache = try_buf(L * n_ctx * s->kvdim, &ok);
+    s->kvt = kvt;
+    size_t kvn = (size_t)(L * n_ctx * s->kvdim);
+    s->kcache = try_bytes(kvn * pu_kv_elem_size(kvt), &ok);
+    s->vcache = try_bytes(kvn * pu_kv_elem_size(kvt), &ok);
+    if (kvt == PU_KV_Q8) {
+        s->ksz = try_buf(L * n_ctx * Hkv * 2, &ok);
+        s->vsz = try_buf(L * n_ctx * Hkv * 2, &ok);
+    }
     s->x = try_buf(T * C, &ok);
     s->xb = try_buf(T * C, &ok);
     s->qkv = try_buf(T * (H + 2 * Hkv) * D, &ok);
@@ -179,9 +217,10 @@ pu_status pu_session_create(const pu_model *m, int64_t n_ctx, pu_pool *pool, pu_
         pu_free(s);
         return pu_err_set(PU_ERR_NOMEM,
                           "session: cannot allocate the KV cache and scratch for %lld tokens "
-                          "(%.1f MiB); try a smaller --ctx",
+                          "(%.1f MiB, KV %s); try a smaller --ctx",
                           (long long)n_ctx,
-                          2.0 * L * n_ctx * s->kvdim * 4 / 1048576.0);
+                          (double)pu_kv_bytes_per_token(c, kvt) * (double)n_ctx / 1048576.0,
+                          pu_kv_type_name(kvt));
     }
     s->cur_base = c->rope_theta;
     make_inv_freq(s->inv_freq, s->cur_base, D);
@@ -216,6 +255,10 @@ pu_status pu_session_truncate(pu_session *s, int64_t pos) {
 
 int64_t pu_session_n_ctx(const pu_session *s) {
     return s->n_ctx;
+}
+
+pu_kv_type pu_session_kv_type(const pu_session *s) {
+    return s->kvt;
 }
 
 void pu_session_set_kernels(pu_session *s, const pu_kernels *k) {
@@ -286,13 +329,21 @@ static void forward_chunk(pu_session *s, const int32_t *ids, int64_t T) {
 
     make_rope_tables(c, s->inv_freq, p0, T, s->cos, s->sin);
     embed(s->m, s->k, ids, T, s->x);
+    size_t esz = pu_kv_elem_size(s->kvt);
+    bool f32kv = s->kvt == PU_KV_F32;
     for (int64_t l = 0; l < L; l++) {
         const pu_layer_weights *lw = &w->layers[l];
-        float *kc = s->kcache + l * s->n_ctx * s->kvdim;
-        float *vc = s->vcache + l * s->n_ctx * s->kvdim;
+        int64_t lrow = l * s->n_ctx; /* first cache row of layer l */
+        char *kc = (char *)s->kcache + (size_t)(lrow * s->kvdim) * esz;
+        char *vc = (char *)s->vcache + (size_t)(lrow * s->kvdim) * esz;
         /* attention block */
         pu_op_rmsnorm(par(s->pool, T * C * 8), k, s->xb, s->x, lw->attn_norm.data, T, C, eps);
-        float *kdst = kc + p0 * s->kvdim, *vdst = vc + p0 * s->kvdim;
+        /* F32 caches receive the new keys/values in place; other types get
+         * them in scratch, then stored row by row (after RoPE) */
+        if (s->act_hook)
+            s->act_hook(s->act_ud, l, PU_ACT_QKV, s->xb, T, C);
+        float *kdst = f32kv ? (float *)kc + p0 * s->kvdim : s->kk;
+        float *vdst = f32kv ? (float *)vc + p0 * s->kvdim : s->vv;
         if (lw->wqkv.data) {
             mm(s->pool, s->k, s->qkv, s->xb, &lw->wqkv, T);
             s_lora(s, l, PU_LORA_WQKV, s->xb, T, s->qkv);
@@ -308,19 +359,36 @@ static void forward_chunk(pu_session *s, const int32_t *ids, int64_t T) {
         }
         pu_op_rope(s->q, T, H, D, s->cos, s->sin, c->rope_interleaved);
         pu_op_rope(kdst, T, Hkv, D, s->cos, s->sin, c->rope_interleaved);
-        pu_op_attention(par(s->pool, T * (p0 + T) * H * D), k, s->att, s->q, kc, vc, s->kvdim, T,
-                        p0, H, Hkv, D);
+        float *ksz = s->ksz ? s->ksz + lrow * Hkv * 2 : NULL;
+        float *vsz = s->vsz ? s->vsz + lrow * Hkv * 2 : NULL;
+        if (!f32kv)
+            for (int64_t t = 0; t < T; t++)
+                for (int64_t g = 0; g < Hkv; g++) {
+                    int64_t r = (p0 + t) * Hkv + g; /* (row, head) index */
+                    pu_kv_store_row(s->kvt, kc + (size_t)(r * D) * esz, ksz ? ksz + r * 2 : NULL,
+                                    kdst + t * s->kvdim + g * D, D);
+                    pu_kv_store_row(s->kvt, vc + (size_t)(r * D) * esz, vsz ? vsz + r * 2 : NULL,
+                                    vdst + t * s->kvdim + g * D, D);
+                }
+        pu_kv_view kv = {s->kvt, kc, vc, ksz, vsz, s->kvdim, Hkv};
+        pu_op_attention_kv(par(s->pool, T * (p0 + T) * H * D), k, s->att, s->q, &kv, T, p0, H, D);
+        if (s->act_hook)
+            s->act_hook(s->act_ud, l, PU_ACT_WO, s->att, T, H * D);
         mm(s->pool, s->k, s->xb, s->att, &lw->wo, T);
         s_lora(s, l, PU_LORA_WO, s->att, T, s->xb);
         k->add(s->x, s->x, s->xb, T * C);
         /* feed-forward block */
         pu_op_rmsnorm(par(s->pool, T * C * 8), k, s->xb, s->x, lw->ffn_norm.data, T, C, eps);
+        if (s->act_hook)
+            s->act_hook(s->act_ud, l, PU_ACT_FFN, s->xb, T, C);
         mm(s->pool, s->k, s->h1, s->xb, &lw->w1, T);
         s_lora(s, l, PU_LORA_W1, s->xb, T, s->h1);
         mm(s->pool, s->k, s->h3, s->xb, &lw->w3, T);
         s_lora(s, l, PU_LORA_W3, s->xb, T, s->h3);
         pu_op_swiglu(par(s->pool, T * c->intermediate_size * 8), k, s->h1, s->h1, s->h3,
                      T * c->intermediate_size);
+        if (s->act_hook)
+            s->act_hook(s->act_ud, l, PU_ACT_W2, s->h1, T, c->intermediate_size);
         mm(s->pool, s->k, s->xb, s->h1, &lw->w2, T);
         s_lora(s, l, PU_LORA_W2, s->h1, T, s->xb);
         k->add(s->x, s->x, s->xb, T * C);
@@ -416,20 +484,37 @@ pu_status pu_session_set_adapters(pu_session *s, const pu_lora *const *l, const 
 
 pu_status pu_kv_pages_init(pu_kv_pages *kv, const pu_config *c, int64_t n_blocks,
                            int64_t block_size) {
+    return pu_kv_pages_init_ex(kv, c, n_blocks, block_size, PU_KV_F32);
+}
+
+pu_status pu_kv_pages_init_ex(pu_kv_pages *kv, const pu_config *c, int64_t n_blocks,
+                              int64_t block_size, pu_kv_type type) {
     memset(kv, 0, sizeof *kv);
+    if ((int)type < 0 || type >= PU_KV_COUNT)
+        return pu_err_set(PU_ERR_INVALID, "kv cache: unknown KV cache type %d", (int)type);
     if (n_blocks <= 0 || block_size <= 0 || block_size > 1024)
         return pu_err_set(PU_ERR_INVALID, "kv cache: need n_blocks > 0 and 0 < block_size <= 1024");
     kv->block_size = block_size;
     kv->n_blocks = n_blocks;
     kv->n_layers = c->num_hidden_layers;
     kv->kvdim = c->num_key_value_heads * c->head_dim;
-    size_t n = (size_t)n_blocks * (size_t)kv->n_layers * (size_t)block_size * (size_t)kv->kvdim;
-    kv->k = pu_try_malloc_aligned(n * sizeof(float), 64);
-    kv->v = pu_try_malloc_aligned(n * sizeof(float), 64);
-    if (!kv->k || !kv->v) {
+    kv->n_kv_heads = c->num_key_value_heads;
+    kv->type = type;
+    size_t rows = (size_t)n_blocks * (size_t)kv->n_layers * (size_t)block_size;
+    size_t n = rows * (size_t)kv->kvdim;
+    bool ok = true;
+    kv->k = try_bytes(n * pu_kv_elem_size(type), &ok);
+    kv->v = try_bytes(n * pu_kv_elem_size(type), &ok);
+    if (type == PU_KV_Q8) {
+        kv->ksz = try_buf((int64_t)rows * kv->n_kv_heads * 2, &ok);
+        kv->vsz = try_buf((int64_t)rows * kv->n_kv_heads * 2, &ok);
+    }
+    if (!ok) {
         pu_kv_pages_deinit(kv);
-        return pu_err_set(PU_ERR_NOMEM, "kv cache: cannot allocate %.1f MiB for %lld blocks",
-                          2.0 * (double)n * 4 / 1048576.0, (long long)n_blocks);
+        return pu_err_set(PU_ERR_NOMEM, "kv cache: cannot allocate %.1f MiB for %lld blocks (%s)",
+                          (double)pu_kv_bytes_per_token(c, type) * (double)n_blocks *
+                              (double)block_size / 1048576.0,
+                          (long long)n_blocks, pu_kv_type_name(type));
     }
     return PU_OK;
 }
@@ -437,7 +522,10 @@ pu_status pu_kv_pages_init(pu_kv_pages *kv, const pu_config *c, int64_t n_blocks
 void pu_kv_pages_deinit(pu_kv_pages *kv) {
     pu_free_aligned(kv->k);
     pu_free_aligned(kv->v);
+    pu_free_aligned(kv->ksz);
+    pu_free_aligned(kv->vsz);
     kv->k = kv->v = NULL;
+    kv->ksz = kv->vsz = NULL;
 }
 
 struct pu_batch_ws {
@@ -514,7 +602,8 @@ typedef struct {
 } paged_attn_ctx;
 
 /* Causal attention of row r, head h over positions 0..row_pos[r] of its
- * sequence, block by block with an online softmax (no O(L) scratch). */
+ * sequence, block by block with an online softmax (no O(L) scratch). The
+ * cache is read in its own element type (pu_kv_scores / pu_kv_accum). */
 static void paged_attn_worker(void *vctx, int ith, int nth) {
     paged_attn_ctx *a = vctx;
     const pu_kernels *k = a->k;
@@ -522,6 +611,7 @@ static void paged_attn_worker(void *vctx, int ith, int nth) {
     int64_t G = a->H / a->Hkv, D = a->D, BS = kv->block_size;
     float scale = 1.0f / sqrtf((float)D);
     float sc[1024];
+    pu_kv_view view = {kv->type, kv->k, kv->v, kv->ksz, kv->vsz, kv->kvdim, a->Hkv};
     int64_t lo, hi;
     pu_split(a->T * a->H, ith, nth, &lo, &hi);
     for (int64_t rh = lo; rh < hi; rh++) {
@@ -530,20 +620,21 @@ static void paged_attn_worker(void *vctx, int ith, int nth) {
         const float *qv = a->q + (r * a->H + h) * D;
         float *o = a->out + (r * a->H + h) * D;
         memset(o, 0, (size_t)D * sizeof(float));
+        float qsum = 0.0f;
+        if (kv->type == PU_KV_Q8)
+            for (int64_t d = 0; d < D; d++)
+                qsum += qv[d];
         float m = -INFINITY, l = 0.0f;
         int64_t npos = a->row_pos[r] + 1;
         for (int64_t j0 = 0; j0 < npos; j0 += BS) {
             int64_t nb = npos - j0 < BS ? npos - j0 : BS;
             int64_t blk = sq->blocks[j0 / BS];
-            size_t base = (size_t)((blk * kv->n_layers + a->layer) * BS) * (size_t)kv->kvdim +
-                          (size_t)(g * D);
-            const float *kb = kv->k + base, *vb = kv->v + base;
+            int64_t r0 = (blk * kv->n_layers + a->layer) * BS; /* first row of the block */
+            pu_kv_scores(k, &view, r0, nb, g, D, qv, qsum, scale, sc);
             float bm = -INFINITY;
-            for (int64_t j = 0; j < nb; j++) {
-                sc[j] = k->dot(qv, kb + j * kv->kvdim, D) * scale;
+            for (int64_t j = 0; j < nb; j++)
                 if (sc[j] > bm)
                     bm = sc[j];
-            }
             float mn = bm > m ? bm : m;
             if (mn > m && l > 0.0f) {
                 float corr = expf(m - mn);
@@ -552,10 +643,10 @@ static void paged_attn_worker(void *vctx, int ith, int nth) {
             }
             m = mn;
             for (int64_t j = 0; j < nb; j++) {
-                float p = expf(sc[j] - m);
-                l += p;
-                k->axpy(o, p, vb + j * kv->kvdim, D);
+                sc[j] = expf(sc[j] - m);
+                l += sc[j];
             }
+            pu_kv_accum(k, &view, r0, nb, g, D, sc, o);
         }
         k->scale(o, 1.0f / l, D);
     }
@@ -688,9 +779,15 @@ pu_status pu_model_forward_batch(const pu_model *m, pu_pool *pool, const pu_kern
             const pu_batch_seq *sq = &seqs[ws->row_seq[t]];
             int64_t p = ws->row_pos[t];
             int64_t blk = sq->blocks[p / BS];
-            size_t off = (size_t)((blk * L + l) * BS + p % BS) * (size_t)kvdim;
-            memcpy(kv->k + off, ws->kk + t * kvdim, (size_t)kvdim * sizeof(float));
-            memcpy(kv->v + off, ws->vv + t * kvdim, (size_t)kvdim * sizeof(float));
+            int64_t row = (blk * L + l) * BS + p % BS;
+            size_t esz = pu_kv_elem_size(kv->type);
+            for (int64_t g = 0; g < Hkv; g++) {
+                int64_t rg = row * Hkv + g; /* (row, head) index */
+                pu_kv_store_row(kv->type, (char *)kv->k + (size_t)(rg * D) * esz,
+                                kv->ksz ? kv->ksz + rg * 2 : NULL, ws->kk + t * kvdim + g * D, D);
+                pu_kv_store_row(kv->type, (char *)kv->v + (size_t)(rg * D) * esz,
+                                kv->vsz ? kv->vsz + rg * 2 : NULL, ws->vv + t * kvdim + g * D, D);
+            }
         }
         paged_attn_ctx ac = {k, kv, seqs, ws->row_seq, ws->row_pos, ws->q, ws->att,
                              T, H, Hkv, D, l};

@@ -413,11 +413,12 @@ pu_status pu_gguf_parse_(const void *buf, size_t len, const char *path, pu_gguf_
         }
         if (t->offset > out->data_len ||
             (t->nbytes >= 0 && (uint64_t)t->nbytes > out->data_len - t->offset)) {
+            const ggml_type_info *ti = ggml_type(t->type);
             s = pu_err_set(PU_ERR_FORMAT,
-                           "%s: tensor '%.*s': data [%llu, +%lld) lies beyond the data section "
-                           "(%llu bytes)",
-                           path, nl, t->name, (unsigned long long)t->offset, (long long)t->nbytes,
-                           (unsigned long long)out->data_len);
+                           "%s: tensor '%.*s' (%s): data [%llu, +%lld) lies beyond the data "
+                           "section (%llu bytes): truncated",
+                           path, nl, t->name, ti ? ti->name : "?", (unsigned long long)t->offset,
+                           (long long)t->nbytes, (unsigned long long)out->data_len);
             goto fail;
         }
     }

@@ -143,5 +143,22 @@ pu_status pu_llama2c_load_mem_(pu_model *m, const void *buf, size_t len, const c
  * Used by pu_model_load_hf_dir_. */
 pu_status pu_hf_bind_weights_(pu_model *m, const pu_st_file *files, char *const *file_names,
                               int n_files, const char *dir);
+/* The same for an AWQ checkpoint of group size awq_group (> 0): a missing
+ * X.weight matrix is read from X.qweight / X.qzeros / X.scales (awq.c). */
+pu_status pu_hf_bind_weights_awq_(pu_model *m, const pu_st_file *files, char *const *file_names,
+                                  int n_files, const char *dir, int64_t awq_group);
+
+/* ------------------------------------------------------------------------ */
+/* AWQ (awq.c)                                                              */
+
+/* group_size of config.json's quantization_config when it declares awq
+ * (4 bits, zero point, gemm packing), else 0; other quant_methods / bits /
+ * packings are PU_ERR_UNSUPPORTED naming the field. */
+pu_status pu_awq_read_config_(const char *cfg_path, int64_t *group_size);
+/* dst (out, in) F32 = (q - z) * s from AutoAWQ gemm-packed qweight (in,
+ * out/8 int32), qzeros (in/group, out/8 int32) and scales (in/group, out
+ * f16); little-endian byte buffers, sizes checked by the caller. */
+void pu_awq_dequant_(float *dst, const uint8_t *qweight, const uint8_t *qzeros,
+                     const uint8_t *scales, int64_t out, int64_t in, int64_t group);
 
 #endif

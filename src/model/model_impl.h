@@ -65,4 +65,17 @@ void pu_lora_add_qkv_split_(pu_pool *pool, const pu_kernels *k, const pu_lora_us
 pu_status pu_tensor_requant_(pu_model *m, pu_tensor *dst, const pu_tensor *src, pu_dtype dt,
                              pu_pool *pool, const char *name);
 
+/* llama-quantize's fallback dtype for rows of K elements that do not divide
+ * into dt's blocks (quant_model.c); dt itself when they do. */
+pu_dtype pu_quant_fallback_(pu_dtype dt, int64_t K);
+
+/* Activation hook of a session (AWQ calibration, awq_calib.c): called in
+ * every forward with the input rows x (T, K) of a group of linears of
+ * `layer`: PU_ACT_QKV (attention-norm output), PU_ACT_WO (attention output),
+ * PU_ACT_FFN (ffn-norm output), PU_ACT_W2 (silu(w1 x) * w3 x). */
+enum { PU_ACT_QKV = 0, PU_ACT_WO = 1, PU_ACT_FFN = 2, PU_ACT_W2 = 3, PU_ACT_N = 4 };
+typedef void (*pu_act_hook_fn)(void *ud, int64_t layer, int which, const float *x, int64_t T,
+                               int64_t K);
+void pu_session_set_act_hook_(pu_session *s, pu_act_hook_fn fn, void *ud);
+
 #endif

@@ -60,7 +60,7 @@ pu_status pu_tensor_requant_(pu_model *m, pu_tensor *dst, const pu_tensor *src, 
 
 /* llama-quantize's fallback for rows that do not divide into blocks:
  * K-quants -> Q5_0 / Q5_1 / Q8_0 when the row divides by 32, else F16 */
-static pu_dtype fallback(pu_dtype dt, int64_t K) {
+pu_dtype pu_quant_fallback_(pu_dtype dt, int64_t K) {
     if (pu_dtype_nbytes(dt, K) >= 0)
         return dt;
     pu_dtype f = dt == PU_DTYPE_Q4_K   ? PU_DTYPE_Q5_0
@@ -69,6 +69,7 @@ static pu_dtype fallback(pu_dtype dt, int64_t K) {
                                        : PU_DTYPE_F16;
     return pu_dtype_nbytes(f, K) >= 0 ? f : PU_DTYPE_F16;
 }
+#define fallback pu_quant_fallback_
 
 static pu_status copy_norm(pu_model *m, pu_tensor *dst, const pu_tensor *src) {
     int64_t n = pu_tensor_numel(src);

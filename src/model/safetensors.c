@@ -242,6 +242,7 @@ typedef struct {
     const pu_st_file *files;
     char *const *file_names;
     const char *dir;
+    int64_t awq_group; /* > 0: AWQ checkpoint (awq.c) */
 } binder;
 
 static int cmp_entry(const void *a, const void *b) {
@@ -263,9 +264,68 @@ static st_entry *bfind(binder *b, const char *name) {
     return NULL;
 }
 
+/* one AWQ part of `base` (".qweight" ...): dtype and shape checked */
+static pu_status awq_part(binder *b, const char *base, const char *part, const char *dtype,
+                          int64_t d0, int64_t d1, const uint8_t **data, st_entry **ent) {
+    char n[200];
+    snprintf(n, sizeof n, "%s.%s", base, part);
+    st_entry *e = bfind(b, n);
+    if (!e)
+        return pu_err_set(PU_ERR_FORMAT, "%s: missing tensor '%s' (awq checkpoint)", b->dir, n);
+    const pu_st_tensor *t = e->t;
+    const char *file = b->file_names[e->file];
+    if (strcmp(t->dtype_name, dtype) != 0)
+        return pu_err_set(PU_ERR_FORMAT, "%s: tensor '%s': dtype %s, awq needs %s", file, n,
+                          t->dtype_name, dtype);
+    int64_t want[2] = {d0, d1};
+    if (t->ndim != 2 || t->shape[0] != d0 || t->shape[1] != d1) {
+        char a[96], c[96];
+        return pu_err_set(PU_ERR_FORMAT,
+                          "%s: tensor '%s': expected shape %s (awq group %lld, from config.json), "
+                          "found %s",
+                          file, n, pu_shape_str_(a, sizeof a, 2, want), (long long)b->awq_group,
+                          pu_shape_str_(c, sizeof c, t->ndim, t->shape));
+    }
+    *data = b->files[e->file].data + t->begin;
+    *ent = e;
+    return PU_OK;
+}
+
+/* W (d0 out, d1 in) of `name` = "X.weight" from X.qweight/qzeros/scales */
+static pu_status bind_awq(binder *b, const char *name, pu_tensor *dst, int64_t d0, int64_t d1) {
+    char base[200];
+    size_t nl = strlen(name);
+    if (nl < 8 || nl - 7 >= sizeof base || strcmp(name + nl - 7, ".weight") != 0)
+        return pu_err_set(PU_ERR_FORMAT, "%s: missing tensor '%s'", b->dir, name);
+    memcpy(base, name, nl - 7);
+    base[nl - 7] = 0;
+    int64_t G = b->awq_group;
+    if (d0 % 8 || d1 % G)
+        return pu_err_set(PU_ERR_FORMAT,
+                          "%s: '%s' (%lld x %lld) cannot be awq-packed: out %% 8 and in %% "
+                          "group_size %lld must be 0",
+                          b->dir, base, (long long)d0, (long long)d1, (long long)G);
+    const uint8_t *qw, *qz, *sc;
+    st_entry *e1, *e2, *e3;
+    PU_TRY(awq_part(b, base, "qweight", "I32", d1, d0 / 8, &qw, &e1));
+    PU_TRY(awq_part(b, base, "qzeros", "I32", d1 / G, d0 / 8, &qz, &e2));
+    PU_TRY(awq_part(b, base, "scales", "F16", d1 / G, d0, &sc, &e3));
+    float *w = pu_try_malloc((size_t)d0 * (size_t)d1 * sizeof(float));
+    if (!w)
+        return pu_err_set(PU_ERR_NOMEM, "%s: cannot allocate the dequantized '%s'", b->dir, base);
+    pu_awq_dequant_(w, qw, qz, sc, d0, d1, G);
+    pu_model_own_(b->m, w);
+    int64_t shape[2] = {d0, d1};
+    pu_model_view_(b->m, dst, PU_DTYPE_F32, 2, shape, w);
+    e1->used = e2->used = e3->used = true;
+    return PU_OK;
+}
+
 static pu_status bind(binder *b, const char *name, pu_tensor *dst, int ndim, int64_t d0,
                       int64_t d1) {
     st_entry *e = bfind(b, name);
+    if (!e && b->awq_group > 0 && ndim == 2)
+        return bind_awq(b, name, dst, d0, d1);
     if (!e)
         return pu_err_set(PU_ERR_FORMAT, "%s: missing tensor '%s'", b->dir, name);
     const char *file = b->file_names[e->file];
@@ -289,7 +349,13 @@ static pu_status bind(binder *b, const char *name, pu_tensor *dst, int ndim, int
 
 pu_status pu_hf_bind_weights_(pu_model *m, const pu_st_file *files, char *const *file_names,
                               int n_files, const char *dir) {
-    binder b = {.m = m, .files = files, .file_names = file_names, .dir = dir};
+    return pu_hf_bind_weights_awq_(m, files, file_names, n_files, dir, 0);
+}
+
+pu_status pu_hf_bind_weights_awq_(pu_model *m, const pu_st_file *files, char *const *file_names,
+                                  int n_files, const char *dir, int64_t awq_group) {
+    binder b = {.m = m, .files = files, .file_names = file_names, .dir = dir,
+                .awq_group = awq_group};
     int64_t total = 0;
     for (int k = 0; k < n_files; k++)
         total += files[k].n;
@@ -487,6 +553,10 @@ pu_status pu_model_load_hf_dir_(pu_model *m, const char *dir) {
     s = pu_config_load(cfg_path, &m->cfg);
     if (s != PU_OK)
         goto done;
+    int64_t awq_group = 0;
+    s = pu_awq_read_config_(cfg_path, &awq_group);
+    if (s != PU_OK)
+        goto done;
     if (pu_file_exists(idx_path)) {
         s = read_index(idx_path, &index, &shards, &n_shards);
         if (s != PU_OK)
@@ -533,7 +603,7 @@ pu_status pu_model_load_hf_dir_(pu_model *m, const char *dir) {
             }
         }
     }
-    s = pu_hf_bind_weights_(m, files, paths, n_shards, dir);
+    s = pu_hf_bind_weights_awq_(m, files, paths, n_shards, dir, awq_group);
     if (s != PU_OK)
         goto done;
     if (pu_file_exists(tok))
