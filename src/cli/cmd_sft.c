@@ -129,6 +129,14 @@ int pu_cmd_sft(int argc, char **argv) {
          "block: keep each layer's input and recompute the layer in backward; attn: recompute "
          "only the naive attention's probabilities (no-op with flash) (default none)",
          0, 0},
+        {"zero", 0, PU_OPT_INT, &o->zero, "0|1",
+         "data parallel (mpirun, MPI build): 1 = ZeRO-1, each rank keeps the AdamW moments of "
+         "its 1/N of the weights only (default 0)",
+         0, 1},
+        {"ce-chunk", 0, PU_OPT_INT, &o->ce_chunk, "N",
+         "LM head + cross-entropy over chunks of N tokens (never the T x vocab logits): 0 auto "
+         "(when B*T*vocab > 2^27), -1 never (default 0)",
+         -1, 1e12},
         {"quiet", 'q', PU_OPT_FLAG, &quiet, NULL, "no progress output", 0, 0},
         {"kill-at-step", 0, PU_OPT_INT, &kill_at, "N",
          "testing: SIGKILL the process right after step N", 0, 1e12},

@@ -61,6 +61,7 @@ static pu_status sft_make_model(void *ctx, const char *ckpt_dir, int64_t B, int6
     pu_tmodel_opts_default(&to);
     to.attn = so->train.attn;
     to.precision = so->train.precision;
+    to.ce_chunk = so->train.ce_chunk;
     PU_TRY(pu_tmodel_opts_set_recompute(&to, so->train.recompute));
     to.recompute = to.recompute || so->recompute || so->qlora;
     pu_lora *init = NULL;
