@@ -4,7 +4,8 @@ shared corpus (JSONL, one {"text": ...} per line) for a context-extension experi
 (docs/long-context.md): each document is the needle_en prompt (the built-in task's
 template) over a haystack of corpus text with one needle sentence
 "The best thing to do in <Place> is <activity>." at a random depth, followed by the
-answer (the activity, copied); 1-4 needles per document, each asked in turn. Places and activities are drawn from corpus words and
+answer: the needle sentence repeated (it holds the activity); --needles per document
+(default 1), each asked in turn; lengths log-uniform in [--min-len, --max-len]. Places and activities are drawn from corpus words and
 spans, so only copying from the context answers them; the eval needle's own words
 (San Francisco, Dolores Park, sandwich) are excluded, and the eval haystack (Paul
 Graham essays) is not used.
@@ -16,6 +17,7 @@ Lengths are in tokens of the tokenizer given with --tokenizer (sentencepiece .mo
 the standard library plus sentencepiece only. Not used by any test.
 """
 import argparse
+import math
 import json
 import random
 import re
@@ -49,6 +51,7 @@ def main():
     ap.add_argument("--min-len", type=int, required=True)
     ap.add_argument("--max-len", type=int, required=True)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--needles", type=int, default=1, help="needles (and questions) per document")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     import sentencepiece as spm
@@ -65,8 +68,9 @@ def main():
     n = 0
     with open(a.out, "w", encoding="utf-8") as f:
         while total < a.tokens:
-            L = rng.randint(a.min_len, a.max_len)
-            k_n = rng.randint(1, 4)  # needles per document (denser retrieval signal)
+            # log-uniform lengths: many short documents (dense retrieval signal), some long
+            L = int(math.exp(rng.uniform(math.log(a.min_len), math.log(a.max_len))))
+            k_n = a.needles
             items = []
             for _ in range(k_n):
                 place = " ".join(rng.choice(caps) for _ in range(rng.randint(1, 2)))
@@ -95,10 +99,11 @@ def main():
                     left += " "
                 hs = left + needle + " " + hs[q:]
             rng.shuffle(items)
-            doc = PROMPT.format(haystack=hs, question=items[0][1]) + " " + items[0][2] + ".\n"
-            for _, question, activity in items[1:]:
+            # the answer repeats the needle sentence (it contains the activity)
+            doc = PROMPT.format(haystack=hs, question=items[0][1]) + " " + items[0][0] + "\n"
+            for needle, question, _ in items[1:]:
                 doc += ("\n" + question + " Don't give information outside the document or "
-                        "repeat your findings.\nAnswer: " + activity + ".\n")
+                        "repeat your findings.\nAnswer: " + needle + "\n")
             f.write(json.dumps({"text": doc}) + "\n")
             total += int(len(doc) / cpt)
             n += 1
