@@ -65,4 +65,10 @@ void pu_lora_add_qkv_split_(pu_pool *pool, const pu_kernels *k, const pu_lora_us
 pu_status pu_tensor_requant_(pu_model *m, pu_tensor *dst, const pu_tensor *src, pu_dtype dt,
                              pu_pool *pool, const char *name);
 
+/* prefill of BF16 weights on the BF16 GEMM (forward.c): the level in use
+ * (-1: fp32 path), and a test hook forcing one (-1 or unavailable: off) */
+int pu_prefill_bf16_level_(void);
+int pu_prefill_bf16_auto_level_(void); /* the default: amx / avx512bf16 where available, else -1 */
+void pu_prefill_bf16_set_level_(int level);
+
 #endif
