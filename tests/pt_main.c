@@ -226,6 +226,10 @@ int main(int argc, char **argv) {
         else
             g_filters[g_nfilters++] = argv[i];
     }
+    /* inference prefill keeps fp32 activations in the tests (the goldens are
+     * HF-exact fp32; src/model/forward.c would round them to bf16 by default on
+     * AMX / AVX512_BF16 CPUs); test_gemm_bf16.c forces the bf16 levels itself */
+    setenv("PUYU_PREFILL_BF16", "off", 0);
     const char *lv = getenv("PUYU_LOG");
     pu_log_set_level(lv && pu_log_level_parse(lv) >= 0 ? (pu_log_level)pu_log_level_parse(lv)
                                                        : PU_LOG_WARN);

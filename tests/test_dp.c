@@ -96,6 +96,76 @@ static void test_api(void) {
             PT_CHECK(s == PU_ERR_INTERNAL && strstr(pu_err_msg(), "the rank number"));
         }
     }
+    if (PT_TEST("ZeRO-1: sharded AdamW steps == the whole-slab AdamW, shards gathered")) {
+        /* every rank's range updated by its own optimizer (moments of 1/N)
+         * from the same gradient gives bitwise the whole-slab update; on MPI
+         * the all-gather then gives every rank every range */
+        pu_tmodel *a = NULL, *b = NULL;
+        PT_OK(tiny_model(1, 8, &a));
+        PT_OK(tiny_model(1, 8, &b));
+        if (!a || !b) {
+            pu_tmodel_destroy(a);
+            pu_tmodel_destroy(b);
+            return;
+        }
+        int64_t n = pu_tmodel_numel(a);
+        enum { NS = 3 };
+        pu_adamw_cfg cfg = pu_adamw_default();
+        cfg.clip = 0.05; /* the clip coefficient is active */
+        pu_adamw full;
+        pu_adamw_init(&full, &cfg, n);
+        pu_adamw sh[NS];
+        int64_t covered = 0, moments = 0;
+        for (int r = 0; r < NS; r++) {
+            int64_t lo, hi;
+            pu_dp_shard_range(n, r, NS, &lo, &hi);
+            PT_EQ_I64(lo, covered);
+            PT_CHECK(lo % 16 == 0 && hi >= lo);
+            covered = hi;
+            pu_adamw_init_range(&sh[r], &cfg, lo, hi);
+            moments += sh[r].n;
+        }
+        PT_EQ_I64(covered, n);
+        PT_EQ_I64(moments, n); /* each rank: about n / NS */
+        float *g = pu_malloc((size_t)n * sizeof(float));
+        pu_rng rg;
+        pu_rng_seed(&rg, 99);
+        for (int step = 0; step < 3; step++) {
+            for (int64_t i = 0; i < n; i++)
+                g[i] = (float)(pu_rng_double(&rg) - 0.5);
+            memcpy(pu_tmodel_grads(a), g, (size_t)n * sizeof(float));
+            double na = pu_adamw_step(&full, a, NULL, 1e-2);
+            for (int r = 0; r < NS; r++) { /* each rank has the summed gradient */
+                memcpy(pu_tmodel_grads(b), g, (size_t)n * sizeof(float));
+                double nb = pu_adamw_step(&sh[r], b, NULL, 1e-2);
+                PT_CHECK(na == nb);
+            }
+        }
+        PT_CHECK(memcmp(pu_tmodel_params(a), pu_tmodel_params(b), (size_t)n * sizeof(float)) ==
+                 0);
+        for (int r = 0; r < NS; r++) {
+            PT_CHECK(memcmp(sh[r].m, full.m + sh[r].lo, (size_t)sh[r].n * sizeof(float)) == 0);
+            pu_adamw_free(&sh[r]);
+        }
+        /* the collectives over this run's ranks: gather + all-gather of the shards */
+        int64_t lo, hi;
+        pu_dp_shard_range(n, rank, size, &lo, &hi);
+        float *w = pu_malloc((size_t)n * sizeof(float)), *all = pu_malloc((size_t)n * sizeof(float));
+        for (int64_t i = 0; i < n; i++)
+            w[i] = i >= lo && i < hi ? (float)i : -1.0f;
+        PT_OK(pu_dp_gather_shards_f32(w + lo, all, n, 0));
+        PT_OK(pu_dp_allgather_shards_f32(w, n));
+        bool ok = true;
+        for (int64_t i = 0; i < n; i++)
+            ok = ok && w[i] == (float)i && (rank != 0 || all[i] == (float)i);
+        PT_CHECK(ok);
+        pu_free(w);
+        pu_free(all);
+        pu_free(g);
+        pu_adamw_free(&full);
+        pu_tmodel_destroy(a);
+        pu_tmodel_destroy(b);
+    }
     if (PT_TEST("bucket plan covers the gradient slab in reverse table order")) {
         pu_tmodel *m = NULL;
         PT_OK(tiny_model(1, 8, &m));
@@ -346,6 +416,51 @@ static void test_cli(void) {
     double dw = max_weight_diff(p, q);
     printf("  max |weight(1 process) - weight(2 ranks)| after 10 steps: %.3g\n", dw);
     PT_CHECK_MSG(dw <= 2e-5, "final weights differ by %g", dw);
+
+    /* ZeRO-1: the moments sharded over the 2 ranks; killed after step 7 and
+     * resumed (the checkpoint gathers the shards, the resume splits them) */
+    char z[512];
+    pt_tmp_path("dp_zero", z, sizeof z);
+    snprintf(cmd, sizeof cmd, "%s -np 2 %s %s --zero 1 --out %s -q --kill-at-step 7 >/dev/null 2>&1",
+             mpirun, pt_bin(), common, z);
+    rc = pt_run(cmd, NULL);
+    PT_CHECK_MSG(rc != 0, "the killed --zero 1 run exited with 0");
+    out = NULL;
+    snprintf(cmd, sizeof cmd, "%s -np 2 %s %s --zero 1 --out %s --resume --log-level info 2>&1",
+             mpirun, pt_bin(), common, z);
+    rc = pt_run(cmd, &out);
+    PT_CHECK_MSG(rc == 0, "--zero 1 under mpirun: %s", out ? out : "");
+    const char *zl = out ? strstr(out, "zero-1: AdamW moments") : NULL;
+    PT_CHECK_MSG(zl != NULL, "no zero-1 line: %s", out ? out : "");
+    if (zl) {
+        const char *e = strchr(zl, '\n');
+        printf("  %.*s\n", e ? (int)(e - zl) : (int)strlen(zl), zl);
+    }
+    pu_free(out);
+    dp_metrics mz;
+    snprintf(p, sizeof p, "%s/metrics.jsonl", z);
+    PT_CHECK(read_metrics(p, &mz));
+    double dz = max_loss_diff(&ma, &mz);
+    printf("  max |loss(1 process) - loss(2 ranks, --zero 1, killed at 7, resumed)|: %.3g nats\n",
+           dz);
+    PT_CHECK_MSG(dz >= 0 && dz <= 1e-5, "--zero 1 loss difference %g", dz);
+    snprintf(p, sizeof p, "%s/step_00000010", a);
+    snprintf(q, sizeof q, "%s/step_00000010", z);
+    dw = max_weight_diff(p, q);
+    printf("  max |weight(1 process) - weight(2 ranks, --zero 1)| after 10 steps: %.3g\n", dw);
+    PT_CHECK_MSG(dw <= 2e-5, "--zero 1 final weights differ by %g", dw);
+    /* the gathered moments of the checkpoint equal plain data parallelism's */
+    snprintf(p, sizeof p, "%s/step_00000010/train_state.safetensors", b);
+    snprintf(q, sizeof q, "%s/step_00000010/train_state.safetensors", z);
+    {
+        char *da = NULL, *dbz = NULL;
+        size_t la = 0, lb = 0;
+        PT_CHECK(pu_file_read_all(p, &da, &la) == PU_OK && pu_file_read_all(q, &dbz, &lb) == PU_OK);
+        PT_CHECK_MSG(la == lb && da && dbz && memcmp(da, dbz, la) == 0,
+                     "train_state.safetensors of --zero 1 differs from plain data parallel");
+        pu_free(da);
+        pu_free(dbz);
+    }
 
     /* killed under mpirun after step 7 (checkpoint at 5), resumed with 2 ranks */
     snprintf(cmd, sizeof cmd, "%s -np 2 %s %s --out %s -q --kill-at-step 7 >/dev/null 2>&1", mpirun,

@@ -7,9 +7,13 @@
  * detection (CPUID + XCR0) against the compiler's. Levels the CPU lacks are
  * skipped with a message naming them; the last lines list checked/skipped.
  */
+#include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "pt.h"
+#include "model/model_impl.h" /* pu_prefill_bf16_* test hooks */
+#include "puyu/pu_model.h"
 #include "train/gemm_bf16.h"
 
 static uint16_t *rnd_bf16(int64_t n, pu_rng *r) {
@@ -269,6 +273,69 @@ PT_SUITE(gemm_bf16) {
             pu_free(y[i]), pu_free(dx[i]), pu_free(dw[i]);
         pu_free(yr), pu_free(dxr), pu_free(dwr), pu_tws_free(&ws);
         pu_free(x), pu_free(w), pu_free(dy), pu_free(xb), pu_free(wb), pu_free(xb2), pu_free(dyb);
+    }
+    if (PT_TEST("inference prefill of BF16 weights on the BF16 GEMM: dispatch, levels == ref")) {
+        /* default: on only where the CPU has AMX / AVX512_BF16 (there it is
+         * faster than widening bf16 into the fp32 kernel); forced levels: the
+         * logits of a 24-token prefill at every available level against the
+         * scalar-reference level, and against the fp32 path within bf16
+         * rounding of the activations */
+        pu_bf16_level best = pu_bf16_level_best();
+        int want = best == PU_BF16_AMX || best == PU_BF16_AVX512BF16 ? (int)best : -1;
+        PT_EQ_I64(pu_prefill_bf16_auto_level_(), want);
+        printf("  prefill bf16 by default on this CPU: %s\n",
+               want < 0 ? "off (no AMX / AVX512_BF16)" : pu_bf16_level_name(best));
+        int before = pu_prefill_bf16_level_(); /* the test binary's (PUYU_PREFILL_BF16=off) */
+        pu_config c;
+        pu_config_defaults(&c);
+        c.vocab_size = 80, c.hidden_size = 64, c.intermediate_size = 96;
+        c.num_hidden_layers = 2, c.num_attention_heads = 4, c.num_key_value_heads = 2;
+        c.head_dim = 16, c.max_position_embeddings = 64, c.rms_norm_eps = 1e-5;
+        pu_model *m = NULL;
+        PT_OK(pu_model_init_random(&c, PU_DTYPE_BF16, 5, 0.1f, false, NULL, &m));
+        enum { T = 24 };
+        int32_t ids[T];
+        for (int i = 0; i < T; i++)
+            ids[i] = (i * 29 + 3) % 80;
+        float *lg[PU_BF16_NLEVELS + 1];
+        bool ran[PU_BF16_NLEVELS + 1] = {false};
+        for (int l = -1; m && l < PU_BF16_NLEVELS; l++) {
+            lg[l + 1] = pu_malloc((size_t)T * 80 * sizeof(float));
+            if (l >= 0 && !pu_bf16_level_available((pu_bf16_level)l))
+                continue;
+            pu_prefill_bf16_set_level_(l);
+            PT_EQ_I64(pu_prefill_bf16_level_(), l);
+            pu_session *s = NULL;
+            PT_OK(pu_session_create(m, 64, NULL, &s));
+            if (s)
+                PT_OK(pu_session_eval(s, ids, T, lg[l + 1], true));
+            pu_session_destroy(s);
+            ran[l + 1] = s != NULL;
+        }
+        pu_prefill_bf16_set_level_(before);
+        if (m && ran[0] && ran[1]) {
+            const float *ref = lg[1 + PU_BF16_REF];
+            double e2 = 0, r2 = 0;
+            for (int i = 0; i < T * 80; i++) {
+                e2 += (double)(ref[i] - lg[0][i]) * (ref[i] - lg[0][i]);
+                r2 += (double)lg[0][i] * lg[0][i];
+            }
+            printf("  prefill bf16 (ref level) vs fp32 logits: relative L2 %.2e\n", sqrt(e2 / r2));
+            PT_CHECK(sqrt(e2 / r2) < 2e-2 && e2 > 0); /* the activations were rounded */
+            if (ran[1 + PU_BF16_AVX2]) /* the avx2 level is bitwise the reference */
+                PT_CHECK(memcmp(lg[1 + PU_BF16_AVX2], ref, (size_t)T * 80 * sizeof(float)) == 0);
+            for (int l = PU_BF16_AVX512BF16; l < PU_BF16_NLEVELS; l++) {
+                if (!ran[l + 1]) {
+                    printf("  prefill bf16 level %s: skipped (CPU lacks it)\n",
+                           pu_bf16_level_name((pu_bf16_level)l));
+                    continue;
+                }
+                PT_ALLCLOSE("prefill logits vs ref level", lg[l + 1], ref, T * 80, 1e-4, 1e-3);
+            }
+        }
+        for (int l = -1; m && l < PU_BF16_NLEVELS; l++)
+            pu_free(lg[l + 1]);
+        pu_model_destroy(m);
     }
     printf("  BF16 levels checked: ref%s; skipped (CPU lacks):%s\n", checked,
            *skipped ? skipped : " none");

@@ -563,6 +563,73 @@ static void test_model(void) {
         pu_tmodel_destroy(packed);
         pu_tmodel_destroy(alone);
     }
+    if (PT_TEST("chunked LM head + cross-entropy == the unchunked one (loss, logps, grads)")) {
+        /* N = 2 x 13 = 26 tokens in chunks of 7 (the last one 5), some targets
+         * ignored; fp32 and bf16 operands; the plain backward and the per-row
+         * weighted one (backward_logp, as DPO uses) */
+        pu_config cfg;
+        pu_config_defaults(&cfg);
+        cfg.vocab_size = 61, cfg.hidden_size = 32, cfg.intermediate_size = 48;
+        cfg.num_hidden_layers = 2, cfg.num_attention_heads = 4, cfg.num_key_value_heads = 2;
+        cfg.head_dim = 8, cfg.max_position_embeddings = 16, cfg.rms_norm_eps = 1e-5;
+        enum { B = 2, T = 13, N = B * T };
+        int32_t ids[N], tg[N];
+        for (int i = 0; i < N; i++) {
+            ids[i] = (i * 37 + 5) % 61;
+            tg[i] = i % 5 == 3 ? PU_IGNORE_INDEX : (i * 11 + 2) % 61;
+        }
+        float dlogp[N];
+        for (int i = 0; i < N; i++)
+            dlogp[i] = 0.01f * (float)((i % 7) - 3);
+        PT_CHECK(pu_tmodel_ce_rows_for(0, 8192, 32000) == 262);
+        PT_CHECK(pu_tmodel_ce_rows_for(0, 2048, 32000) == 0);
+        PT_CHECK(pu_tmodel_ce_rows_for(-1, 1 << 20, 32000) == 0);
+        PT_CHECK(pu_tmodel_ce_rows_for(7, N, 61) == 7);
+        PT_CHECK(pu_tmodel_ce_rows_for(N, N, 61) == 0);
+        for (int prec = 0; prec < 2; prec++)
+            for (int mode = 0; mode < 2; mode++) {
+                pu_tmodel *m[2] = {NULL, NULL};
+                double l[2] = {0, 0};
+                int64_t cnt[2] = {0, 0};
+                float *lp[2] = {NULL, NULL};
+                for (int v = 0; v < 2; v++) {
+                    pu_tmodel_opts o;
+                    pu_tmodel_opts_default(&o);
+                    o.ce_chunk = v ? 7 : -1;
+                    o.precision = prec ? "bf16" : "fp32";
+                    PT_OK(pu_tmodel_create_opts(&cfg, B, T, &o, &m[v]));
+                    if (!m[v])
+                        continue;
+                    PT_CHECK(pu_tmodel_ce_rows(m[v]) == (v ? 7 : 0));
+                    PT_CHECK((pu_tmodel_logits(m[v]) == NULL) == (v == 1));
+                    pu_tmodel_init_random(m[v], 21, 0.3f);
+                    pu_tbatch b = {ids, tg, NULL, NULL, B, T};
+                    PT_OK(pu_tmodel_forward(m[v], NULL, &b, &l[v], &cnt[v]));
+                    lp[v] = pu_malloc(N * sizeof(float));
+                    memcpy(lp[v], pu_tmodel_token_logps(m[v]), N * sizeof(float));
+                    if (mode == 0)
+                        pu_tmodel_backward(m[v], NULL, 1.0f / (float)cnt[v]);
+                    else
+                        pu_tmodel_backward_logp(m[v], NULL, dlogp, NULL);
+                }
+                if (m[0] && m[1]) {
+                    PT_CHECK(cnt[0] == cnt[1]);
+                    PT_NEAR(l[1], l[0], 1e-9, 1e-12);
+                    PT_ALLCLOSE("logps", lp[1], lp[0], N, 0, 0);
+                    PT_ALLCLOSE("grads", pu_tmodel_grads(m[1]), pu_tmodel_grads(m[0]),
+                                pu_tmodel_numel(m[0]), 1e-6, 1e-5);
+                    /* the gradient is not trivially zero */
+                    double g2 = 0;
+                    for (int64_t i = 0; i < pu_tmodel_numel(m[0]); i++)
+                        g2 += (double)pu_tmodel_grads(m[0])[i] * pu_tmodel_grads(m[0])[i];
+                    PT_CHECK(g2 > 1e-6);
+                }
+                for (int v = 0; v < 2; v++) {
+                    pu_free(lp[v]);
+                    pu_tmodel_destroy(m[v]);
+                }
+            }
+    }
     if (PT_TEST("frozen tensors: no weight grad, no update; dx still flows")) {
         pu_config cfg;
         pu_config_defaults(&cfg);

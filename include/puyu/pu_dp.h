@@ -44,7 +44,20 @@
  * micro-batch. Without a hook, finish alone is the plain bucketed all-reduce
  * after backward.
  *
- * Path to ZeRO-1 (optimizer-state sharding; designed, not built): AdamW is
+ * ZeRO-1 (built: `--zero 1`, run.c). What is built differs from the plan
+ * below in one point: the gradient still goes through the bucketed
+ * all-reduce (every rank holds the summed gradient, so the clip norm needs
+ * no extra collective); then rank r updates only its slab range
+ * pu_dp_shard_range(numel, r, size) with moments sized to it
+ * (pu_adamw_init_range: 1/size of the optimizer memory) and
+ * pu_dp_allgather_shards_f32 returns the updated weights to every rank.
+ * Checkpoints gather the moment shards to rank 0 (pu_dp_gather_shards_f32),
+ * so train_state.safetensors keeps the rank-independent layout; on resume
+ * each rank reads its range. Losses equal plain data parallelism bitwise
+ * (AdamW is elementwise). Reduce-scatter instead of all-reduce (halving the
+ * gradient traffic) is not done.
+ *
+ * The original plan (optimizer-state sharding): AdamW is
  * elementwise over the slab, so the moments can be sharded by SLAB RANGES.
  * Rank r owns the range [lo_r, hi_r) = pu_split of each bucket into `size`
  * 16-float-aligned pieces. Instead of MPI_Iallreduce a bucket then gets
@@ -96,6 +109,19 @@ pu_status pu_dp_allreduce_i64(int64_t *v, int n);
 /* PU_ERR_INTERNAL naming `what` when the n bytes at p differ between ranks
  * (compared by a 64-bit hash: all-reduce of its min and max). */
 pu_status pu_dp_check_same(const void *p, size_t n, const char *what);
+
+/* ------------------------------------------------------------------------ */
+/* ZeRO-1: optimizer state sharded by slab ranges                           */
+
+/* Rank's range [lo, hi) of a slab of n floats: size pieces of whole
+ * 16-float blocks (pu_split of the blocks), covering [0, n) in rank order. */
+void pu_dp_shard_range(int64_t n, int rank, int size, int64_t *lo, int64_t *hi);
+/* In place: every rank contributes buf[its range], all receive every range
+ * (MPI_Allgatherv). Single rank: no-op. */
+pu_status pu_dp_allgather_shards_f32(float *buf, int64_t n);
+/* part = this rank's range (hi - lo floats); root receives the whole slab
+ * of n floats in full (others may pass NULL). Single rank: a copy. */
+pu_status pu_dp_gather_shards_f32(const float *part, float *full, int64_t n, int root);
 
 /* ------------------------------------------------------------------------ */
 /* bucketed gradient all-reduce                                             */

@@ -180,6 +180,9 @@ typedef struct pu_tmodel_opts {
      * token log-probs 0 — and backward takes only dhidden (dlogp must be NULL;
      * the LM head entry stays in the table, untouched) */
     bool no_lm_head;
+    /* LM head + cross-entropy over token chunks (pu_tmodel_ce_rows_for):
+     * 0 auto (long sequences), > 0 tokens per chunk, < 0 never */
+    int64_t ce_chunk;
     /* LoRA adapters (pu_lora.h semantics) when lora_r > 0: y += s (drop(x) A^T) B^T
      * on the linears in lora_targets (bitmask of pu_lora_target), s = alpha / r
      * or alpha / sqrt(r) (rslora); PEFT init (A kaiming-uniform from seed, B 0) */
@@ -296,8 +299,19 @@ void pu_tmodel_backward(pu_tmodel *m, pu_pool *pool, float grad_scale);
  * the embedding. fn NULL disables. */
 typedef void (*pu_grad_hook_fn)(void *ctx, int first, int end);
 void pu_tmodel_set_grad_hook(pu_tmodel *m, pu_grad_hook_fn fn, void *ctx);
-/* Logits of the last forward, (B, T, V) — overwritten by backward. */
+/* Logits of the last forward, (B, T, V) — overwritten by backward. NULL
+ * when the LM head is chunked (pu_tmodel_ce_rows > 0: never materialized). */
 const float *pu_tmodel_logits(const pu_tmodel *m);
+/* Chunked LM head + cross-entropy (pu_tmodel_opts.ce_chunk): tokens per
+ * chunk, 0 when the (N, V) logits are materialized whole. The forward keeps
+ * only each token's logsumexp and loss; the backward rebuilds one chunk's
+ * logits at a time and fuses the CE gradient with the head's two products,
+ * so at most (chunk, V) logits exist (one extra head GEMM per step). */
+int64_t pu_tmodel_ce_rows(const pu_tmodel *m);
+/* the chunk rows a model of N = B*Tmax tokens and vocabulary V gets for an
+ * option value (< 0 never, 0 auto: chunks of ~2^23 / V tokens once N*V >
+ * 2^27 floats, > 0 that many tokens; 0 if one chunk would hold all N) */
+int64_t pu_tmodel_ce_rows_for(int64_t ce_chunk, int64_t N, int64_t V);
 /* log p(target) of every position of the last forward, (B*T); 0 where the
  * target is ignored (DPO / PPO sum them per sequence). */
 const float *pu_tmodel_token_logps(const pu_tmodel *m);
@@ -322,11 +336,17 @@ pu_adamw_cfg pu_adamw_default(void); /* 0.9, 0.95, 1e-8, 0.1, clip 1.0 */
 typedef struct pu_adamw {
     pu_adamw_cfg cfg;
     int64_t t;    /* steps taken */
-    int64_t n;    /* slab size */
-    float *m, *v; /* (n) moments, owned, layout of the parameter slab */
+    int64_t n;    /* moment floats: the slab size, or the shard's length */
+    float *m, *v; /* (n) moments, owned, layout of the parameter slab from lo */
+    int64_t lo;   /* ZeRO-1 shard: moments of slab [lo, lo + n) only (0: whole slab) */
 } pu_adamw;
 
 void pu_adamw_init(pu_adamw *o, const pu_adamw_cfg *cfg, int64_t numel);
+/* ZeRO-1 (pu_dp.h): moments for the slab range [lo, hi) only; a step then
+ * updates only the weights in that range (the rest stay as they are; the
+ * caller all-gathers them). Elementwise, so each element gets exactly the
+ * update of the whole-slab optimizer given the same gradient and norm. */
+void pu_adamw_init_range(pu_adamw *o, const pu_adamw_cfg *cfg, int64_t lo, int64_t hi);
 void pu_adamw_free(pu_adamw *o);
 /* Global L2 norm of all (non-frozen) gradients, in double, deterministic. */
 double pu_grad_norm(pu_tmodel *m, pu_pool *pool);
@@ -384,6 +404,17 @@ typedef struct pu_train_opts {
      * naive|flash (NULL: PUYU_ATTN or flash), --precision fp32|bf16 (NULL:
      * fp32), --recompute none|attn|block (NULL: none) */
     const char *attn, *precision, *recompute;
+    /* --ce-chunk: LM head + cross-entropy over token chunks (pu_tmodel_opts.ce_chunk:
+     * 0 auto, > 0 tokens, < 0 never) */
+    int64_t ce_chunk;
+    /* --rope-theta (train, > 0): RoPE base of this stage (a context-extension
+     * stage raises it, e.g. 10000 -> 1e6 for 4k -> 32k); written into the
+     * model config (checkpoints keep it), max_position_embeddings raised to
+     * the longest --seq. Ignored on resume (the checkpoint's config rules). */
+    double rope_theta;
+    /* --zero 1: ZeRO-1 under data parallelism (pu_dp.h): each rank keeps the
+     * AdamW moments of its slab range only; 0: every rank keeps them all */
+    int64_t zero;
 } pu_train_opts;
 
 void pu_train_opts_default(pu_train_opts *o);

@@ -69,6 +69,10 @@ int pu_cmd_sft(int argc, char **argv) {
          "QLoRA: LoRA over the base quantized to NF4 with double quantization (bitsandbytes' "
          "scheme), with activation checkpointing",
          0, 0},
+        {"zero", 0, PU_OPT_INT, &o->zero, "0|1",
+         "data parallel (mpirun, MPI build): 1 = ZeRO-1, each rank keeps the AdamW moments of "
+         "its 1/N of the weights only (default 0)",
+         0, 1},
         PU_OPT_END,
     };
     pu_opt opts[PU_CLI_MAX_OPTS];

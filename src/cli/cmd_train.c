@@ -36,6 +36,14 @@ int pu_cmd_train(int argc, char **argv) {
          "context-length stages by step fraction, e.g. 0:128,0.9:512 (overrides --seq)", 0, 0},
         {"eval-batches", 0, PU_OPT_INT, &o.eval_batches, "N", "micro-batches per evaluation", 1,
          1e9},
+        {"zero", 0, PU_OPT_INT, &o.zero, "0|1",
+         "data parallel (mpirun, MPI build): 1 = ZeRO-1, each rank keeps the AdamW moments of "
+         "its 1/N of the weights only (default 0)",
+         0, 1},
+        {"rope-theta", 0, PU_OPT_DOUBLE, &o.rope_theta, "BASE",
+         "RoPE base for this stage (context extension: e.g. 1e6 for 4k -> 32k), saved in the "
+         "checkpoint config; max_position_embeddings is raised to --seq",
+         0, 1e12},
         PU_OPT_END,
     };
     const pu_opt dp[] = {

@@ -104,6 +104,10 @@ int pu_cli_opts_model(pu_opt *t, int n, pu_cli_train *c) {
          "block: keep each layer's input and recompute the layer in backward; attn: recompute "
          "only the naive attention's probabilities (no-op with flash) (default none)",
          0, 0},
+        {"ce-chunk", 0, PU_OPT_INT, &o->ce_chunk, "N",
+         "LM head + cross-entropy over chunks of N tokens (never the T x vocab logits): 0 auto "
+         "(when B*T*vocab > 2^27), -1 never (default 0)",
+         -1, 1e12},
         {"quiet", 'q', PU_OPT_FLAG, &c->quiet, NULL, "no progress output", 0, 0},
         {"kill-at-step", 0, PU_OPT_INT, &c->kill_at, "N",
          "testing: SIGKILL the process right after step N", 0, 1e12},

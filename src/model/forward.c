@@ -32,9 +32,13 @@
 #include <math.h>
 #include <string.h>
 
+#include <stdatomic.h>
+#include <stdlib.h>
+
 #include "model_impl.h"
 #include "puyu/pu_kernels.h"
 #include "puyu/pu_model.h"
+#include "train/gemm_bf16.h" /* prefill of BF16 weights on the BF16 GEMM (AVX512_BF16 / AMX) */
 
 #define PU_CHUNK 256 /* max tokens per prefill pass (bounds scratch memory) */
 
@@ -286,8 +290,74 @@ static pu_pool *par(pu_pool *pool, int64_t work) {
     return work >= PU_PAR_MIN_WORK ? pool : NULL;
 }
 
+/* Prefill with BF16 weights: at PU_PREFILL_BF16_MIN_T rows or more, the
+ * activations are rounded to bf16 and the product runs on the BF16 GEMM of
+ * src/train/gemm_bf16.c (fp32 accumulation) where that is faster than
+ * widening the weights into the fp32 kernel: the AMX and AVX512_BF16 levels.
+ * On other CPUs (AVX2: the bf16 GEMM would only emulate) prefill stays fp32.
+ * PUYU_PREFILL_BF16=off disables it, =ref|avx2|avx512bf16|amx forces a level,
+ * unset or "auto" is that default. It rounds the activations (logits move by
+ * ~5e-3 relative vs fp32), so the test binary runs with it off (tests/pt_main.c)
+ * except where a test forces a level. Decoding (T < the threshold) is unchanged. */
+#define PU_PREFILL_BF16_MIN_T 16
+static atomic_int g_prefill_level = -2; /* -2 unset, -1 off, else a pu_bf16_level */
+int pu_prefill_bf16_auto_level_(void);
+
+static int prefill_bf16_level(void) {
+    int l = atomic_load_explicit(&g_prefill_level, memory_order_relaxed);
+    if (l != -2)
+        return l;
+    const char *e = getenv("PUYU_PREFILL_BF16");
+    l = -1;
+    if (e && *e && strcmp(e, "off") != 0 && strcmp(e, "auto") != 0) {
+        for (int i = 0; i < PU_BF16_NLEVELS; i++)
+            if (!strcmp(e, pu_bf16_level_name((pu_bf16_level)i)))
+                l = i;
+        if (l >= 0 && !pu_bf16_level_available((pu_bf16_level)l)) {
+            pu_log_warn("PUYU_PREFILL_BF16=%s: not available on this CPU; prefill stays fp32", e);
+            l = -1;
+        } else if (l < 0) {
+            pu_log_warn("PUYU_PREFILL_BF16=%s: expected off, ref, avx2, avx512bf16 or amx", e);
+        }
+    } else if (!e || !*e || !strcmp(e, "auto")) {
+        l = pu_prefill_bf16_auto_level_();
+    }
+    atomic_store_explicit(&g_prefill_level, l, memory_order_relaxed);
+    return l;
+}
+
+int pu_prefill_bf16_auto_level_(void) {
+    pu_bf16_level b = pu_bf16_level_best();
+    return b == PU_BF16_AMX || b == PU_BF16_AVX512BF16 ? (int)b : -1;
+}
+
+int pu_prefill_bf16_level_(void) {
+    return prefill_bf16_level();
+}
+
+void pu_prefill_bf16_set_level_(int level) {
+    atomic_store_explicit(&g_prefill_level,
+                          level >= 0 && level < PU_BF16_NLEVELS &&
+                                  pu_bf16_level_available((pu_bf16_level)level)
+                              ? level
+                              : -1,
+                          memory_order_relaxed);
+}
+
 static void mm(pu_pool *pool, const pu_kernels *k, float *y, const float *x, const pu_tensor *w,
                int64_t T) {
+    if (w->dtype == PU_DTYPE_BF16 && T >= PU_PREFILL_BF16_MIN_T) {
+        int lvl = prefill_bf16_level();
+        if (lvl >= 0) { /* y (T, N) = bf16(x) (T, K) · W^T, W (N, K) bf16 as stored */
+            int64_t N = w->shape[0], K = w->shape[1];
+            uint16_t *xb = pu_malloc((size_t)(T * K) * sizeof(uint16_t));
+            pu_pool *pp = par(pool, T * N * K);
+            pu_bf16_from_f32(pp, xb, x, T * K);
+            pu_bf16_gemm(pp, (pu_bf16_level)lvl, y, N, xb, K, 1, w->data, 1, K, T, N, K, false);
+            pu_free(xb);
+            return;
+        }
+    }
     pu_op_matmul(par(pool, T * w->shape[0] * w->shape[1]), k, y, x, w->data, w->dtype, T,
                  w->shape[0], w->shape[1]);
 }

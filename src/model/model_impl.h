@@ -77,5 +77,10 @@ enum { PU_ACT_QKV = 0, PU_ACT_WO = 1, PU_ACT_FFN = 2, PU_ACT_W2 = 3, PU_ACT_N = 
 typedef void (*pu_act_hook_fn)(void *ud, int64_t layer, int which, const float *x, int64_t T,
                                int64_t K);
 void pu_session_set_act_hook_(pu_session *s, pu_act_hook_fn fn, void *ud);
+/* prefill of BF16 weights on the BF16 GEMM (forward.c): the level in use
+ * (-1: fp32 path), and a test hook forcing one (-1 or unavailable: off) */
+int pu_prefill_bf16_level_(void);
+int pu_prefill_bf16_auto_level_(void); /* the default: amx / avx512bf16 where available, else -1 */
+void pu_prefill_bf16_set_level_(int level);
 
 #endif

@@ -224,6 +224,78 @@ pu_status pu_dp_check_same(const void *p, size_t n, const char *what) {
     return PU_OK;
 }
 
+/* ---------------------------------------------------------------- ZeRO-1 shards */
+
+void pu_dp_shard_range(int64_t n, int rank, int size, int64_t *lo, int64_t *hi) {
+    if (size <= 1) {
+        *lo = 0, *hi = n;
+        return;
+    }
+    int64_t blocks = (n + 15) / 16, b0, b1; /* 16-float pieces (64-byte aligned) */
+    pu_split(blocks, rank, size, &b0, &b1);
+    *lo = b0 * 16 < n ? b0 * 16 : n;
+    *hi = b1 * 16 < n ? b1 * 16 : n;
+}
+
+#ifdef PU_MPI
+/* counts / displacements of every rank's shard of n floats (as int) */
+static pu_status shard_counts(int64_t n, int **counts, int **displs) {
+    if (n > INT_MAX)
+        return pu_err_set(PU_ERR_UNSUPPORTED,
+                          "data parallel: ZeRO-1 over a slab of %lld floats (> 2^31) is not "
+                          "supported",
+                          (long long)n);
+    *counts = pu_malloc((size_t)g_size * sizeof(int));
+    *displs = pu_malloc((size_t)g_size * sizeof(int));
+    for (int r = 0; r < g_size; r++) {
+        int64_t lo, hi;
+        pu_dp_shard_range(n, r, g_size, &lo, &hi);
+        (*counts)[r] = (int)(hi - lo);
+        (*displs)[r] = (int)lo;
+    }
+    return PU_OK;
+}
+#endif
+
+pu_status pu_dp_allgather_shards_f32(float *buf, int64_t n) {
+#ifdef PU_MPI
+    if (g_size > 1) {
+        int *cnt = NULL, *dsp = NULL;
+        PU_TRY(shard_counts(n, &cnt, &dsp));
+        int rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, cnt, dsp, MPI_FLOAT,
+                                MPI_COMM_WORLD);
+        pu_free(cnt);
+        pu_free(dsp);
+        if (rc != MPI_SUCCESS)
+            return mpi_err(rc, "MPI_Allgatherv");
+    }
+#else
+    (void)buf, (void)n;
+#endif
+    return PU_OK;
+}
+
+pu_status pu_dp_gather_shards_f32(const float *part, float *full, int64_t n, int root) {
+#ifdef PU_MPI
+    if (g_size > 1) {
+        int *cnt = NULL, *dsp = NULL;
+        PU_TRY(shard_counts(n, &cnt, &dsp));
+        int rc = MPI_Gatherv(part, cnt[g_rank], MPI_FLOAT, full, cnt, dsp, MPI_FLOAT, root,
+                             MPI_COMM_WORLD);
+        pu_free(cnt);
+        pu_free(dsp);
+        if (rc != MPI_SUCCESS)
+            return mpi_err(rc, "MPI_Gatherv");
+        return PU_OK;
+    }
+#else
+    (void)root;
+#endif
+    if (full != part)
+        memcpy(full, part, (size_t)n * sizeof(float));
+    return PU_OK;
+}
+
 /* ---------------------------------------------------------------- buckets */
 
 struct pu_dp_grads {

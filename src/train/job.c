@@ -12,6 +12,7 @@ pu_status pu_train_model_opts(pu_tmodel_opts *to, const pu_train_opts *t, bool r
     pu_tmodel_opts_default(to);
     to->attn = t->attn;
     to->precision = t->precision;
+    to->ce_chunk = t->ce_chunk;
     PU_TRY(pu_tmodel_opts_set_recompute(to, t->recompute));
     to->recompute = to->recompute || recompute;
     return PU_OK;

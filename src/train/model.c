@@ -68,6 +68,7 @@ struct pu_tmodel {
     uint32_t lora_targets;
     uint64_t drop_key, drop_key_cur;
     bool dropout_on;
+    int64_t drop_e0; /* element offset of the dropout mask (the LM head's token chunks) */
     float *out_us;
     float *lg, *dropbuf; /* (N, r) and (N, max in) scratch */
     /* activations */
@@ -80,6 +81,10 @@ struct pu_tmodel {
     float *xL, *xnf, *rf, *logits, *lse, *losses, *logp;
     float *qkv, *cos, *sin, *xo_tmp;
     int64_t rope_P;
+    /* chunked LM head + cross-entropy: 0 = logits (N, V) materialized;
+     * > 0 = tokens per chunk: logits is one (ce_rows, V) chunk, rebuilt in
+     * backward chunk by chunk with the CE gradient fused in */
+    int64_t ce_rows;
     /* backward buffers */
     float *dx, *dxn, *dqkv, *dq, *dk, *dv, *datt, *dh1, *dh3, *dhs;
     float *bwd;
@@ -335,7 +340,9 @@ static pu_status create(const pu_config *c, int64_t B, int64_t Tmax, const pu_mo
     int64_t layer_attn = m->recompute_attn ? 0 : saved_attn;
     int64_t full_layer =
         N * (C * 4 + 2 + H * D * 2 + Hkv * D * 2 + F * 3) + layer_attn + N * r * nlt;
-    int64_t fin = N * (2 * C + (m->no_head ? 0 : V) + 4) + (m->out_la >= 0 ? N * r : 0);
+    m->ce_rows = m->no_head ? 0 : pu_tmodel_ce_rows_for(o ? o->ce_chunk : 0, N, V);
+    int64_t fin = N * (2 * C + 4) + (m->no_head ? 0 : (m->ce_rows ? m->ce_rows : N) * V) +
+                  (m->out_la >= 0 ? N * r : 0);
     m->rope_P = Tmax; /* positions used by training are < Tmax (pos arrays are checked) */
     int64_t misc = N * QKV + 2 * Tmax * (D / 2);
     int64_t maxin = F > C ? F : C;
@@ -401,7 +408,7 @@ static pu_status create(const pu_config *c, int64_t B, int64_t Tmax, const pu_mo
     m->xL = TAKE(N * C);
     m->xnf = TAKE(N * C);
     m->rf = TAKE(N);
-    m->logits = m->no_head ? NULL : TAKE(N * V);
+    m->logits = m->no_head ? NULL : TAKE((m->ce_rows ? m->ce_rows : N) * V);
     m->lse = TAKE(N);
     m->losses = TAKE(N);
     m->logp = TAKE(N);
@@ -524,7 +531,7 @@ int64_t pu_tmodel_act_bytes(const pu_tmodel *m) {
     return m->act_floats * 4;
 }
 const float *pu_tmodel_logits(const pu_tmodel *m) {
-    return m->logits;
+    return m->ce_rows ? NULL : m->logits;
 }
 
 void pu_tmodel_zero_grad(pu_tmodel *m) {
@@ -968,7 +975,11 @@ static void drop_worker(void *vc, int ith, int nth) {
 
 static void dropout(const pu_tmodel *m, pu_pool *pool, float *dst, const float *x, int64_t n,
                     uint64_t lid, bool mul) {
-    drop_ctx c = {dst, x, n, mix64(m->drop_key_cur ^ mix64(lid + 1)), m->lora_dropout, mul};
+    /* element e of this call is element drop_e0 + e of the whole (N, K) input */
+    drop_ctx c = {dst, x, n,
+                  mix64(m->drop_key_cur ^ mix64(lid + 1)) +
+                      (uint64_t)m->drop_e0 * 0xD6E8FEB86659FD93ull,
+                  m->lora_dropout, mul};
     if (n < 65536)
         drop_worker(&c, 0, 1);
     else
@@ -1088,6 +1099,32 @@ static void layer_fwd(pu_tmodel *m, pu_pool *pool, int64_t l, float *xo) {
     k->add(xo, xo, a->mid, N * C);
 }
 
+/* logits (nr, V) of tokens n0 .. n0 + nr - 1 into m->logits (chunked head) */
+static void head_chunk_fwd(pu_tmodel *m, pu_pool *pool, int64_t n0, int64_t nr) {
+    int64_t C = m->cfg.hidden_size, V = m->cfg.vocab_size, L = m->cfg.num_hidden_layers;
+    m->drop_e0 = n0 * C;
+    lin_fwd(m, pool, m->logits, m->xnf + n0 * C, m->out, m->out_la, m->out_lb,
+            m->out_us ? m->out_us + n0 * m->lora_r : NULL, nr, V, C, LID(L, 5));
+    m->drop_e0 = 0;
+}
+
+int64_t pu_tmodel_ce_rows_for(int64_t ce_chunk, int64_t N, int64_t V) {
+    if (ce_chunk < 0 || N <= 0 || V <= 0)
+        return 0;
+    if (ce_chunk == 0) { /* auto: chunk once the full logits pass 2^27 floats (512 MiB) */
+        if (N * V <= ((int64_t)1 << 27))
+            return 0;
+        ce_chunk = ((int64_t)1 << 23) / V; /* ~32 MiB of logits per chunk */
+        if (ce_chunk < 16)
+            ce_chunk = 16;
+    }
+    return ce_chunk >= N ? 0 : ce_chunk;
+}
+
+int64_t pu_tmodel_ce_rows(const pu_tmodel *m) {
+    return m->ce_rows;
+}
+
 pu_status pu_tmodel_forward(pu_tmodel *m, pu_pool *pool, const pu_tbatch *b, double *loss_sum,
                             int64_t *n_count) {
     const pu_config *c = &m->cfg;
@@ -1149,13 +1186,21 @@ pu_status pu_tmodel_forward(pu_tmodel *m, pu_pool *pool, const pu_tbatch *b, dou
     double sum = 0;
     if (m->no_head) { /* only the hidden states are wanted */
         memset(m->logp, 0, (size_t)N * sizeof(float));
-    } else {
+    } else if (!m->ce_rows) {
         lin_fwd(m, pool, m->logits, m->xnf, m->out, m->out_la, m->out_lb, m->out_us, N, V, C,
                 LID(L, 5));
         sum = pu_top_xent_fwd(pool, k, m->lse, m->losses, m->logits, m->targets, N, V);
+    } else { /* chunks of ce_rows tokens: only lse and the losses are kept */
+        for (int64_t n0 = 0; n0 < N; n0 += m->ce_rows) {
+            int64_t nr = N - n0 < m->ce_rows ? N - n0 : m->ce_rows;
+            head_chunk_fwd(m, pool, n0, nr);
+            sum += pu_top_xent_fwd(pool, k, m->lse + n0, m->losses + n0, m->logits,
+                                   m->targets + n0, nr, V);
+        }
+    }
+    if (!m->no_head)
         for (int64_t n = 0; n < N; n++)
             m->logp[n] = m->targets[n] >= 0 ? -m->losses[n] : 0.0f;
-    }
     *loss_sum = sum;
     *n_count = cnt;
     m->fwd_done = true;
@@ -1236,7 +1281,22 @@ static void backward(pu_tmodel *m, pu_pool *pool, float grad_scale, const float 
 
     memset(m->dxn, 0, (size_t)(N * C) * sizeof(float));
     PU_ASSERT(!(lm_head && m->no_head));
-    if (lm_head) {
+    if (lm_head && m->ce_rows) { /* fused chunked CE: rebuild each chunk's logits, then its grad */
+        for (int64_t n0 = 0; n0 < N; n0 += m->ce_rows) {
+            int64_t nr = N - n0 < m->ce_rows ? N - n0 : m->ce_rows;
+            head_chunk_fwd(m, pool, n0, nr);
+            if (rscale)
+                pu_top_xent_bwd_rows(pool, k, m->logits, m->lse + n0, m->targets + n0, nr, V,
+                                     rscale + n0);
+            else
+                pu_top_xent_bwd(pool, k, m->logits, m->lse + n0, m->targets + n0, nr, V,
+                                grad_scale);
+            m->drop_e0 = n0 * C;
+            lin_bwd(m, pool, m->dxn + n0 * C, m->logits, m->xnf + n0 * C, m->out, m->out_la,
+                    m->out_lb, m->out_us ? m->out_us + n0 * m->lora_r : NULL, nr, V, C, LID(L, 5));
+            m->drop_e0 = 0;
+        }
+    } else if (lm_head) {
         if (rscale)
             pu_top_xent_bwd_rows(pool, k, m->logits, m->lse, m->targets, N, V, rscale);
         else

@@ -28,6 +28,11 @@ void pu_adamw_init(pu_adamw *o, const pu_adamw_cfg *cfg, int64_t numel) {
     o->v = pu_calloc((size_t)(numel ? numel : 1), sizeof(float));
 }
 
+void pu_adamw_init_range(pu_adamw *o, const pu_adamw_cfg *cfg, int64_t lo, int64_t hi) {
+    pu_adamw_init(o, cfg, hi > lo ? hi - lo : 0);
+    o->lo = lo;
+}
+
 void pu_adamw_free(pu_adamw *o) {
     pu_free(o->m);
     pu_free(o->v);
@@ -98,14 +103,22 @@ static void adam_worker(void *vc, int ith, int nth) {
     float *w = pu_tmodel_params(c->m), *g = pu_tmodel_grads(c->m);
     float b1 = (float)c->o->cfg.beta1, b2 = (float)c->o->cfg.beta2, eps = (float)c->o->cfg.eps;
     float decay = 1.0f - c->lr * (float)c->o->cfg.weight_decay;
+    int64_t s_lo = c->o->lo, s_hi = c->o->lo + c->o->n; /* the (ZeRO-1) shard */
     for (int i = 0; i < np; i++) {
         const pu_param *p = pu_tmodel_param(c->m, i);
         if (p->flags & PU_PARAM_FROZEN)
             continue;
+        /* the part of the entry inside the shard: elements [e0, e1) */
+        int64_t e0 = s_lo > p->offset ? s_lo - p->offset : 0;
+        int64_t e1 = s_hi - p->offset < p->numel ? s_hi - p->offset : p->numel;
+        if (e1 <= e0)
+            continue;
         int64_t lo, hi;
-        pu_split(p->numel, ith, nth, &lo, &hi);
+        pu_split(e1 - e0, ith, nth, &lo, &hi);
+        lo += e0, hi += e0;
         float *pw = w + p->offset, *pg = g + p->offset;
-        float *pm = c->o->m + p->offset, *pv = c->o->v + p->offset;
+        /* moments of elements e0.. of the entry (index j - e0) */
+        float *pm = c->o->m + (p->offset + e0 - s_lo), *pv = c->o->v + (p->offset + e0 - s_lo);
         bool dec = !(p->flags & PU_PARAM_NO_DECAY) && c->o->cfg.weight_decay != 0;
         for (int64_t j = lo; j < hi; j++) {
             float gr = pg[j];
@@ -115,10 +128,10 @@ static void adam_worker(void *vc, int ith, int nth) {
             }
             if (dec)
                 pw[j] *= decay;
-            pm[j] = pm[j] + (gr - pm[j]) * (1.0f - b1); /* torch lerp_ */
-            pv[j] = pv[j] * b2 + (1.0f - b2) * gr * gr;
-            float denom = sqrtf(pv[j]) / c->bc2_sqrt + eps;
-            pw[j] = pw[j] - c->step_size * (pm[j] / denom);
+            pm[j - e0] = pm[j - e0] + (gr - pm[j - e0]) * (1.0f - b1); /* torch lerp_ */
+            pv[j - e0] = pv[j - e0] * b2 + (1.0f - b2) * gr * gr;
+            float denom = sqrtf(pv[j - e0]) / c->bc2_sqrt + eps;
+            pw[j] = pw[j] - c->step_size * (pm[j - e0] / denom);
         }
     }
 }

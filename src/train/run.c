@@ -196,6 +196,7 @@ typedef struct {
     bool quiet;       /* o->quiet, or not rank 0 */
     pu_dp_grads *dpg; /* bucketed gradient all-reduce (NULL for 1 rank) */
     float *xm, *xv;   /* AdamW moments of the job's extra parameters */
+    bool zero;        /* ZeRO-1: r->opt holds the moments of this rank's slab range only */
 } run_state;
 
 static pu_status save_ckpt_root(run_state *r);
@@ -207,7 +208,31 @@ static pu_status save_ckpt(run_state *r) {
         return save_ckpt_root(r);
     PU_TRY(pu_dp_check_same(pu_tmodel_params(r->m), (size_t)pu_tmodel_numel(r->m) * sizeof(float),
                             "the weights"));
-    pu_status s = r->rank == 0 ? save_ckpt_root(r) : PU_OK;
+    pu_status s = PU_OK;
+    if (r->zero) { /* rank 0 writes the whole moments: gather the shards into it */
+        int64_t n = pu_tmodel_numel(r->m);
+        pu_adamw full = r->opt, part = r->opt;
+        full.lo = 0;
+        full.n = n;
+        full.m = r->rank == 0 ? pu_try_malloc((size_t)(n ? n : 1) * sizeof(float)) : NULL;
+        full.v = r->rank == 0 ? pu_try_malloc((size_t)(n ? n : 1) * sizeof(float)) : NULL;
+        if (r->rank == 0 && (!full.m || !full.v))
+            s = pu_err_set(PU_ERR_NOMEM, "checkpoint: cannot gather the AdamW moments");
+        /* every rank joins both gathers (rank 0 reports a failed allocation afterwards) */
+        pu_status g1 = pu_dp_gather_shards_f32(part.m, full.m, n, 0);
+        pu_status g2 = pu_dp_gather_shards_f32(part.v, full.v, n, 0);
+        if (s == PU_OK)
+            s = g1 != PU_OK ? g1 : g2;
+        if (s == PU_OK && r->rank == 0) {
+            r->opt = full;
+            s = save_ckpt_root(r);
+            r->opt = part;
+        }
+        pu_free(full.m);
+        pu_free(full.v);
+    } else if (r->rank == 0) {
+        s = save_ckpt_root(r);
+    }
     int32_t st[2] = {(int32_t)s, 0};
     PU_TRY(pu_dp_bcast_bytes(st, sizeof st, 0));
     if (r->rank != 0 && st[0] != PU_OK)
@@ -314,10 +339,23 @@ static pu_status load_ckpt(run_state *r, const char *name) {
     pu_st_in f;
     if (s == PU_OK)
         s = pu_train_st_open(&f, sp);
-    if (s == PU_OK) {
+    if (s == PU_OK && r->zero) { /* ZeRO-1: the whole moments, then this rank's range */
+        int64_t n = pu_tmodel_numel(r->m);
+        float *tmp = pu_malloc((size_t)(n ? n : 1) * sizeof(float));
+        s = pu_train_st_get(&f, "adam.m", tmp, n);
+        if (s == PU_OK)
+            memcpy(r->opt.m, tmp + r->opt.lo, (size_t)r->opt.n * sizeof(float));
+        if (s == PU_OK)
+            s = pu_train_st_get(&f, "adam.v", tmp, n);
+        if (s == PU_OK)
+            memcpy(r->opt.v, tmp + r->opt.lo, (size_t)r->opt.n * sizeof(float));
+        pu_free(tmp);
+    } else if (s == PU_OK) {
         s = pu_train_st_get(&f, "adam.m", r->opt.m, r->opt.n);
         if (s == PU_OK)
             s = pu_train_st_get(&f, "adam.v", r->opt.v, r->opt.n);
+    }
+    if (s == PU_OK) {
         if (s == PU_OK && r->job->xn > 0)
             s = pu_train_st_get(&f, "extra", r->job->xp, r->job->xn);
         if (s == PU_OK && r->job->xn > 0)
@@ -550,6 +588,8 @@ static pu_status run(run_state *r) {
         double lr = pu_lr_at(s, o->steps, r->warmup, o->lr, r->min_lr);
         double gn =
             pu_adamw_step_x(&r->opt, r->m, r->pool, lr, job->xp, job->xg, r->xm, r->xv, job->xn);
+        if (r->zero) /* ZeRO-1: each rank updated its range; everyone gets every range */
+            PU_TRY(pu_dp_allgather_shards_f32(pu_tmodel_params(r->m), pu_tmodel_numel(r->m)));
         if (!isfinite(gn))
             return pu_err_set(PU_ERR_INVALID,
                               "step %lld: the gradient norm is %g; stopping "
@@ -698,7 +738,21 @@ pu_status pu_train_loop(const pu_train_opts *o, const pu_train_job *job, pu_pool
         pu_free(ckd);
     }
     if (s == PU_OK) {
-        pu_adamw_init(&r.opt, &o->adam, pu_tmodel_numel(r.m));
+        r.zero = o->zero > 0 && r.nranks > 1;
+        if (o->zero > 0 && r.nranks <= 1 && !r.quiet)
+            pu_log_info("--zero %lld: one process, nothing to shard", (long long)o->zero);
+        if (r.zero) {
+            int64_t lo, hi, n = pu_tmodel_numel(r.m);
+            pu_dp_shard_range(n, r.rank, r.nranks, &lo, &hi);
+            pu_adamw_init_range(&r.opt, &o->adam, lo, hi);
+            if (!o->quiet)
+                pu_log_info("zero-1: AdamW moments of slab [%lld, %lld) on rank %d: %lld bytes "
+                            "per rank (unsharded: %lld)",
+                            (long long)lo, (long long)hi, r.rank, (long long)(hi - lo) * 8,
+                            (long long)n * 8);
+        } else {
+            pu_adamw_init(&r.opt, &o->adam, pu_tmodel_numel(r.m));
+        }
         r.xm = pu_calloc((size_t)(job->xn > 0 ? job->xn : 1), sizeof(float));
         r.xv = pu_calloc((size_t)(job->xn > 0 ? job->xn : 1), sizeof(float));
         pu_rng_seed(&r.rng, o->seed * 0x2545F4914F6CDD1Dull + 0x5851F42D4C957F2Dull);
@@ -708,9 +762,9 @@ pu_status pu_train_loop(const pu_train_opts *o, const pu_train_job *job, pu_pool
     if (s == PU_OK && r.nranks > 1) { /* every rank starts from rank 0's state */
         int64_t n = pu_tmodel_numel(r.m);
         s = pu_dp_bcast_f32(pu_tmodel_params(r.m), n, 0);
-        if (s == PU_OK)
+        if (s == PU_OK && !r.zero) /* ZeRO-1: each rank read its own range */
             s = pu_dp_bcast_f32(r.opt.m, n, 0);
-        if (s == PU_OK)
+        if (s == PU_OK && !r.zero)
             s = pu_dp_bcast_f32(r.opt.v, n, 0);
         uint64_t st[6] = {r.rng.s[0], r.rng.s[1], r.rng.s[2], r.rng.s[3], 0, 0};
         st[4] = (uint64_t)r.step;
@@ -848,10 +902,18 @@ static pu_status shard_make_model(void *ctx, const char *ckpt_dir, int64_t B, in
     } else {
         s = pu_config_load(o->config_path, &cfg);
     }
+    if (s == PU_OK && !ckpt_dir && o->rope_theta > 0) { /* a context stage: raised RoPE base */
+        if (cfg.rope_theta != o->rope_theta)
+            pu_log_info("rope_theta %g -> %g", cfg.rope_theta, o->rope_theta);
+        cfg.rope_theta = o->rope_theta;
+        if (cfg.max_position_embeddings < Tmax)
+            cfg.max_position_embeddings = Tmax;
+    }
     pu_tmodel_opts to;
     pu_tmodel_opts_default(&to);
     to.attn = o->attn;
     to.precision = o->precision;
+    to.ce_chunk = o->ce_chunk;
     if (s == PU_OK)
         s = pu_tmodel_opts_set_recompute(&to, o->recompute);
     if (s == PU_OK)
