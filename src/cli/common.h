@@ -13,4 +13,10 @@
 pu_status pu_cli_load_tokenizer(const pu_model *m, const char *model_arg, const char *tok_path,
                                 pu_tok **out);
 
+/* The model a command uses when -m is optional: `model_arg` (-m) if given, else
+ * $PUYU_MODEL, else the embedded default model models/default.gguf beside the binary,
+ * in the repo root of a build/<mode>/ binary, or under the current directory; NULL when
+ * none exists. */
+const char *pu_cli_default_model(const char *model_arg);
+
 #endif
