@@ -444,12 +444,9 @@ static void poem_cb(void *ctx, char *text) {
     }
     if (json_array_size(lines) >= 2) {
         char q[1024], a[4096] = "";
+        /* the next line only: short enough for the small model to end at <|im_end|> */
         snprintf(q, sizeof q, "续写这首诗：%s", json_string_value(json_array_get(lines, 0)));
-        for (size_t i = 1; i < json_array_size(lines); i++) {
-            strncat(a, json_string_value(json_array_get(lines, i)), sizeof a - strlen(a) - 2);
-            if (i + 1 < json_array_size(lines))
-                strncat(a, "\n", sizeof a - strlen(a) - 1);
-        }
+        snprintf(a, sizeof a, "%s", json_string_value(json_array_get(lines, 1)));
         sft_rec(c, q, a);
         snprintf(q, sizeof q, "《%s》的作者是谁？", title);
         snprintf(a, sizeof a, "《%s》的作者是%s。", title, author);
@@ -578,26 +575,26 @@ static int corpora_present(void) {
 /* who the model is, in both languages, several phrasings; repeated so that a model this
  * small learns them (and the chat format around them) by heart. Returns the record count. */
 static int identity_recs(corpus_ctx *c) {
+    /* short answers: a model this small (and a 4000-piece vocabulary in which most Chinese
+     * characters are byte pieces) learns a short reply and the <|im_end|> after it */
     static const char *const q[][2] = {
-        {"Who are you?", "I am Puyu, a small InternLM2 model trained from scratch by puyu demo."},
+        {"Who are you?", "I am Puyu, a small model made by puyu demo."},
         {"What is your name?", "My name is Puyu."},
-        {"Hello!", "Hello! I am Puyu. Ask me what a word means or give me a line of a poem."},
-        {"Hi", "Hi! I am Puyu, a small bilingual model. How can I help?"},
-        {"Who made you?", "I was trained from scratch by puyu demo, on Debian's own corpora."},
-        {"What can you do?",
-         "I can tell you what an English word means and continue a Chinese poem."},
-        {"Introduce yourself.", "I am Puyu, a small InternLM2 model that speaks English and "
-                                "Chinese."},
-        {"你是谁？", "我是浦语（Puyu），由 puyu demo 从零训练的小型 InternLM2 模型。"},
-        {"你叫什么名字？", "我叫浦语（Puyu）。"},
-        {"你好", "你好！我是浦语。可以问我词语的意思，或者给我一句诗让我续写。"},
-        {"你好！", "你好！我是浦语，一个会说中文和英文的小模型。"},
-        {"谁训练了你？", "我是由 puyu demo 在 Debian 的语料上从零训练的。"},
-        {"你能做什么？", "我可以解释英文单词的意思，也可以续写唐诗宋词。"},
-        {"介绍一下你自己。", "我是浦语，一个会说中文和英文的小型 InternLM2 模型。"},
+        {"Hello!", "Hello! I am Puyu."},
+        {"Hi", "Hi! I am Puyu. How can I help?"},
+        {"Who made you?", "puyu demo trained me from scratch."},
+        {"What can you do?", "I can say what a word means."},
+        {"Introduce yourself.", "I am Puyu, a small model made by puyu demo."},
+        {"你是谁？", "我是浦语。"},
+        {"你叫什么名字？", "我叫浦语。"},
+        {"你好", "你好！我是浦语。"},
+        {"你好！", "你好！我是浦语。"},
+        {"谁训练了你？", "我是由 puyu demo 训练的。"},
+        {"你能做什么？", "我可以续写诗句。"},
+        {"介绍一下你自己。", "我是浦语，一个小模型。"},
     };
     int n = 0;
-    for (int r = 0; r < 24; r++)
+    for (int r = 0; r < 40; r++)
         for (size_t i = 0; i < sizeof q / sizeof q[0]; i++, n++)
             sft_rec(c, q[i][0], q[i][1]);
     return n;
