@@ -1071,14 +1071,17 @@ static int st_align(demo *d, const char *cmd, const char *sub, const char *outna
     arg(&b, "%s/corpus/pairs.jsonl", d->out);
     arg(&b, "--out");
     arg(&b, "%s/%s", d->out, outname);
+    /* a light touch: at 1e-4 for sft/2 steps DPO drove the pair loss to 0.08 and the English
+     * answers ran on past <|im_end|> ("the act of the act of ..."); the aligned model must
+     * keep the chat format that SFT taught */
     arg(&b, "--steps");
-    arg(&b, "%d", d->sft_steps / 2 + 1);
+    arg(&b, "%d", d->sft_steps / 4 + 1);
     arg(&b, "--batch");
     arg(&b, "%d", d->batch);
     arg(&b, "--seq"); /* a pair's sides are longer than an SFT row: room for both */
     arg(&b, "%d", 2 * d->seq);
     arg(&b, "--lr");
-    arg(&b, "1e-4");
+    arg(&b, "2e-5");
     arg(&b, "--skip-bad");
     char log[1200];
     snprintf(log, sizeof log, "%s/logs/%s.log", d->out, outname);
