@@ -333,8 +333,28 @@ PT_SUITE(cli_model) {
         expect_usage_error("generate unknown option", cmd);
         snprintf(cmd, sizeof cmd, "%s forward --ids \"1 2\" --out '%s'", bin, p);
         expect_usage_error("forward without -m", cmd);
-        snprintf(cmd, sizeof cmd, "%s generate --ids \"1 2\" -n 2", bin);
-        expect_usage_error("generate without -m", cmd);
+        snprintf(cmd, sizeof cmd, "%s generate -m tests/golden/gqa2 -n 2", bin);
+        expect_usage_error("generate without a prompt", cmd);
+        /* without -m: $PUYU_MODEL (then models/default.gguf, see test_demo.c) */
+        char missing[512];
+        pt_tmp_path("nonexistent.gguf", missing, sizeof missing);
+        snprintf(cmd, sizeof cmd, "PUYU_MODEL=%s %s generate --ids \"1 2\" -n 2", missing, bin);
+        expect_runtime_error("generate with a missing $PUYU_MODEL", cmd, "nonexistent.gguf");
+        char *o1 = NULL, *o2 = NULL;
+        snprintf(cmd, sizeof cmd,
+                 "PUYU_MODEL=tests/golden/gqa2 %s generate --ids \"1 5 9\" -n 6 --temp 0 "
+                 "--print-ids 2>/dev/null",
+                 bin);
+        PT_CHECK(pt_run(cmd, &o1) == 0);
+        snprintf(cmd, sizeof cmd,
+                 "PUYU_MODEL=/nonexistent %s generate -m tests/golden/gqa2 --ids \"1 5 9\" -n 6 "
+                 "--temp 0 --print-ids 2>/dev/null",
+                 bin);
+        PT_CHECK(pt_run(cmd, &o2) == 0);
+        PT_CHECK_MSG(o1 && o2 && *o1 && !strcmp(o1, o2), "$PUYU_MODEL ids '%s' vs -m ids '%s'",
+                     o1 ? o1 : "", o2 ? o2 : "");
+        pu_free(o1);
+        pu_free(o2);
         snprintf(cmd, sizeof cmd, "%s info", bin);
         expect_usage_error("info without -m", cmd);
     }

@@ -2,16 +2,20 @@
  * test_demo.c — `puyu demo --smallest` end to end (black box, pt_bin()):
  * every stage leaves its output and a stamp, each stage's logged command line reads
  * the previous stage's output, the report names every stage, and a rerun skips the
- * finished stages (their outputs untouched). Skips when the corpora packages
+ * finished stages (their outputs untouched); chat and serve talk to the quantized GGUF, whose
+ * tokenizer encodes chat text as the trained tokenizer.model; a second run (another thread
+ * count) gives the same files bit for bit. Skips when the corpora packages
  * (fortunes, fortunes-zh, wordnet-base: `make deps`) are absent.
  */
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <jansson.h>
 
 #include "pt.h"
+#include "puyu/pu_tok.h"
 
 static char *slurp(const char *dir, const char *rel) {
     char p[1200];
@@ -61,8 +65,9 @@ static bool log_has(const char *dir, const char *log, const char *opt, const cha
     return ok;
 }
 
-static const char *const STAGES[] = {"corpus", "data", "tokenizer", "pack", "train",    "sft",
-                                     "dpo",    "rm",   "ppo",       "eval", "quantize", "chat"};
+static const char *const STAGES[] = {"corpus", "data", "tokenizer", "pack",     "train",
+                                     "sft",    "dpo",  "rm",        "eval",     "quantize",
+                                     "chat",   "serve"};
 
 PT_SUITE(demo) {
     struct stat st;
@@ -179,7 +184,73 @@ PT_SUITE(demo) {
         char *tr = slurp(out, "chat/transcript.txt");
         PT_CHECK(tr && strstr(tr, "> Who are you?"));
         pu_free(tr);
+        /* chat and serve talk to the quantized model when there is one */
+        if (has(out, ".stamps/quantize"))
+            snprintf(want, sizeof want, "%s/quant/model.gguf", out);
         log_has(out, "chat.log", "-m", want);
+        log_has(out, "serve.log", "-m", want);
+        log_has(out, "serve.log", "--port", "0");
+        char *sv = slurp(out, "serve/response.json");
+        json_t *j = sv ? json_loads(sv, 0, NULL) : NULL;
+        json_t *c0 = json_array_get(json_object_get(j, "choices"), 0);
+        PT_CHECK_MSG(json_is_string(json_object_get(json_object_get(c0, "message"), "content")),
+                     "serve/response.json: %s", sv ? sv : "(none)");
+        json_decref(j);
+        pu_free(sv);
+        char *rp = slurp(out, "serve/reply.txt");
+        PT_CHECK(rp && strstr(rp, "> Who are you?") && strstr(rp, "finish_reason"));
+        pu_free(rp);
+        PT_CHECK(so && strstr(so, "quant/model.gguf -p"));
+    }
+    if (has(out, "quant/model.gguf") &&
+        PT_TEST("the quantized GGUF tokenizes chat text as the trained tokenizer.model")) {
+        const char *text = "<|im_start|>user\nWho are you?<|im_end|>\n<|im_start|>assistant\n"
+                           "I am Puyu.<|im_end|>\n<|im_start|>user\n你是谁？<|im_end|>\n";
+        char tp[1200], gp[1200];
+        snprintf(tp, sizeof tp, "%s/tokenizer/tokenizer.model", out);
+        snprintf(gp, sizeof gp, "%s/quant/model.gguf", out);
+        pu_tok *a = NULL, *b = NULL;
+        PT_OK(pu_tok_load(tp, &a));
+        PT_OK(pu_tok_load(gp, &b));
+        int32_t *ia = NULL, *ib = NULL;
+        int64_t na = 0, nb = 0;
+        pu_tok_encode_opts eo = pu_tok_encode_default_opts();
+        eo.add_bos = true;
+        if (a && b) {
+            PT_OK(pu_tok_encode(a, text, strlen(text), &eo, &ia, &na));
+            PT_OK(pu_tok_encode(b, text, strlen(text), &eo, &ib, &nb));
+            PT_CHECK_MSG(na == nb && na > 8 && !memcmp(ia, ib, (size_t)na * sizeof *ia),
+                         "%lld ids from tokenizer.model, %lld from the GGUF", (long long)na,
+                         (long long)nb);
+            PT_CHECK(nb > 1 && ib[1] == pu_tok_special_id(b, "<|im_start|>"));
+        }
+        pu_free(ia);
+        pu_free(ib);
+        pu_tok_destroy(a);
+        pu_tok_destroy(b);
+    }
+    if (PT_TEST("the same seed gives the same model bit for bit (another thread count too)")) {
+        char out2[512];
+        pt_tmp_path("demo_again", out2, sizeof out2);
+        snprintf(cmd, sizeof cmd, "PUYU_THREADS=1 %s demo --smallest --out '%s' 2>/dev/null >/dev/null",
+                 pt_bin(), out2);
+        PT_CHECK(pt_run(cmd, NULL) == 0);
+        const char *same[] = {"data/kept.jsonl", "tokenizer/tokenizer.model", "sft/final/model.safetensors",
+                              "quant/model.gguf"};
+        for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
+            if (!has(out, same[i]))
+                continue;
+            size_t l1 = 0, l2 = 0;
+            char *d1 = NULL, *d2 = NULL, p1[1200], p2[1200];
+            snprintf(p1, sizeof p1, "%s/%s", out, same[i]);
+            snprintf(p2, sizeof p2, "%s/%s", out2, same[i]);
+            PT_OK(pu_file_read_all(p1, &d1, &l1));
+            PT_OK(pu_file_read_all(p2, &d2, &l2));
+            PT_CHECK_MSG(d1 && d2 && l1 == l2 && !memcmp(d1, d2, l1), "%s differs between two runs",
+                         same[i]);
+            pu_free(d1);
+            pu_free(d2);
+        }
     }
     if (PT_TEST("report.html names every stage and embeds the curves and the heatmap")) {
         char *rep = slurp(out, "report.html");

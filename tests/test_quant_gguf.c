@@ -4,16 +4,21 @@
  * in-memory quantized model's logits; `puyu quantize` end to end; and bad
  * quantized input (truncated tensor, unknown / unsupported ggml type, row
  * length not a multiple of the block, mis-sized K-quant super-block) fails
- * with an error naming the tensor and the type.
+ * with an error naming the tensor and the type; the GGUF's tokenizer.ggml.* encodes
+ * chat-rendered text id for id as the SentencePiece model it was written from (a vocabulary
+ * trained without the dummy prefix keeps it off: tokenizer.ggml.add_space_prefix).
  */
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "model/loaders.h"
 #include "pt.h"
+#include "puyu/pu_chat.h"
 #include "puyu/pu_kernels.h"
 #include "puyu/pu_model.h"
+#include "puyu/pu_sft.h"
 
 static pu_model *tiny_model(pu_pool *pool) {
     pu_config c;
@@ -57,6 +62,113 @@ static void expect_load_error(const uint8_t *buf, size_t len, const char *label,
     if (st != PU_OK)
         PT_CHECK_MSG(strstr(pu_err_msg(), s1) && strstr(pu_err_msg(), s2),
                      "%s: error '%s' does not name '%s' and '%s'", label, pu_err_msg(), s1, s2);
+    pu_model_destroy(m);
+}
+
+static int32_t *encode_all(const pu_tok *t, const char *text, int64_t *n) {
+    int32_t *ids = NULL;
+    *n = 0;
+    pu_tok_encode_opts o = pu_tok_encode_default_opts();
+    o.add_bos = true;
+    PT_OK(pu_tok_encode(t, text, strlen(text), &o, &ids, n));
+    return ids;
+}
+
+/* the GGUF written from a model directory whose tokenizer.model was trained by
+ * python3-sentencepiece with add_dummy_prefix off and the InternLM2 specials as
+ * user-defined symbols (tests/golden/sft) tokenizes exactly as that model */
+static void check_gguf_tokenizer(pu_pool *pool) {
+    const char *dir = "tests/golden/sft/hf";
+    pu_model *m = NULL;
+    pu_tok *src = NULL, *gg = NULL;
+    PT_OK(pu_model_load(dir, &m));
+    PT_OK(pu_tok_load("tests/golden/sft/hf/tokenizer.model", &src));
+    char path[512];
+    pt_tmp_path("sft_tok.gguf", path, sizeof path);
+    pu_model *q = NULL;
+    if (m)
+        PT_OK(pu_model_quantize(m, PU_DTYPE_Q8_0, pool, &q));
+    if (q && src)
+        PT_OK(pu_model_write_gguf(q, src, path));
+    PT_OK(pu_tok_load(path, &gg));
+    if (!src || !gg)
+        goto done;
+    pu_tok_spm_flags fs, fg;
+    PT_CHECK(pu_tok_get_spm_flags(src, &fs) && pu_tok_get_spm_flags(gg, &fg));
+    PT_CHECK(!fs.add_dummy_prefix);
+    PT_CHECK_MSG(fg.add_dummy_prefix == fs.add_dummy_prefix &&
+                     fg.remove_extra_whitespaces == fs.remove_extra_whitespaces,
+                 "GGUF normalizer flags: add_dummy_prefix %d remove_extra_whitespaces %d",
+                 fg.add_dummy_prefix, fg.remove_extra_whitespaces);
+    /* conversations rendered as `puyu chat` / `serve` render them */
+    static const char *const conv[][6] = {
+        {"user", "Who are you?", NULL},
+        {"system", "You are Puyu.", "user", "What does \"ocean\" mean?", "assistant",
+         "A large body of water."},
+        {"user", "续写这首诗：床前明月光，", "assistant", "疑是地上霜。", NULL},
+        {"user", "  two  spaces and\ttab\n\nnew lines ", NULL},
+        {"user", "你是谁？", "assistant", "我是浦语。", "user", "Hello!"},
+    };
+    for (size_t k = 0; k < sizeof conv / sizeof conv[0]; k++) {
+        pu_chat c;
+        pu_chat_init(&c);
+        for (int i = 0; i < 6 && conv[k][i]; i += 2)
+            pu_chat_add(&c, conv[k][i], NULL, conv[k][i + 1]);
+        pu_chat_render_opts ro = {.add_generation_prompt = true};
+        pu_str r = {0};
+        PT_OK(pu_chat_render(&c, &ro, &r));
+        int64_t na = 0, nb = 0;
+        int32_t *a = encode_all(src, r.p, &na), *b = encode_all(gg, r.p, &nb);
+        bool same = na == nb && na > 3 && memcmp(a, b, (size_t)na * sizeof *a) == 0;
+        PT_CHECK_MSG(same, "conversation %zu: %lld ids from tokenizer.model, %lld from the GGUF "
+                           "(first ids %d %d %d vs %d %d %d)",
+                     k, (long long)na, (long long)nb, na > 0 ? a[0] : -1, na > 1 ? a[1] : -1,
+                     na > 2 ? a[2] : -1, nb > 0 ? b[0] : -1, nb > 1 ? b[1] : -1,
+                     nb > 2 ? b[2] : -1);
+        /* BOS then <|im_start|> directly (no space piece in front of the first turn) */
+        PT_CHECK(nb > 2 && b[0] == pu_tok_bos(gg) &&
+                 b[1] == pu_tok_special_id(gg, "<|im_start|>"));
+        pu_free(a);
+        pu_free(b);
+        pu_str_free(&r);
+        pu_chat_free(&c);
+    }
+    /* segment-wise SFT rendering (XTuner's) through the GGUF's tokenizer = the ids
+     * python3-sentencepiece gave (tests/golden/sft/expected.jsonl) */
+    const char *paths[1] = {"tests/golden/sft/records.jsonl"};
+    static const char *const vars[] = {"name=Puyu", "author=the puyu authors", NULL};
+    pu_sft_load_opts o = {.vars = vars, .pool = pool};
+    pu_sft_data *d = NULL;
+    PT_OK(pu_sft_data_load(paths, 1, gg, &o, &d));
+    FILE *f = fopen("tests/golden/sft/expected.jsonl", "r");
+    PT_CHECK(f != NULL);
+    char *line = NULL;
+    size_t cap = 0;
+    int64_t i = 0, checked = 0;
+    while (d && f && getline(&line, &cap, f) > 0 && i < pu_sft_data_n(d)) {
+        json_t *j = json_loads(line, 0, NULL);
+        const char *srcname = json_string_value(json_object_get(j, "src"));
+        if (srcname && !strncmp(srcname, "records.jsonl:", 14)) {
+            const pu_sft_tokens *s = pu_sft_data_get(d, i++);
+            json_t *ids = json_object_get(j, "ids");
+            bool same = (int64_t)json_array_size(ids) == s->n;
+            for (int64_t k = 0; same && k < s->n; k++)
+                same = s->ids[k] == (int32_t)json_integer_value(json_array_get(ids, (size_t)k));
+            PT_CHECK_MSG(same, "%s: GGUF tokenizer ids differ from python3-sentencepiece's",
+                         srcname);
+            checked++;
+        }
+        json_decref(j);
+    }
+    PT_CHECK(checked >= 5);
+    free(line);
+    if (f)
+        fclose(f);
+    pu_sft_data_destroy(d);
+done:
+    pu_tok_destroy(src);
+    pu_tok_destroy(gg);
+    pu_model_destroy(q);
     pu_model_destroy(m);
 }
 
@@ -277,6 +389,8 @@ PT_SUITE(quant_gguf) {
         PT_CHECK(pt_run(cmd, &out) == 0 && out && strstr(out, "--type"));
         pu_free(out);
     }
+    if (PT_TEST("GGUF tokenizer = its source SentencePiece model on chat text (no dummy prefix)"))
+        check_gguf_tokenizer(pool);
     if (PT_TEST("stories260K: Q8_0 GGUF with its tokenizer, greedy ids as F32")) {
         char bin[512], tokm[512];
         if (pt_shared_path("models/stories260K/stories260K.bin", bin, sizeof bin) &&

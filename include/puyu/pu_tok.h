@@ -49,6 +49,13 @@ const char *pu_tok_piece(const pu_tok *t, int32_t id, size_t *len);
 pu_tok_attr pu_tok_get_attr(const pu_tok *t, int32_t id);
 /* SentencePiece score of a piece (0 when the vocabulary has none) */
 float pu_tok_score(const pu_tok *t, int32_t id);
+/* SentencePiece normalizer flags of an SPM tokenizer (what a GGUF writer must carry over
+ * as tokenizer.ggml.add_space_prefix / remove_extra_whitespaces); false for other types */
+typedef struct pu_tok_spm_flags {
+    bool add_dummy_prefix, remove_extra_whitespaces, escape_whitespaces;
+    bool treat_whitespace_as_suffix, byte_fallback;
+} pu_tok_spm_flags;
+bool pu_tok_get_spm_flags(const pu_tok *t, pu_tok_spm_flags *out);
 /* Human-readable summary appended to out as "key: value" lines: type, source,
  * vocab size, bos/eos/unk/pad, special tokens, backend settings (SentencePiece
  * normalizer flags, BPE pre-tokenizer, ...). */

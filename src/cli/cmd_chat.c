@@ -119,17 +119,22 @@ static pu_status reply(pu_engine *e, const pu_tok *tok, const char *system, hist
 }
 
 int pu_cmd_chat(int argc, char **argv) {
-    const char *model = NULL, *tok_path = NULL, *system0 = NULL, *lora_dirs = NULL, *kv_s = NULL;
+    const char *model = NULL, *tok_path = NULL, *system0 = NULL, *lora_dirs = NULL, *kv_s = NULL,
+               *prompt = NULL;
     int64_t max_tokens = 512, top_k = 40, seed = 42, ctx = 0;
     double temp = 0.8, top_p = 0.95, min_p = 0.0, rep = 1.0, lora_scale = 1.0;
     pu_lora **lora = NULL;
     float *lora_sc = NULL;
     int n_lora = 0;
     const pu_opt opts[] = {
-        {"model", 'm', PU_OPT_STRING, &model, "MODEL", "model directory, .gguf or llama2.c .bin", 0,
-         0},
+        {"model", 'm', PU_OPT_STRING, &model, "MODEL",
+         "model directory, .gguf or llama2.c .bin (default: $PUYU_MODEL, else the embedded "
+         "models/default.gguf)",
+         0, 0},
         {"tokenizer", 't', PU_OPT_STRING, &tok_path, "TOK",
          "tokenizer (default: the model's own, e.g. DIR/tokenizer.model)", 0, 0},
+        {"prompt", 'p', PU_OPT_STRING, &prompt, "TEXT",
+         "send this one message, print the reply, exit (no stdin)", 0, 0},
         {"system", 0, PU_OPT_STRING, &system0, "TEXT", "system prompt", 0, 0},
         {"max-tokens", 'n', PU_OPT_INT, &max_tokens, "N", "max tokens per reply", 1, 1e9},
         {"temp", 0, PU_OPT_DOUBLE, &temp, "T", "temperature; 0 = greedy", 0, 100},
@@ -148,19 +153,23 @@ int pu_cmd_chat(int argc, char **argv) {
     };
     const pu_cmd_spec spec = {
         "puyu chat",
-        "-m MODEL [-t TOK] [--system TEXT] [--temp T] [--max-tokens N] [--lora DIR[,DIR2]] "
-        "[--lora-scale S] [--kv-type f32|f16|q8]",
+        "[-m MODEL] [-p TEXT] [-t TOK] [--system TEXT] [--temp T] [--max-tokens N] "
+        "[--lora DIR[,DIR2]] [--lora-scale S] [--kv-type f32|f16|q8]",
         "Chat in the terminal (InternLM2 chat template, history kept). One message per line;\n"
         "commands: /reset (forget the conversation), /system TEXT (set the system prompt),\n"
-        "/quit. Replies stream to stdout."};
+        "/quit. Replies stream to stdout. -p TEXT: one message, its reply, exit.\n"
+        "Without -m: $PUYU_MODEL, else models/default.gguf (beside the binary, in the repo\n"
+        "root of build/<mode>/puyu, or under the current directory)."};
     int rc = pu_opts_parse(&spec, opts, argc, argv, NULL, NULL);
     if (rc)
         return rc == 1 ? 0 : 2;
+    model = pu_cli_default_model(model);
     if (!model) {
-        fprintf(stderr, "puyu chat: need -m MODEL (see --help)\n");
+        fprintf(stderr, "puyu chat: need -m MODEL (no $PUYU_MODEL, no models/default.gguf; see "
+                        "--help)\n");
         return 2;
     }
-    bool tty = isatty(0);
+    bool tty = !prompt && isatty(0);
     pu_model *m = NULL;
     pu_tok *tok = NULL;
     pu_engine *e = NULL;
@@ -199,12 +208,20 @@ int pu_cmd_chat(int argc, char **argv) {
     tmpl.n_lora = n_lora;
     if (tty)
         fprintf(stderr, "puyu chat — /reset, /system TEXT, /quit\n");
-    for (;;) {
+    for (int nturn = 0;; nturn++) {
         if (tty) {
             fprintf(stderr, "> ");
             fflush(stderr);
         }
-        ssize_t n = getline(&line, &cap, stdin);
+        ssize_t n;
+        if (prompt) {
+            if (nturn > 0)
+                break;
+            line = strdup(prompt);
+            cap = strlen(prompt) + 1;
+            n = (ssize_t)strlen(prompt);
+        } else
+            n = getline(&line, &cap, stdin);
         if (n < 0)
             break;
         while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))

@@ -12,16 +12,19 @@
  * not have (`puyu CMD --help` fails) is skipped with "not available in this build".
  * A finished stage writes OUT/.stamps/<stage> (seconds, inputs, outputs); a rerun skips it.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -45,6 +48,7 @@ typedef struct demo {
         max_chapters;
     /* results passed between stages */
     char model[2048]; /* current model directory (pretrained, then fine-tuned, ...) */
+    char final[2048]; /* what chat / serve talk to: the quantized GGUF, else model */
     int nstage, istage;
     char progress[1024]; /* a metrics JSONL the running stage appends to, or "" */
     int total_steps;     /* its step count */
@@ -440,12 +444,9 @@ static void poem_cb(void *ctx, char *text) {
     }
     if (json_array_size(lines) >= 2) {
         char q[1024], a[4096] = "";
+        /* the next line only: short enough for the small model to end at <|im_end|> */
         snprintf(q, sizeof q, "续写这首诗：%s", json_string_value(json_array_get(lines, 0)));
-        for (size_t i = 1; i < json_array_size(lines); i++) {
-            strncat(a, json_string_value(json_array_get(lines, i)), sizeof a - strlen(a) - 2);
-            if (i + 1 < json_array_size(lines))
-                strncat(a, "\n", sizeof a - strlen(a) - 1);
-        }
+        snprintf(a, sizeof a, "%s", json_string_value(json_array_get(lines, 1)));
         sft_rec(c, q, a);
         snprintf(q, sizeof q, "《%s》的作者是谁？", title);
         snprintf(a, sizeof a, "《%s》的作者是%s。", title, author);
@@ -571,17 +572,32 @@ static int corpora_present(void) {
            exists("/usr/share/games/fortunes/tang300.u8") && exists("/usr/share/wordnet/data.noun");
 }
 
-static void identity_recs(corpus_ctx *c) {
+/* who the model is, in both languages, several phrasings; repeated so that a model this
+ * small learns them (and the chat format around them) by heart. Returns the record count. */
+static int identity_recs(corpus_ctx *c) {
+    /* short answers: a model this small (and a 4000-piece vocabulary in which most Chinese
+     * characters are byte pieces) learns a short reply and the <|im_end|> after it */
     static const char *const q[][2] = {
-        {"Who are you?", "I am Puyu, a small InternLM2 model trained from scratch by puyu demo."},
+        {"Who are you?", "I am Puyu, a small model made by puyu demo."},
         {"What is your name?", "My name is Puyu."},
-        {"你是谁？", "我是浦语（Puyu），由 puyu demo 从零训练的小型 InternLM2 模型。"},
-        {"Hello!", "Hello! I am Puyu. Ask me what a word means or give me a line of a poem."},
-        {"你好", "你好！我是浦语。可以问我词语的意思，或者给我一句诗让我续写。"},
+        {"Hello!", "Hello! I am Puyu."},
+        {"Hi", "Hi! I am Puyu. How can I help?"},
+        {"Who made you?", "puyu demo trained me from scratch."},
+        {"What can you do?", "I can say what a word means."},
+        {"Introduce yourself.", "I am Puyu, a small model made by puyu demo."},
+        {"你是谁？", "我是浦语。"},
+        {"你叫什么名字？", "我叫浦语。"},
+        {"你好", "你好！我是浦语。"},
+        {"你好！", "你好！我是浦语。"},
+        {"谁训练了你？", "我是由 puyu demo 训练的。"},
+        {"你能做什么？", "我可以续写诗句。"},
+        {"介绍一下你自己。", "我是浦语，一个小模型。"},
     };
-    for (int r = 0; r < 8; r++)
-        for (size_t i = 0; i < sizeof q / sizeof q[0]; i++)
+    int n = 0;
+    for (int r = 0; r < 40; r++)
+        for (size_t i = 0; i < sizeof q / sizeof q[0]; i++, n++)
             sft_rec(c, q[i][0], q[i][1]);
+    return n;
 }
 
 /* --big: the ../shared/data corpora when present (PUYU_SHARED overrides the root):
@@ -665,7 +681,7 @@ static int st_corpus(demo *d) {
     wopen(&sft);
     wopen(&nd);
     corpus_ctx c = {raw.f, sft.f, nd.f, json_array(), json_array(), 0, 0, 0, 0, 0, NULL};
-    identity_recs(&c);
+    int n_ident = identity_recs(&c);
     for (int i = 0; g_fortunes_en[i]; i++) {
         char p[256];
         snprintf(p, sizeof p, "/usr/share/games/fortunes/%s", g_fortunes_en[i]);
@@ -697,7 +713,8 @@ static int st_corpus(demo *d) {
     rc |= wclose(&raw, p1);
     rc |= wclose(&sft, p2);
     rc |= wclose(&nd, p3);
-    /* split the SFT records: every 10th held out (after the identity block) */
+    /* split the SFT records: every 10th held out (after the identity block, which is all
+     * trained on) */
     size_t len;
     char *all = slurp(p2, &len);
     wfile tr, ev;
@@ -707,7 +724,7 @@ static int st_corpus(demo *d) {
     for (char *p = all; p && *p; k++) {
         char *nl = strchr(p, '\n');
         size_t n = nl ? (size_t)(nl - p + 1) : strlen(p);
-        bool held = k >= 40 && k % 10 == 3;
+        bool held = k >= n_ident && k % 10 == 3;
         fwrite(p, 1, n, held ? ev.f : tr.f);
         held ? nev++ : ntr++;
         p += n;
@@ -1054,14 +1071,17 @@ static int st_align(demo *d, const char *cmd, const char *sub, const char *outna
     arg(&b, "%s/corpus/pairs.jsonl", d->out);
     arg(&b, "--out");
     arg(&b, "%s/%s", d->out, outname);
+    /* a light touch: at 1e-4 for sft/2 steps DPO drove the pair loss to 0.08 and the English
+     * answers ran on past <|im_end|> ("the act of the act of ..."); the aligned model must
+     * keep the chat format that SFT taught */
     arg(&b, "--steps");
-    arg(&b, "%d", d->sft_steps / 2 + 1);
+    arg(&b, "%d", d->sft_steps / 4 + 1);
     arg(&b, "--batch");
     arg(&b, "%d", d->batch);
     arg(&b, "--seq"); /* a pair's sides are longer than an SFT row: room for both */
     arg(&b, "%d", 2 * d->seq);
     arg(&b, "--lr");
-    arg(&b, "1e-4");
+    arg(&b, "2e-5");
     arg(&b, "--skip-bad");
     char log[1200];
     snprintf(log, sizeof log, "%s/logs/%s.log", d->out, outname);
@@ -1139,6 +1159,14 @@ static int st_quant(demo *d) {
     return rc;
 }
 
+/* the model chat and serve talk to: the quantized GGUF when the quantize stage made it */
+static const char *final_model(demo *d) {
+    char *q = pathf(d, "quant/model.gguf");
+    snprintf(d->final, sizeof d->final, "%s", exists(q) ? q : d->model);
+    pu_free(q);
+    return d->final;
+}
+
 static const char *const g_chat_prompts[] = {"Who are you?", "What does \"ocean\" mean?",
                                              "续写这首诗：床前明月光，", "你是谁？", NULL};
 
@@ -1162,7 +1190,7 @@ static int st_chat(demo *d) {
         argb b = {0};
         arg(&b, "chat");
         arg(&b, "-m");
-        arg(&b, "%s", d->model);
+        arg(&b, "%s", final_model(d));
         arg(&b, "--temp");
         arg(&b, "0");
         arg(&b, "-n");
@@ -1193,6 +1221,172 @@ static int st_chat(demo *d) {
     pu_free(one);
     pu_free(in);
     pu_free(dir);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ serve */
+
+/* one HTTP/1.1 request to 127.0.0.1:PORT (Connection: close); the whole response in *resp */
+static int http_post(int port, const char *path, const char *body, char **resp) {
+    *resp = NULL;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return 1;
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct timeval tv = {120, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return 1;
+    }
+    char head[512];
+    int hn = snprintf(head, sizeof head,
+                      "POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+                      "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                      path, port, strlen(body));
+    if (write(fd, head, (size_t)hn) != hn ||
+        write(fd, body, strlen(body)) != (ssize_t)strlen(body)) {
+        close(fd);
+        return 1;
+    }
+    size_t cap = 1 << 14, len = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (len + 4096 + 1 > cap)
+            buf = realloc(buf, cap *= 2);
+        ssize_t r = read(fd, buf + len, 4096);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+    }
+    buf[len] = 0;
+    close(fd);
+    *resp = buf;
+    return len ? 0 : 1;
+}
+
+static const char *const g_serve_prompt = "Who are you?";
+
+/* `puyu serve` on the final model at a free loopback port (--port 0: the port comes from its
+ * "listening on" line), one chat request, the reply kept, the server stopped (SIGTERM) */
+static int st_serve(demo *d) {
+    char *dir = pathf(d, "serve"), *log = pathf(d, "logs/serve.log");
+    pu_mkdir_p(dir);
+    unlink(log);
+    argb b = {0};
+    arg(&b, "serve");
+    arg(&b, "-m");
+    arg(&b, "%s", final_model(d));
+    arg(&b, "--host");
+    arg(&b, "127.0.0.1");
+    arg(&b, "--port");
+    arg(&b, "0");
+    arg(&b, "--max-batch");
+    arg(&b, "1");
+    FILE *lf = fopen(log, "wb");
+    if (!lf) {
+        pu_free(dir);
+        pu_free(log);
+        return 1;
+    }
+    fprintf(lf, "$ puyu");
+    for (int i = 0; b.a[i]; i++)
+        fprintf(lf, " %s", b.a[i]);
+    fprintf(lf, "\n");
+    fclose(lf);
+    char *argv[100];
+    argv[0] = (char *)"puyu";
+    for (int i = 0; i <= b.n; i++)
+        argv[i + 1] = b.a[i];
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        pu_free(dir);
+        pu_free(log);
+        return 1;
+    }
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_APPEND), fi = open("/dev/null", O_RDONLY);
+        if (fd < 0 || fi < 0)
+            _exit(127);
+        dup2(fi, 0);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execv(d->self, argv);
+        _exit(127);
+    }
+    int port = 0, rc = 1, status = 0;
+    bool exited = false;
+    for (int tries = 0; tries < 1200 && !port; tries++) { /* up to 2 minutes */
+        char *t = slurp(log, NULL);
+        char *l = t ? strstr(t, "listening on http://127.0.0.1:") : NULL;
+        if (l)
+            port = atoi(l + strlen("listening on http://127.0.0.1:"));
+        pu_free(t);
+        if (port)
+            break;
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+            exited = true;
+            break;
+        }
+        usleep(100000);
+    }
+    char *resp = NULL;
+    if (port) {
+        json_t *rq = json_pack("{s[{ssss}]sisfsi}", "messages", "role", "user", "content",
+                               g_serve_prompt, "max_tokens", 48, "temperature", 0.0, "seed", 1);
+        char *body = json_dumps(rq, JSON_COMPACT);
+        json_decref(rq);
+        char *pq = pathf(d, "serve/request.json");
+        pu_file_write_atomic(pq, body, strlen(body));
+        pu_free(pq);
+        if (http_post(port, "/v1/chat/completions", body, &resp) == 0) {
+            char *js = strstr(resp, "\r\n\r\n");
+            json_t *j = js ? json_loads(js + 4, 0, NULL) : NULL;
+            json_t *c0 = json_array_get(json_object_get(j, "choices"), 0);
+            const char *content =
+                json_string_value(json_object_get(json_object_get(c0, "message"), "content"));
+            const char *fin = json_string_value(json_object_get(c0, "finish_reason"));
+            if (content) {
+                char *pr = pathf(d, "serve/response.json"), *pt = pathf(d, "serve/reply.txt");
+                pu_file_write_atomic(pr, js + 4, strlen(js + 4));
+                char txt[8192];
+                int n = snprintf(txt, sizeof txt,
+                                 "$ curl http://127.0.0.1:%d/v1/chat/completions -d '%s'\n> %s\n%s\n"
+                                 "(finish_reason: %s)\n",
+                                 port, body, g_serve_prompt, content, fin ? fin : "?");
+                pu_file_write_atomic(pt, txt, (size_t)(n < (int)sizeof txt ? n : (int)sizeof txt - 1));
+                fprintf(stderr, "  serve: port %d, \"%s\" -> \"%s\" (%s)\n", port, g_serve_prompt,
+                        content, fin ? fin : "?");
+                pu_free(pr);
+                pu_free(pt);
+                rc = 0;
+            } else
+                fprintf(stderr, "puyu demo: serve: unexpected reply: %.300s\n", resp);
+            json_decref(j);
+        } else
+            fprintf(stderr, "puyu demo: serve: no reply from port %d\n", port);
+        free(body);
+    } else
+        fprintf(stderr, "puyu demo: serve did not start (see %s)\n", log);
+    free(resp);
+    if (!exited) {
+        kill(pid, SIGTERM);
+        int w = 0;
+        for (; w < 100 && waitpid(pid, &status, WNOHANG) != pid; w++)
+            usleep(100000);
+        if (w == 100) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+        }
+    }
+    pu_free(dir);
+    pu_free(log);
     return rc;
 }
 
@@ -1374,10 +1568,19 @@ static int st_report(demo *d, const stage_rec *recs, int nrec) {
     char *tr = slurp(p_ch, NULL);
     html_esc(f, tr ? tr : "(no chat)");
     pu_free(tr);
+    fprintf(f, "</pre>\n<h2>One request to puyu serve</h2>\n<pre>");
+    char *p_sv = pathf(d, "serve/reply.txt");
+    char *sv = slurp(p_sv, NULL);
+    html_esc(f, sv ? sv : "(no serve stage)");
+    pu_free(sv);
+    pu_free(p_sv);
+    const char *fm = final_model(d);
     fprintf(f, "</pre>\n<h2>Talk to the model</h2>\n<pre>./puyu chat -m ");
-    html_esc(f, d->model);
+    html_esc(f, fm);
+    fprintf(f, " -p \"Who are you?\"\n./puyu chat -m ");
+    html_esc(f, fm);
     fprintf(f, "\n./puyu serve -m ");
-    html_esc(f, d->model);
+    html_esc(f, fm);
     fprintf(f, "   # then http://127.0.0.1:8000/</pre>\n</body></html>\n");
     char *p_rep = pathf(d, "report.html");
     int rc = wclose(&w, p_rep);
@@ -1418,6 +1621,7 @@ static const stage g_stages[] = {
     {"eval", "eval", NULL, st_eval, "eval/out/results.json", NULL, false, 0},
     {"quantize", "quantize", NULL, st_quant, "quant/model.gguf", NULL, true, 0},
     {"chat", "chat", NULL, st_chat, "chat/transcript.txt", NULL, false, 0},
+    {"serve", "serve", NULL, st_serve, "serve/response.json", NULL, false, 0},
 };
 #define N_STAGES ((int)(sizeof g_stages / sizeof g_stages[0]))
 
@@ -1628,8 +1832,10 @@ int pu_cmd_demo(int argc, char **argv) {
             failed ? "stopped at a failed stage" : "finished", now_s() - t_all, out);
     if (failed)
         return 1;
-    printf("Talk to the model:\n  ./puyu chat -m %s\n  ./puyu serve -m %s   # web chat at "
-           "http://127.0.0.1:8000/\n  ./puyu generate -m %s -p \"床前明月光，\" -n 32\n",
-           d.model, d.model, d.model);
+    const char *fm = final_model(&d);
+    printf("Talk to the model:\n  ./puyu chat -m %s -p \"Who are you?\"\n  ./puyu chat -m %s\n"
+           "  ./puyu serve -m %s   # web chat at http://127.0.0.1:8000/\n"
+           "  ./puyu generate -m %s -p \"床前明月光，\" -n 32\n",
+           fm, fm, fm, fm);
     return 0;
 }

@@ -135,7 +135,10 @@ int pu_cmd_generate(int argc, char **argv) {
     int n_lora = 0;
     bool print_ids = false, ignore_eos = false, no_bos = false, raw = false;
     const pu_opt opts[] = {
-        {"model", 'm', PU_OPT_STRING, &model, "MODEL", "model directory, .gguf or llama2.c .bin", 0, 0},
+        {"model", 'm', PU_OPT_STRING, &model, "MODEL",
+         "model directory, .gguf or llama2.c .bin (default: $PUYU_MODEL, else the embedded "
+         "models/default.gguf)",
+         0, 0},
         {"tokenizer", 't', PU_OPT_STRING, &tok_path, "TOK",
          "tokenizer (default: the model's own, e.g. DIR/tokenizer.model)", 0, 0},
         {"prompt", 'p', PU_OPT_STRING, &prompt, "TEXT", "prompt text (needs a tokenizer)", 0, 0},
@@ -161,7 +164,7 @@ int pu_cmd_generate(int argc, char **argv) {
         PU_OPT_END,
     };
     const pu_cmd_spec spec = {
-        "puyu generate", "-m MODEL (-p TEXT | --ids \"...\") -n N [--temp T] [--top-k K] "
+        "puyu generate", "[-m MODEL] (-p TEXT | --ids \"...\") -n N [--temp T] [--top-k K] "
                          "[--top-p P] [--seed S] [--print-ids] [--lora DIR[,DIR2]] "
                          "[--lora-scale S] [--kv-type f32|f16|q8]",
         "Generate a continuation. Text streams to stdout as it is generated; speed goes to "
@@ -169,9 +172,10 @@ int pu_cmd_generate(int argc, char **argv) {
     int rc = pu_opts_parse(&spec, opts, argc, argv, NULL, NULL);
     if (rc)
         return rc == 1 ? 0 : 2;
+    model = pu_cli_default_model(model);
     if (!model || (!prompt && !ids_s) || (prompt && ids_s)) {
-        fprintf(stderr, "puyu generate: need -m MODEL and exactly one of -p TEXT / --ids "
-                        "(see --help)\n");
+        fprintf(stderr, "puyu generate: need -m MODEL (or $PUYU_MODEL, or models/default.gguf) "
+                        "and exactly one of -p TEXT / --ids (see --help)\n");
         return 2;
     }
     const char *me = "puyu generate";

@@ -83,7 +83,10 @@ int pu_cmd_serve(int argc, char **argv) {
     pu_opt_list lora_items = {0};
     double lora_scale = 1.0;
     const pu_opt opts[] = {
-        {"model", 'm', PU_OPT_STRING, &model, "MODEL", "model directory, .gguf or llama2.c .bin", 0,
+        {"model", 'm', PU_OPT_STRING, &model, "MODEL",
+         "model directory, .gguf or llama2.c .bin (default: $PUYU_MODEL, else the embedded "
+         "models/default.gguf)",
+         0,
          0},
         {"tokenizer", 't', PU_OPT_STRING, &tok_path, "TOK",
          "tokenizer (default: the model's own, e.g. DIR/tokenizer.model)", 0, 0},
@@ -136,7 +139,7 @@ int pu_cmd_serve(int argc, char **argv) {
     };
     const pu_cmd_spec spec = {
         "puyu serve",
-        "-m MODEL [-t TOKENIZER] [--host 127.0.0.1] [--port 8000] [--api-key KEY] "
+        "[-m MODEL] [-t TOKENIZER] [--host 127.0.0.1] [--port 8000] [--api-key KEY] "
         "[--max-batch N] [--ctx N | --ctx-per-slot N] [--max-queue N] [--threads N] "
         "[--lora NAME=DIR ...] [--lora-scale S] [--kv-type f32|f16|q8]",
         "Serve the model over an OpenAI-compatible HTTP API: GET /health, GET /metrics\n"
@@ -147,8 +150,10 @@ int pu_cmd_serve(int argc, char **argv) {
     int rc = pu_opts_parse(&spec, opts, argc, argv, NULL, NULL);
     if (rc)
         return rc == 1 ? 0 : 2;
+    model = pu_cli_default_model(model);
     if (!model) {
-        fprintf(stderr, "puyu serve: need -m MODEL (see --help)\n");
+        fprintf(stderr, "puyu serve: need -m MODEL (no $PUYU_MODEL, no models/default.gguf; see "
+                        "--help)\n");
         return 2;
     }
     sigset_t set;

@@ -26,5 +26,10 @@ void pu_cli_free_list(char **l, int n);
 
 /* --kv-type value (NULL = f32); PU_ERR_INVALID naming the option otherwise */
 pu_status pu_cli_kv_type(const char *s, pu_kv_type *out);
+/* The model a command uses when -m is optional: `model_arg` (-m) if given, else
+ * $PUYU_MODEL, else the embedded default model models/default.gguf beside the binary,
+ * in the repo root of a build/<mode>/ binary, or under the current directory; NULL when
+ * none exists. */
+const char *pu_cli_default_model(const char *model_arg);
 
 #endif

@@ -190,7 +190,7 @@ pu_status pu_model_write_gguf(const pu_model *m, const struct pu_tok *tok, const
         pu_log_warn("%s: dynamic NTK RoPE scaling has no GGUF key; written without scaling", path);
     uint64_t n_kv = 13 + (llama ? 1 : 0) +
                     (c->rope_scaling_type == PU_ROPE_SCALING_LINEAR ? 2 : 0) +
-                    (spm ? 9 + (c->pad_token_id >= 0) : 0);
+                    (spm ? 11 + (c->pad_token_id >= 0) : 0);
     w_bytes(&w, "GGUF", 4);
     w_u32(&w, 3);
     w_u64(&w, (uint64_t)n);
@@ -249,6 +249,14 @@ pu_status pu_model_write_gguf(const pu_model *m, const struct pu_tok *tok, const
             kv_u32(&w, "tokenizer.ggml.padding_token_id", (uint32_t)c->pad_token_id);
         kv_bool(&w, "tokenizer.ggml.add_bos_token", true);
         kv_bool(&w, "tokenizer.ggml.add_eos_token", false);
+        /* the normalizer flags of the source model (llama.cpp's converter writes
+         * add_space_prefix from normalizer_spec.add_dummy_prefix; both it and puyu
+         * assume true when the key is absent, so a vocabulary trained without the
+         * dummy prefix gained a leading U+2581 on every text) */
+        pu_tok_spm_flags fl;
+        pu_tok_get_spm_flags(tok, &fl);
+        kv_bool(&w, "tokenizer.ggml.add_space_prefix", fl.add_dummy_prefix);
+        kv_bool(&w, "tokenizer.ggml.remove_extra_whitespaces", fl.remove_extra_whitespaces);
     }
     for (int i = 0; i < n; i++) {
         const wt *e = &ts[i];

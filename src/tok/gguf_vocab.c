@@ -310,12 +310,14 @@ static pu_status gg_parse_kv(gg_rd *r, pu_tok_gguf_vocab *v, uint64_t n_kv, int6
             *dst = (int32_t)x;
         } else if (KEY_IS("tokenizer.ggml.add_bos_token") ||
                    KEY_IS("tokenizer.ggml.add_eos_token") ||
-                   KEY_IS("tokenizer.ggml.add_space_prefix")) {
+                   KEY_IS("tokenizer.ggml.add_space_prefix") ||
+                   KEY_IS("tokenizer.ggml.remove_extra_whitespaces")) {
             int64_t x;
             PU_TRY(gg_int(r, type, &x));
-            int *dst = KEY_IS("tokenizer.ggml.add_bos_token")   ? &v->add_bos
-                       : KEY_IS("tokenizer.ggml.add_eos_token") ? &v->add_eos
-                                                                : &v->add_space_prefix;
+            int *dst = KEY_IS("tokenizer.ggml.add_bos_token")      ? &v->add_bos
+                       : KEY_IS("tokenizer.ggml.add_eos_token")    ? &v->add_eos
+                       : KEY_IS("tokenizer.ggml.add_space_prefix") ? &v->add_space_prefix
+                                                                   : &v->remove_extra_ws;
             *dst = x != 0;
         } else {
             PU_TRY(gg_skip(r, type, 0));
@@ -330,7 +332,7 @@ pu_status pu_tok_gguf_vocab_parse(const void *buf, size_t len, const char *what,
                                   pu_tok_gguf_vocab *v) {
     memset(v, 0, sizeof(*v));
     v->bos = v->eos = v->unk = v->pad = v->sep = -1;
-    v->add_bos = v->add_eos = v->add_space_prefix = -1;
+    v->add_bos = v->add_eos = v->add_space_prefix = v->remove_extra_ws = -1;
     gg_rd r = {.p = buf, .end = (const uint8_t *)buf + len, .base = buf, .what = what};
     if (len < 24 || memcmp(buf, "GGUF", 4) != 0)
         return pu_err_set(PU_ERR_FORMAT, "%s: expected GGUF magic and a 24-byte header", what);

@@ -637,6 +637,19 @@ static void spm_describe(const pu_tok *t, pu_str *out) {
 
 static const pu_tok_backend spm_backend = {spm_encode, spm_decode, spm_destroy};
 
+bool pu_tok_get_spm_flags(const pu_tok *t, pu_tok_spm_flags *out) {
+    memset(out, 0, sizeof *out);
+    if (!t || t->type != PU_TOK_SPM || t->be != &spm_backend || !t->impl)
+        return false;
+    const pu_tok_spm_cfg *c = &((const spm_impl *)t->impl)->cfg;
+    out->add_dummy_prefix = c->add_dummy_prefix;
+    out->remove_extra_whitespaces = c->remove_extra_whitespaces;
+    out->escape_whitespaces = c->escape_whitespaces;
+    out->treat_whitespace_as_suffix = c->treat_whitespace_as_suffix;
+    out->byte_fallback = c->byte_fallback;
+    return true;
+}
+
 typedef struct {
     uint32_t len;
     int32_t id;
@@ -1234,7 +1247,10 @@ pu_status pu_tok_load_spm_gguf_(const char *path, const pu_tok_gguf_vocab *v, pu
         *dst[q] = (want[q] >= 0 && want[q] < v->n_tokens) ? want[q] : -1;
     if (t->unk >= 0 && t->attrs[t->unk] != PU_TOK_ATTR_UNKNOWN)
         t->unk = -1;
+    /* absent keys: llama.cpp's defaults for an SPM vocabulary (space prefix on, no
+     * whitespace merging) */
     pu_tok_spm_cfg cfg = {.add_dummy_prefix = v->add_space_prefix != 0,
+                          .remove_extra_whitespaces = v->remove_extra_ws == 1,
                           .escape_whitespaces = true,
                           .byte_fallback = has_bytes,
                           .model_type = 2};

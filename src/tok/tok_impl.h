@@ -114,6 +114,7 @@ typedef struct pu_tok_gguf_vocab {
     uint32_t *merge_lens;
     int32_t bos, eos, unk, pad, sep;        /* -1 when absent */
     int add_bos, add_eos, add_space_prefix; /* -1 when absent, else 0/1 */
+    int remove_extra_ws;                    /* tokenizer.ggml.remove_extra_whitespaces */
 } pu_tok_gguf_vocab;
 
 /* Read the tokenizer.* keys of a GGUF file (v2/v3). */
