@@ -341,8 +341,9 @@ static void check_model(pu_dtype t, double wbound, const pu_model *f32, pu_pool 
     PT_OK(pu_batch_ws_create(q, 32, &ws));
     if (ws) {
         int32_t blocks0[2] = {0, 1}, blocks1[2] = {2, 3};
-        pu_batch_seq seqs[2] = {{.blocks = blocks0, .ids = ids, .pos0 = 0, .n = n, .want_logits = true},
-                                {.blocks = blocks1, .ids = ids, .pos0 = 0, .n = 5, .want_logits = true}};
+        pu_batch_seq seqs[2] = {
+            {.blocks = blocks0, .ids = ids, .pos0 = 0, .n = n, .want_logits = true},
+            {.blocks = blocks1, .ids = ids, .pos0 = 0, .n = 5, .want_logits = true}};
         float *bl = pu_malloc((size_t)(2 * V) * sizeof(float));
         PT_OK(pu_model_forward_batch(q, pool, pu_kernels_get(), &kv, ws, seqs, 2, bl));
         double eb = 0;
@@ -470,7 +471,9 @@ PT_SUITE(quant) {
         for (int i = 0; i < N_QT; i++) {
             check_kernels(k_qt[i], 1, 19, 512);
             check_kernels(k_qt[i], 6, 21, 768);
-            check_kernels(k_qt[i], 5, 9, 2560); /* K sliced in prefill (QKC 2048) */
+            check_kernels(k_qt[i], 5, 9, 2560);  /* K sliced in prefill (QKC 2048) */
+            check_kernels(k_qt[i], 13, 37, 512); /* prefill panels of 8 rows + tails */
+            check_kernels(k_qt[i], 4, 16, 8192); /* panels over a long K (int16 sums) */
         }
     }
 
