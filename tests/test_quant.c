@@ -502,6 +502,53 @@ PT_SUITE(quant) {
         pu_pool_destroy(pool);
     }
 
+    if (PT_TEST("multi-part matmul equals one matmul per part, bit for bit")) {
+        pu_pool *pool = pu_pool_create(2);
+        pu_rng r;
+        pu_rng_seed(&r, 9);
+        enum { NP = 3 };
+        int64_t K = 512, Ns[NP] = {136, 40, 37};
+        pu_dtype ts[2][NP] = {{PU_DTYPE_Q8_0, PU_DTYPE_Q4_K, PU_DTYPE_Q6_K},
+                              {PU_DTYPE_Q4_0, PU_DTYPE_F32, PU_DTYPE_Q5_1}}; /* 2nd: fallback */
+        float *x = pu_malloc((size_t)(9 * K) * 4);
+        fill_normal(&r, x, 9 * K, 1.0f);
+        for (int v = 0; v < 2; v++) {
+            void *w[NP];
+            float *y1[NP], *y2[NP];
+            pu_mm_part parts[NP];
+            for (int p = 0; p < NP; p++) {
+                float *wf = pu_malloc((size_t)(Ns[p] * K) * 4);
+                fill_normal(&r, wf, Ns[p] * K, 0.1f);
+                int64_t rb = pu_dtype_nbytes(ts[v][p], K);
+                w[p] = pu_malloc((size_t)(Ns[p] * rb));
+                for (int64_t n = 0; n < Ns[p]; n++) {
+                    if (ts[v][p] == PU_DTYPE_F32)
+                        memcpy((uint8_t *)w[p] + n * rb, wf + n * K, (size_t)rb);
+                    else
+                        pu_quantize_row(ts[v][p], (uint8_t *)w[p] + n * rb, wf + n * K, K);
+                }
+                pu_free(wf);
+                y1[p] = pu_malloc((size_t)(9 * Ns[p]) * 4);
+                y2[p] = pu_malloc((size_t)(9 * Ns[p]) * 4);
+                parts[p] = (pu_mm_part){y2[p], w[p], ts[v][p], Ns[p]};
+            }
+            for (int64_t T = 1; T <= 9; T += 8)
+                for (int th = 0; th < 2; th++) {
+                    for (int p = 0; p < NP; p++)
+                        pu_op_matmul(NULL, pu_kernels_get(), y1[p], x, w[p], ts[v][p], T, Ns[p], K);
+                    pu_op_matmul_multi(th ? pool : NULL, pu_kernels_get(), x, T, K, parts, NP);
+                    for (int p = 0; p < NP; p++)
+                        PT_CHECK_MSG(memcmp(y1[p], y2[p], (size_t)(T * Ns[p]) * 4) == 0,
+                                     "part %d (%s) T=%lld threads=%d", p, pu_dtype_name(ts[v][p]),
+                                     (long long)T, th + 1);
+                }
+            for (int p = 0; p < NP; p++)
+                pu_free(w[p]), pu_free(y1[p]), pu_free(y2[p]);
+        }
+        pu_free(x);
+        pu_pool_destroy(pool);
+    }
+
     if (PT_TEST("quantized tiny model: logits")) {
         pu_config c;
         pu_config_defaults(&c);
