@@ -477,6 +477,18 @@ PT_SUITE(quant) {
         }
     }
 
+    if (PT_TEST("AVX512-VNNI prefill panels vs the scalar reference")) {
+        if (!pu_kernels_for(PU_SIMD_AVX512) || !pu_cpu_has("avx512_vnni")) {
+            pt_skip("this CPU lacks AVX-512 or AVX512-VNNI: the vpdpbusd panels are not checked");
+        } else { /* check_kernels covers the AVX-512 table, VNNI panels for T >= 4 */
+            static const pu_dtype vt[] = {PU_DTYPE_Q8_0, PU_DTYPE_Q4_0, PU_DTYPE_Q4_K};
+            for (int i = 0; i < 3; i++) {
+                check_kernels(vt[i], 13, 37, 512);
+                check_kernels(vt[i], 4, 16, 8192);
+            }
+        }
+    }
+
     if (PT_TEST("quantized matmul op: 1 vs 2 threads")) {
         pu_pool *pool = pu_pool_create(2);
         pu_rng r;

@@ -13,8 +13,10 @@
  * All ops compute in fp32; weights may be F32, BF16 or F16, or one of ggml's
  * block-quantized types, whose matmuls quantize the activations per block of
  * 32 to int8 and run exact int8·int8 block dots with fp32 scales (scalar
- * reference in quant.c, AVX2 in quant_avx2.c; the AVX-512 table uses the AVX2
- * quantized kernels — no AVX-512/VNNI/AMX quantized kernel exists yet).
+ * reference in quant.c, AVX2 in quant_avx2.c with 8-row prefill panels in
+ * quant_panel.h; the AVX-512 table runs those panels with vpdpbusd where the
+ * CPU has AVX512-VNNI (quant_vnni_avx512.c) and the AVX2 kernels otherwise —
+ * no AMX quantized kernel exists yet).
  *
  * Thread-safety: the tables are immutable after first use; pu_op_* may be
  * called from one thread per pool at a time.
