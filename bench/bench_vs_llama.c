@@ -23,7 +23,8 @@
  *
  *   build/release/bench_vs_llama [--llama-bin DIR] [--puyu PATH] [--dir DIR]
  *       [--types q8_0,q4_0,q4_k_m] [--threads 2] [--reps 3] [--pp 128,512] [--tg 32]
- *       [--layers 24] [--tokenizer TOK] [--no-llama]
+ *       [--layers 24] [--tokenizer TOK] [--no-warmup] [--no-llama]
+ *   --no-warmup: no warm-up run (puyu) and llama-bench --no-warmup, for a loaded machine
  *
  * llama.cpp from source (the bundle shipped in the npm package, see README):
  *   npm pack node-llama-cpp@3.22.1 && tar xzf node-llama-cpp-3.22.1.tgz \
@@ -108,6 +109,8 @@ static double decode_bytes(const pu_model *m, int64_t mean_pos) {
     return b;
 }
 
+static bool g_warmup = true;
+
 static result bench_puyu(const char *path, pu_pool *pool, const int64_t *pp, int npp, int64_t tg,
                          int reps) {
     result r;
@@ -135,7 +138,7 @@ static result bench_puyu(const char *path, pu_pool *pool, const int64_t *pp, int
     double v[64];
     for (int p = 0; p < npp; p++) {
         int n = 0;
-        for (int rep = -1; rep < reps && n < 64; rep++) {
+        for (int rep = g_warmup ? -1 : 0; rep < reps && n < 64; rep++) {
             pu_session_reset(s);
             double a = pu_time_now();
             if (pu_session_eval(s, ids, pp[p], logits, false) != PU_OK)
@@ -148,7 +151,7 @@ static result bench_puyu(const char *path, pu_pool *pool, const int64_t *pp, int
     }
     if (tg > 0) {
         int n = 0;
-        for (int rep = -1; rep < reps && n < 64; rep++) {
+        for (int rep = g_warmup ? -1 : 0; rep < reps && n < 64; rep++) {
             pu_session_reset(s);
             double a = pu_time_now();
             for (int64_t i = 0; i < tg; i++)
@@ -204,8 +207,9 @@ static bool bench_llama(const char *bin, const char *path, int threads, const in
     for (int i = 0; i < npp; i++)
         snprintf(pps + strlen(pps), sizeof pps - strlen(pps), "%s%lld", i ? "," : "",
                  (long long)pp[i]);
-    snprintf(cmd, sizeof cmd, "'%s/llama-bench' -m '%s' -t %d -p %s -n %lld -r %d -o csv 2>&1", bin,
-             path, threads, npp ? pps : "0", (long long)tg, reps);
+    snprintf(cmd, sizeof cmd, "'%s/llama-bench' -m '%s' -t %d -p %s -n %lld -r %d%s -o csv 2>&1",
+             bin, path, threads, npp ? pps : "0", (long long)tg, reps,
+             g_warmup ? "" : " --no-warmup");
     printf("  $ %s\n", cmd);
     fflush(stdout);
     FILE *f = popen(cmd, "r");
@@ -293,13 +297,15 @@ int main(int argc, char **argv) {
             layers = atoi(v), i++;
         else if (!strcmp(a, "--tg") && v)
             tg = atoll(v), i++;
+        else if (!strcmp(a, "--no-warmup"))
+            g_warmup = false;
         else if (!strcmp(a, "--no-llama"))
             no_llama = true;
         else {
             fprintf(stderr,
                     "usage: bench_vs_llama [--llama-bin DIR] [--puyu PATH] [--dir DIR] [--types "
                     "q8_0,q4_0,q4_k_m] [--threads N] [--reps R] [--pp 128,512] [--tg 32] "
-                    "[--layers 24] [--tokenizer TOK] [--no-llama]\n");
+                    "[--layers 24] [--tokenizer TOK] [--no-warmup] [--no-llama]\n");
             return 2;
         }
     }
