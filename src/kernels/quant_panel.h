@@ -20,7 +20,7 @@ void pu_vnni_panel_qmm(int kind, float *y, int64_t ldy, const pu_qact *x, const 
 
 /* ---------------------------------------------------------------- prefill panels */
 
-/* Prefill of Q4_0 / Q8_0 / Q4_K on 8 weight rows at a time ("panel"): the
+/* Prefill of Q4_0 / Q8_0 / Q4_K / Q6_K on 8 weight rows at a time ("panel"): the
  * rows' levels are unpacked once per call and interleaved by 4-element
  * groups, lv[b][g][4c + e] = level of row c, element 32b + 4g + e, so one
  * _mm256_maddubs_epi16 against 4 activation bytes broadcast to every lane
@@ -56,19 +56,32 @@ AI void tr8x8(__m256i r[8]) {
 }
 
 /* panel kinds */
-enum { PK_Q4_0, PK_Q8_0, PK_Q4_K };
+enum { PK_Q4_0, PK_Q8_0, PK_Q4_K, PK_Q6_K };
 
 /* Pack 8 rows (row c at w + c*rb) of nb 32-element blocks: lv (nb*256
  * bytes, 32-aligned), per block dw[8] (d, or for Q4_K d*sc), and for Q4_K
- * mw[8] = dmin*m of each row's sub-block. Q4_K: block b is sub-block b%8 of
- * super-block b/8. */
+ * mw[8] = dmin*m of each row's sub-block. Q4_K / Q6_K: block b is group b%8
+ * of super-block b/8. Q6_K: signed levels q - 32, dw = d, and mw (64 bytes
+ * per block) holds two int16 vectors, the int8 scales of the block's halves,
+ * each row's repeated in its two 16-bit lanes (for madd). */
 static void panel_pack(int kind, const uint8_t *w, int64_t rb, int64_t nb, uint8_t *lv, float *dw,
                        float *mw) {
     __m256i r[8];
+    _Alignas(32) int8_t q6[PNC][QK_K];
     for (int64_t b = 0; b < nb; b++) {
         for (int c = 0; c < PNC; c++) {
             const uint8_t *row = w + (size_t)c * (size_t)rb;
-            if (kind == PK_Q4_0) {
+            if (kind == PK_Q6_K) {
+                const blk_q6_k *bl = (const blk_q6_k *)row + b / 8;
+                int j = (int)(b % 8);
+                if (j == 0)
+                    pu_q_unpack_q6_k(bl, q6[c]);
+                r[c] = _mm256_load_si256((const __m256i *)(q6[c] + 32 * j));
+                dw[8 * b + c] = h2f(bl->d);
+                int16_t *sv = (int16_t *)(mw + 16 * b);
+                sv[2 * c] = sv[2 * c + 1] = bl->scales[2 * j];
+                sv[16 + 2 * c] = sv[16 + 2 * c + 1] = bl->scales[2 * j + 1];
+            } else if (kind == PK_Q4_0) {
                 const blk_q4_0 *bl = (const blk_q4_0 *)row + b;
                 r[c] = nib32(bl->qs);
                 dw[8 * b + c] = h2f(bl->d);
@@ -85,7 +98,7 @@ static void panel_pack(int kind, const uint8_t *w, int64_t rb, int64_t nb, uint8
                 r[c] = _mm256_and_si256(raw, _mm256_set1_epi8(0x0F));
                 pu_q_scale_min_k4(j, bl->scales, &sc, &m);
                 dw[8 * b + c] = h2f(bl->d) * (float)sc;
-                mw[8 * b + c] = h2f(bl->dmin) * (float)m;
+                mw[16 * b + c] = h2f(bl->dmin) * (float)m;
             }
         }
         tr8x8(r);
@@ -111,12 +124,27 @@ AI void panel_mk(int kind, const uint8_t *lv, const float *dw, const float *mw, 
         acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *L = lv + 256 * b;
-        __m256i is[PNT];
+        __m256i is[PNT], h16[PNT];
         for (int t = 0; t < PNT; t++)
-            is[t] = _mm256_setzero_si256();
+            is[t] = h16[t] = _mm256_setzero_si256();
         for (int g = 0; g < 8; g++) {
             __m256i wv = _mm256_load_si256((const __m256i *)(L + 32 * g));
-            if (kind == PK_Q8_0) {
+            if (kind == PK_Q6_K) {
+                /* |q - 32| <= 32: 4 groups of 16-bit sums fit (4 * 2 * 32 * 127),
+                 * then the half's scales through the madd */
+                __m256i aw = _mm256_sign_epi8(wv, wv);
+                for (int t = 0; t < NT; t++) {
+                    __m256i x = _mm256_sign_epi8(bcast4(qa + t * ld + 32 * b + 4 * g), wv);
+                    h16[t] = _mm256_add_epi16(h16[t], _mm256_maddubs_epi16(aw, x));
+                }
+                if ((g & 3) == 3) {
+                    __m256i sv = _mm256_load_si256((const __m256i *)(mw + 16 * b + 8 * (g / 4)));
+                    for (int t = 0; t < NT; t++) {
+                        is[t] = _mm256_add_epi32(is[t], _mm256_madd_epi16(h16[t], sv));
+                        h16[t] = _mm256_setzero_si256();
+                    }
+                }
+            } else if (kind == PK_Q8_0) {
                 __m256i aw = _mm256_sign_epi8(wv, wv);
                 for (int t = 0; t < NT; t++) {
                     __m256i x = _mm256_sign_epi8(bcast4(qa + t * ld + 32 * b + 4 * g), wv);
@@ -139,13 +167,15 @@ AI void panel_mk(int kind, const uint8_t *lv, const float *dw, const float *mw, 
         }
         __m256 dv = _mm256_load_ps(dw + 8 * b);
         for (int t = 0; t < NT; t++) {
-            __m256i s32 = kind == PK_Q8_0 || PANEL_VNNI ? is[t] : _mm256_madd_epi16(is[t], ones);
+            __m256i s32 = kind == PK_Q8_0 || kind == PK_Q6_K || PANEL_VNNI
+                              ? is[t]
+                              : _mm256_madd_epi16(is[t], ones);
             if (kind == PK_Q4_0) /* sum (q - 8) a = sum q a - 8 s_a */
                 s32 = _mm256_sub_epi32(s32, _mm256_set1_epi32(8 * (int)sa[t * ldb + b]));
             __m256 a = _mm256_broadcast_ss(da + t * ldb + b);
             acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dv, a), _mm256_cvtepi32_ps(s32), acc[t]);
             if (kind == PK_Q4_K) /* - dmin m_j d_a s_a */
-                acc[t] = _mm256_fnmadd_ps(_mm256_load_ps(mw + 8 * b),
+                acc[t] = _mm256_fnmadd_ps(_mm256_load_ps(mw + 16 * b),
                                           _mm256_set1_ps(da[t * ldb + b] * (float)sa[t * ldb + b]),
                                           acc[t]);
         }
@@ -168,6 +198,7 @@ AI void panel_mk(int kind, const uint8_t *lv, const float *dw, const float *mw, 
 PANEL_MK(PK_Q4_0)
 PANEL_MK(PK_Q8_0)
 PANEL_MK(PK_Q4_K)
+PANEL_MK(PK_Q6_K)
 
 typedef void (*panel_mk_fn)(const uint8_t *, const float *, const float *, int64_t, const int8_t *,
                             const float *, const int16_t *, int64_t, int, float *, int64_t);
@@ -180,9 +211,10 @@ PANEL_API void PANEL_QMM(int kind, float *y, int64_t ldy, const pu_qact *x, cons
     int64_t nb = K / QK;
     panel_mk_fn mk = kind == PK_Q4_0   ? panel_mk_PK_Q4_0
                      : kind == PK_Q8_0 ? panel_mk_PK_Q8_0
-                                       : panel_mk_PK_Q4_K;
+                     : kind == PK_Q4_K ? panel_mk_PK_Q4_K
+                                       : panel_mk_PK_Q6_K;
     size_t lvb = (size_t)nb * 256, fb = (size_t)nb * 8 * sizeof(float);
-    uint8_t *buf = pu_malloc_aligned(lvb + 2 * fb + 64, 64);
+    uint8_t *buf = pu_malloc_aligned(lvb + 3 * fb + 64, 64);
     uint8_t *lv = buf;
     float *dw = (float *)(buf + lvb), *mw = (float *)(buf + lvb + fb);
     _Alignas(32) float o[PNT][PNC];
@@ -207,6 +239,7 @@ PU_UNUSED static int panel_kind(pu_dtype t) {
     return t == PU_DTYPE_Q4_0   ? PK_Q4_0
            : t == PU_DTYPE_Q8_0 ? PK_Q8_0
            : t == PU_DTYPE_Q4_K ? PK_Q4_K
+           : t == PU_DTYPE_Q6_K ? PK_Q6_K
                                 : -1;
 }
 
