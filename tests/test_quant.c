@@ -471,9 +471,10 @@ PT_SUITE(quant) {
         for (int i = 0; i < N_QT; i++) {
             check_kernels(k_qt[i], 1, 19, 512);
             check_kernels(k_qt[i], 6, 21, 768);
-            check_kernels(k_qt[i], 5, 9, 2560);  /* K sliced in prefill (QKC 2048) */
-            check_kernels(k_qt[i], 13, 37, 512); /* prefill panels of 8 rows + tails */
-            check_kernels(k_qt[i], 4, 16, 8192); /* panels over a long K (int16 sums) */
+            check_kernels(k_qt[i], 5, 9, 2560);   /* K sliced in prefill (QKC 2048) */
+            check_kernels(k_qt[i], 13, 37, 512);  /* prefill panels of 8 rows + tails */
+            check_kernels(k_qt[i], 4, 16, 8192);  /* panels over a long K (int16 sums) */
+            check_kernels(k_qt[i], 42, 16, 8192); /* activation rows in 2 blocks (32 + 10) */
         }
     }
 

@@ -218,15 +218,23 @@ PANEL_API void PANEL_QMM(int kind, float *y, int64_t ldy, const pu_qact *x, cons
     uint8_t *lv = buf;
     float *dw = (float *)(buf + lvb), *mw = (float *)(buf + lvb + fb);
     _Alignas(32) float o[PNT][PNC];
-    for (int64_t p = 0; p < np; p++) {
-        int64_t n = n0 + p * PNC;
-        panel_pack(kind, (const uint8_t *)w + n * rb, rb, nb, lv, dw, mw);
-        for (int64_t t0 = 0; t0 < T; t0 += PNT) {
-            int nt = T - t0 < PNT ? (int)(T - t0) : PNT;
-            mk(lv, dw, mw, nb, x->qs + t0 * K, x->d + t0 * nb, x->s + t0 * nb, K, nt, &o[0][0],
-               PNC);
-            for (int t = 0; t < nt; t++)
-                memcpy(&y[(t0 + t) * ldy + n], o[t], PNC * sizeof(float));
+    /* activation rows in blocks of about 256 KiB of levels (L2): a panel is
+     * packed again per block (a few % of the block's work) rather than the
+     * rows streaming from L3 for every panel */
+    int64_t tb = (int64_t)262144 / K / PNT * PNT;
+    tb = tb < 8 * PNT ? 8 * PNT : tb;
+    for (int64_t tb0 = 0; tb0 < T; tb0 += tb) {
+        int64_t tb1 = tb0 + tb < T ? tb0 + tb : T;
+        for (int64_t p = 0; p < np; p++) {
+            int64_t n = n0 + p * PNC;
+            panel_pack(kind, (const uint8_t *)w + n * rb, rb, nb, lv, dw, mw);
+            for (int64_t t0 = tb0; t0 < tb1; t0 += PNT) {
+                int nt = tb1 - t0 < PNT ? (int)(tb1 - t0) : PNT;
+                mk(lv, dw, mw, nb, x->qs + t0 * K, x->d + t0 * nb, x->s + t0 * nb, K, nt, &o[0][0],
+                   PNC);
+                for (int t = 0; t < nt; t++)
+                    memcpy(&y[(t0 + t) * ldy + n], o[t], PNC * sizeof(float));
+            }
         }
     }
     pu_free_aligned(buf);
