@@ -5,9 +5,9 @@
  * accumulate, 256-bit, AVX512-VL) instead of maddubs + madd; decode and the
  * other types, or a CPU without VNNI, use the AVX2 kernels. The integer block
  * sums are the same as the scalar reference's (tested against it where the
- * CPU has VNNI; the test says so and skips where it does not).
+ * CPU has VNNI; the test says so and skips where it does not). Compiled with
+ * the AVX-512 flags plus -mavx512vnni (Makefile).
  */
-#pragma GCC target("avx512vnni")
 #include <immintrin.h>
 #include <stdatomic.h>
 
