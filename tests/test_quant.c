@@ -474,7 +474,7 @@ PT_SUITE(quant) {
             check_kernels(k_qt[i], 5, 9, 2560);   /* K sliced in prefill (QKC 2048) */
             check_kernels(k_qt[i], 13, 37, 512);  /* prefill panels of 8 rows + tails */
             check_kernels(k_qt[i], 4, 16, 8192);  /* panels over a long K (int16 sums) */
-            check_kernels(k_qt[i], 42, 16, 8192); /* activation rows in 2 blocks (32 + 10) */
+            check_kernels(k_qt[i], 130, 8, 8192); /* activation rows in 2 blocks (128 + 2) */
         }
     }
 

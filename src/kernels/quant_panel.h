@@ -218,11 +218,12 @@ PANEL_API void PANEL_QMM(int kind, float *y, int64_t ldy, const pu_qact *x, cons
     uint8_t *lv = buf;
     float *dw = (float *)(buf + lvb), *mw = (float *)(buf + lvb + fb);
     _Alignas(32) float o[PNT][PNC];
-    /* activation rows in blocks of about 256 KiB of levels (L2): a panel is
-     * packed again per block (a few % of the block's work) rather than the
-     * rows streaming from L3 for every panel */
-    int64_t tb = (int64_t)262144 / K / PNT * PNT;
-    tb = tb < 8 * PNT ? 8 * PNT : tb;
+    /* activation rows in blocks of about 256 KiB of levels (L2), at least
+     * 128 rows: a panel is packed again per block (a few % of the block's
+     * work) rather than the rows streaming from L3 for every panel. Q6_K's
+     * scalar unpacking costs more than that: one block. */
+    int64_t tb = kind == PK_Q6_K ? T : (int64_t)262144 / K / PNT * PNT;
+    tb = tb < 32 * PNT ? 32 * PNT : tb;
     for (int64_t tb0 = 0; tb0 < T; tb0 += tb) {
         int64_t tb1 = tb0 + tb < T ? tb0 + tb : T;
         for (int64_t p = 0; p < np; p++) {
