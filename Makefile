@@ -212,6 +212,11 @@ $(FUZZ_B)/%.o: %.cc
 FUZZ_BINS := $(FUZZ_SRC:fuzz/%.c=$(FUZZ_B)/%)
 FUZZ_TIME ?= 600
 
+# the quantized kernels of the AVX-512 table also use vpdpbusd (dispatched
+# only where the CPU has AVX512-VNNI)
+$(B)/src/kernels/quant_vnni_avx512.o $(FUZZ_B)/src/kernels/quant_vnni_avx512.o: \
+	AVX512_FLAGS += -mavx512vnni
+
 $(FUZZ_B)/%_avx2.o: %_avx2.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(AVX2_FLAGS) -c $< -o $@

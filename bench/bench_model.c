@@ -21,11 +21,14 @@
  *                             [--quick]
  *   LIST: comma-separated dtypes, e.g. q8_0,q4_0,q4_k; quant = all eight block types.
  *
- * llama.cpp on the same shapes (not built here when its source is absent):
- *   cmake -B /tmp/lcpp/build -S LLAMA_CPP_SRC -DGGML_NATIVE=ON -DLLAMA_CURL=OFF
- *   cmake --build /tmp/lcpp/build -j2 --target llama-bench llama-quantize
+ * llama.cpp side by side on the same GGUF files: bench_vs_llama.c (it also
+ * says how to obtain and build llama.cpp from the npm package's source bundle):
+ *   npm pack node-llama-cpp@3.22.1 && tar xzf node-llama-cpp-3.22.1.tgz \
+ *       package/llama/gitRelease.bundle && git clone package/llama/gitRelease.bundle llama.cpp
+ *   cmake -B llama.cpp/build -S llama.cpp -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+ *       -DLLAMA_CURL=OFF && cmake --build llama.cpp/build -j2 --target llama-bench llama-quantize
  *   puyu quantize -m MODEL --type q8_0 --out m-q8_0.gguf
- *   /tmp/lcpp/build/bin/llama-bench -m m-q8_0.gguf -t 2 -p 128,512 -n 32
+ *   llama.cpp/build/bin/llama-bench -m m-q8_0.gguf -t 2 -p 128,512 -n 32
  */
 #include <stdio.h>
 #include <stdlib.h>

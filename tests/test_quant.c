@@ -341,8 +341,9 @@ static void check_model(pu_dtype t, double wbound, const pu_model *f32, pu_pool 
     PT_OK(pu_batch_ws_create(q, 32, &ws));
     if (ws) {
         int32_t blocks0[2] = {0, 1}, blocks1[2] = {2, 3};
-        pu_batch_seq seqs[2] = {{.blocks = blocks0, .ids = ids, .pos0 = 0, .n = n, .want_logits = true},
-                                {.blocks = blocks1, .ids = ids, .pos0 = 0, .n = 5, .want_logits = true}};
+        pu_batch_seq seqs[2] = {
+            {.blocks = blocks0, .ids = ids, .pos0 = 0, .n = n, .want_logits = true},
+            {.blocks = blocks1, .ids = ids, .pos0 = 0, .n = 5, .want_logits = true}};
         float *bl = pu_malloc((size_t)(2 * V) * sizeof(float));
         PT_OK(pu_model_forward_batch(q, pool, pu_kernels_get(), &kv, ws, seqs, 2, bl));
         double eb = 0;
@@ -470,7 +471,22 @@ PT_SUITE(quant) {
         for (int i = 0; i < N_QT; i++) {
             check_kernels(k_qt[i], 1, 19, 512);
             check_kernels(k_qt[i], 6, 21, 768);
-            check_kernels(k_qt[i], 5, 9, 2560); /* K sliced in prefill (QKC 2048) */
+            check_kernels(k_qt[i], 5, 9, 2560);   /* K sliced in prefill (QKC 2048) */
+            check_kernels(k_qt[i], 13, 37, 512);  /* prefill panels of 8 rows + tails */
+            check_kernels(k_qt[i], 4, 16, 8192);  /* panels over a long K (int16 sums) */
+            check_kernels(k_qt[i], 130, 8, 8192); /* activation rows in 2 blocks (128 + 2) */
+        }
+    }
+
+    if (PT_TEST("AVX512-VNNI prefill panels vs the scalar reference")) {
+        if (!pu_kernels_for(PU_SIMD_AVX512) || !pu_cpu_has("avx512_vnni")) {
+            pt_skip("this CPU lacks AVX-512 or AVX512-VNNI: the vpdpbusd panels are not checked");
+        } else { /* check_kernels covers the AVX-512 table, VNNI panels for T >= 4 */
+            static const pu_dtype vt[] = {PU_DTYPE_Q8_0, PU_DTYPE_Q4_0, PU_DTYPE_Q4_K};
+            for (int i = 0; i < 3; i++) {
+                check_kernels(vt[i], 13, 37, 512);
+                check_kernels(vt[i], 4, 16, 8192);
+            }
         }
     }
 
@@ -496,6 +512,53 @@ PT_SUITE(quant) {
             }
         }
         pu_free(wf), pu_free(x), pu_free(y1), pu_free(y2), pu_free(w);
+        pu_pool_destroy(pool);
+    }
+
+    if (PT_TEST("multi-part matmul equals one matmul per part, bit for bit")) {
+        pu_pool *pool = pu_pool_create(2);
+        pu_rng r;
+        pu_rng_seed(&r, 9);
+        enum { NP = 3 };
+        int64_t K = 512, Ns[NP] = {136, 40, 37};
+        pu_dtype ts[2][NP] = {{PU_DTYPE_Q8_0, PU_DTYPE_Q4_K, PU_DTYPE_Q6_K},
+                              {PU_DTYPE_Q4_0, PU_DTYPE_F32, PU_DTYPE_Q5_1}}; /* 2nd: fallback */
+        float *x = pu_malloc((size_t)(9 * K) * 4);
+        fill_normal(&r, x, 9 * K, 1.0f);
+        for (int v = 0; v < 2; v++) {
+            void *w[NP];
+            float *y1[NP], *y2[NP];
+            pu_mm_part parts[NP];
+            for (int p = 0; p < NP; p++) {
+                float *wf = pu_malloc((size_t)(Ns[p] * K) * 4);
+                fill_normal(&r, wf, Ns[p] * K, 0.1f);
+                int64_t rb = pu_dtype_nbytes(ts[v][p], K);
+                w[p] = pu_malloc((size_t)(Ns[p] * rb));
+                for (int64_t n = 0; n < Ns[p]; n++) {
+                    if (ts[v][p] == PU_DTYPE_F32)
+                        memcpy((uint8_t *)w[p] + n * rb, wf + n * K, (size_t)rb);
+                    else
+                        pu_quantize_row(ts[v][p], (uint8_t *)w[p] + n * rb, wf + n * K, K);
+                }
+                pu_free(wf);
+                y1[p] = pu_malloc((size_t)(9 * Ns[p]) * 4);
+                y2[p] = pu_malloc((size_t)(9 * Ns[p]) * 4);
+                parts[p] = (pu_mm_part){y2[p], w[p], ts[v][p], Ns[p]};
+            }
+            for (int64_t T = 1; T <= 9; T += 8)
+                for (int th = 0; th < 2; th++) {
+                    for (int p = 0; p < NP; p++)
+                        pu_op_matmul(NULL, pu_kernels_get(), y1[p], x, w[p], ts[v][p], T, Ns[p], K);
+                    pu_op_matmul_multi(th ? pool : NULL, pu_kernels_get(), x, T, K, parts, NP);
+                    for (int p = 0; p < NP; p++)
+                        PT_CHECK_MSG(memcmp(y1[p], y2[p], (size_t)(T * Ns[p]) * 4) == 0,
+                                     "part %d (%s) T=%lld threads=%d", p, pu_dtype_name(ts[v][p]),
+                                     (long long)T, th + 1);
+                }
+            for (int p = 0; p < NP; p++)
+                pu_free(w[p]), pu_free(y1[p]), pu_free(y2[p]);
+        }
+        pu_free(x);
         pu_pool_destroy(pool);
     }
 

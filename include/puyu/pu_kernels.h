@@ -13,8 +13,10 @@
  * All ops compute in fp32; weights may be F32, BF16 or F16, or one of ggml's
  * block-quantized types, whose matmuls quantize the activations per block of
  * 32 to int8 and run exact int8·int8 block dots with fp32 scales (scalar
- * reference in quant.c, AVX2 in quant_avx2.c; the AVX-512 table uses the AVX2
- * quantized kernels — no AVX-512/VNNI/AMX quantized kernel exists yet).
+ * reference in quant.c, AVX2 in quant_avx2.c with 8-row prefill panels in
+ * quant_panel.h; the AVX-512 table runs those panels with vpdpbusd where the
+ * CPU has AVX512-VNNI (quant_vnni_avx512.c) and the AVX2 kernels otherwise —
+ * no AMX quantized kernel exists yet).
  *
  * Thread-safety: the tables are immutable after first use; pu_op_* may be
  * called from one thread per pool at a time.
@@ -99,8 +101,8 @@ typedef struct pu_kernels {
     /* y = x * rsqrt(mean(x^2) + eps) * w   (C) ; y may alias x */
     void (*rmsnorm)(float *y, const float *x, const float *w, int64_t C, float eps);
     float (*dot)(const float *a, const float *b, int64_t n);
-    void (*axpy)(float *y, float a, const float *x, int64_t n); /* y += a*x */
-    void (*scale)(float *y, float a, int64_t n);                /* y *= a */
+    void (*axpy)(float *y, float a, const float *x, int64_t n);       /* y += a*x */
+    void (*scale)(float *y, float a, int64_t n);                      /* y *= a */
     void (*add)(float *y, const float *a, const float *b, int64_t n); /* y = a+b (may alias) */
     /* out = silu(gate) * up   (n) ; out may alias gate or up */
     void (*swiglu)(float *out, const float *gate, const float *up, int64_t n);
@@ -125,6 +127,19 @@ const pu_kernels *pu_kernels_for(pu_simd level);
  * (and blocks T for cache reuse). Deterministic for any thread count. */
 void pu_op_matmul(pu_pool *pool, const pu_kernels *k, float *y, const float *x, const void *w,
                   pu_dtype wt, int64_t T, int64_t N, int64_t K);
+/* Several products of the same X (T, K): Y_i (T, N_i) = X · W_i^T (q, k, v
+ * or gate, up). With every W_i block-quantized, X is quantized once and one
+ * pool run hands out row chunks of all parts (one barrier instead of n);
+ * otherwise one pu_op_matmul per part. Results equal n pu_op_matmul calls
+ * bit for bit. */
+typedef struct pu_mm_part {
+    float *y;
+    const void *w;
+    pu_dtype dtype;
+    int64_t N;
+} pu_mm_part;
+void pu_op_matmul_multi(pu_pool *pool, const pu_kernels *k, const float *x, int64_t T, int64_t K,
+                        const pu_mm_part *parts, int n);
 
 /* Rotary embedding in place on x (T, nh, D) with per-token tables
  * cos/sin (T, D/2). interleaved=false: HF rotate-half (pairs i, i+D/2);

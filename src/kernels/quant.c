@@ -283,16 +283,22 @@ REFQ(q6_k, PU_DTYPE_Q6_K)
 
 /* ---------------------------------------------------------------- threaded op */
 
+#define QMM_MAXP 8
+
 typedef struct {
     const pu_kernels *k;
-    pu_dtype t;
-    float *y;
     const float *x;
-    const void *w;
-    int64_t T, N, K, nb;
+    int64_t T, K, nb;
     int8_t *qs;
     float *d;
     int16_t *s;
+    /* parts: rows [0, N[p]) of w[p] into y[p] (ld N[p]); chunk c of the
+     * pool run is chunk c - first[p] of the part p with first[p] <= c */
+    int np;
+    pu_dtype t[QMM_MAXP];
+    float *y[QMM_MAXP];
+    const void *w[QMM_MAXP];
+    int64_t N[QMM_MAXP], first[QMM_MAXP + 1];
     int64_t chunk;
     atomic_int_fast64_t next;
 } qmm_ctx;
@@ -311,13 +317,74 @@ static void qmm_worker(void *vctx, int ith, int nth) {
     pu_qact a = {c->qs, c->d, c->s};
     /* rows handed out dynamically in chunks (decode: long streams; prefill:
      * a chunk's weight rows are reused across all T activation rows) */
+    int p = 0;
     for (;;) {
         int64_t i = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed);
-        int64_t n0 = i * c->chunk, n1 = n0 + c->chunk < c->N ? n0 + c->chunk : c->N;
-        if (n0 >= c->N)
+        if (i >= c->first[c->np])
             break;
-        c->k->qmatmul[c->t](c->y, c->N, &a, c->w, c->T, n0, n1, c->K);
+        while (i >= c->first[p + 1])
+            p++;
+        int64_t n0 = (i - c->first[p]) * c->chunk;
+        int64_t n1 = n0 + c->chunk < c->N[p] ? n0 + c->chunk : c->N[p];
+        c->k->qmatmul[c->t[p]](c->y[p], c->N[p], &a, c->w[p], c->T, n0, n1, c->K);
     }
+}
+
+/* quantized parts sharing X (at most QMM_MAXP) */
+static void matmul_q_parts(pu_pool *pool, const pu_kernels *k, const float *x, int64_t T, int64_t K,
+                           const pu_mm_part *parts, int n) {
+    int64_t nb = K / QK, Nt = 0;
+    size_t bytes = (size_t)(T * K) + (size_t)(T * nb) * (sizeof(float) + sizeof(int16_t));
+    uint8_t *buf = pu_malloc_aligned(bytes + 64, 64);
+    qmm_ctx c = {.k = k, .x = x, .T = T, .K = K, .nb = nb, .np = n};
+    c.d = (float *)buf;
+    c.s = (int16_t *)(c.d + T * nb);
+    c.qs = (int8_t *)(c.s + T * nb);
+    for (int p = 0; p < n; p++) {
+        PU_ASSERT(K % pu_dtype_block(parts[p].dtype) == 0);
+        c.t[p] = parts[p].dtype, c.y[p] = parts[p].y, c.w[p] = parts[p].w, c.N[p] = parts[p].N;
+        Nt += parts[p].N;
+    }
+    atomic_init(&c.next, 0);
+    bool par = pool && pu_pool_size(pool) > 1;
+    if (par && T >= 8)
+        pu_pool_run(pool, qact_worker, &c);
+    else
+        qact_worker(&c, 0, 1);
+    bool one = !par || (double)T * (double)Nt * (double)K < 32768.0 || Nt <= 16;
+    if (one) {
+        c.chunk = 0;
+        for (int p = 0; p < n; p++)
+            if (c.N[p] > c.chunk)
+                c.chunk = c.N[p];
+    } else {
+        int nth = pu_pool_size(pool);
+        /* decode: 2 chunks per thread (as the float matmul); prefill: 8 */
+        int64_t per = T == 1 ? 2 : 8;
+        int64_t ch = Nt / (per * (int64_t)nth);
+        c.chunk = ch < 16 ? 16 : ch / 16 * 16;
+    }
+    c.first[0] = 0;
+    for (int p = 0; p < n; p++)
+        c.first[p + 1] = c.first[p] + (c.N[p] + c.chunk - 1) / c.chunk;
+    if (one)
+        qmm_worker(&c, 0, 1);
+    else
+        pu_pool_run(pool, qmm_worker, &c);
+    pu_free_aligned(buf);
+}
+
+void pu_op_matmul_multi(pu_pool *pool, const pu_kernels *k, const float *x, int64_t T, int64_t K,
+                        const pu_mm_part *parts, int n) {
+    bool allq = n <= QMM_MAXP && T > 0;
+    for (int p = 0; p < n && allq; p++)
+        allq = pu_dtype_is_quant(parts[p].dtype) && parts[p].N > 0;
+    if (!allq) {
+        for (int p = 0; p < n; p++)
+            pu_op_matmul(pool, k, parts[p].y, x, parts[p].w, parts[p].dtype, T, parts[p].N, K);
+        return;
+    }
+    matmul_q_parts(pool, k, x, T, K, parts, n);
 }
 
 /* called by pu_op_matmul for quantized weights */
@@ -325,30 +392,6 @@ void pu_op_matmul_q_(pu_pool *pool, const pu_kernels *k, float *y, const float *
                      pu_dtype t, int64_t T, int64_t N, int64_t K);
 void pu_op_matmul_q_(pu_pool *pool, const pu_kernels *k, float *y, const float *x, const void *w,
                      pu_dtype t, int64_t T, int64_t N, int64_t K) {
-    PU_ASSERT(K % pu_dtype_block(t) == 0);
-    int64_t nb = K / QK;
-    size_t bytes = (size_t)(T * K) + (size_t)(T * nb) * (sizeof(float) + sizeof(int16_t));
-    uint8_t *buf = pu_malloc_aligned(bytes + 64, 64);
-    qmm_ctx c = {.k = k, .t = t, .y = y, .x = x, .w = w, .T = T, .N = N, .K = K, .nb = nb};
-    c.d = (float *)buf;
-    c.s = (int16_t *)(c.d + T * nb);
-    c.qs = (int8_t *)(c.s + T * nb);
-    atomic_init(&c.next, 0);
-    bool par = pool && pu_pool_size(pool) > 1;
-    if (par && T >= 8)
-        pu_pool_run(pool, qact_worker, &c);
-    else
-        qact_worker(&c, 0, 1);
-    if (!par || (double)T * (double)N * (double)K < 32768.0 || N <= 16) {
-        c.chunk = N;
-        qmm_worker(&c, 0, 1);
-    } else {
-        int nth = pu_pool_size(pool);
-        /* decode: 2 chunks per thread (as the float matmul); prefill: 8 */
-        int64_t per = T == 1 ? 2 : 8;
-        int64_t ch = N / (per * (int64_t)nth);
-        c.chunk = ch < 16 ? 16 : ch / 16 * 16;
-        pu_pool_run(pool, qmm_worker, &c);
-    }
-    pu_free_aligned(buf);
+    pu_mm_part p = {y, w, t, N};
+    matmul_q_parts(pool, k, x, T, K, &p, 1);
 }

@@ -349,6 +349,9 @@ AI void rows_q6_k(ROWS_ARGS) {
         out[t] = hsum(NT == 1 ? _mm256_add_ps(acc[0], acc[1]) : acc[t]);
 }
 
+#define PANEL_VNNI 0
+#include "kernels/quant_panel.h"
+
 /* ---------------------------------------------------------------- matmuls */
 
 /* Prefill: K is cut in slices of QKC elements so the slice of all T
@@ -369,7 +372,7 @@ AI void rows_q6_k(ROWS_ARGS) {
             }                                                                               \
         }                                                                                   \
     }                                                                                       \
-    void pu_avx2_qmm_##name(PU_QMM_ARGS) {                                                  \
+    static void qmm_rows_##name(PU_QMM_ARGS) {                                              \
         int64_t rb = pu_dtype_nbytes(DT, K), nb = K / QK;                                   \
         int64_t kc = T > MAXNT && K > QKC ? QKC : K;                                        \
         float o[MAXNT];                                                                     \
@@ -389,6 +392,16 @@ AI void rows_q6_k(ROWS_ARGS) {
                 }                                                                           \
             }                                                                               \
         }                                                                                   \
+    }                                                                                       \
+    void pu_avx2_qmm_##name(PU_QMM_ARGS) {                                                  \
+        int kind = panel_kind(DT);                                                          \
+        if (kind >= 0 && T >= PANEL_MIN_T && n1 - n0 >= PNC) {                              \
+            int64_t np = (n1 - n0) / PNC;                                                   \
+            panel_qmm(kind, y, ldy, x, w, T, n0, np, K, pu_dtype_nbytes(DT, K));            \
+            n0 += np * PNC;                                                                 \
+        }                                                                                   \
+        if (n0 < n1)                                                                        \
+            qmm_rows_##name(y, ldy, x, w, T, n0, n1, K);                                    \
     }                                                                                       \
     void pu_avx2_mmq_##name(PU_MM_ARGS) {                                                   \
         pu_quant_matmul_via_(&pu_kernels_avx2_table, DT, y, ldy, x, ldx, w, T, n0, n1, K);  \

@@ -179,6 +179,11 @@ PU_QUANT_DECL(pu_ref_qmm, PU_QMM_ARGS);
 PU_QUANT_DECL(pu_ref_deq, PU_TOF32_ARGS);
 PU_QUANT_DECL(pu_avx2_mmq, PU_MM_ARGS);
 PU_QUANT_DECL(pu_avx2_qmm, PU_QMM_ARGS);
+/* AVX-512 table: VNNI prefill panels where the CPU has them (quant_vnni_avx512.c) */
+void pu_avx512_qmm_q8_0(PU_QMM_ARGS);
+void pu_avx512_qmm_q4_0(PU_QMM_ARGS);
+void pu_avx512_qmm_q4_k(PU_QMM_ARGS);
+bool pu_avx512_has_vnni(void);
 void pu_avx2_quantize_act(int8_t *qs, float *d, int16_t *s, const float *x, int64_t K);
 
 #endif

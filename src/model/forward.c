@@ -57,17 +57,17 @@ struct pu_session {
     float *vsz;     /* Q8: the same for values */
     double cur_base; /* RoPE base of the last eval call */
     /* scratch for up to PU_CHUNK tokens */
-    float *x;    /* (T, C) residual stream */
-    float *xb;   /* (T, C) */
-    float *qkv;  /* (T, (H+2Hkv) D) */
-    float *q;    /* (T, H D) */
-    float *kk;   /* (T, Hkv D) */
-    float *vv;   /* (T, Hkv D) */
-    float *att;  /* (T, H D) */
-    float *h1;   /* (T, F) */
-    float *h3;   /* (T, F) */
-    float *cos;  /* (T, D/2) */
-    float *sin;  /* (T, D/2) */
+    float *x;        /* (T, C) residual stream */
+    float *xb;       /* (T, C) */
+    float *qkv;      /* (T, (H+2Hkv) D) */
+    float *q;        /* (T, H D) */
+    float *kk;       /* (T, Hkv D) */
+    float *vv;       /* (T, Hkv D) */
+    float *att;      /* (T, H D) */
+    float *h1;       /* (T, F) */
+    float *h3;       /* (T, F) */
+    float *cos;      /* (T, D/2) */
+    float *sin;      /* (T, D/2) */
     float *inv_freq; /* (D/2) */
     /* unmerged LoRA adapters (pu_session_set_adapters) + their scratch */
     pu_lora_use *lora;
@@ -90,8 +90,8 @@ static double rope_base_for(const pu_config *c, int64_t L) {
     double base = c->rope_theta;
     if (c->rope_scaling_type == PU_ROPE_SCALING_DYNAMIC && L > c->max_position_embeddings) {
         double f = c->rope_scaling_factor, D = (double)c->head_dim;
-        base = base * pow(f * (double)L / (double)c->max_position_embeddings - (f - 1.0),
-                          D / (D - 2.0));
+        base = base *
+               pow(f * (double)L / (double)c->max_position_embeddings - (f - 1.0), D / (D - 2.0));
     }
     return base;
 }
@@ -111,8 +111,8 @@ static void make_inv_freq(float *inv_freq, double base, int64_t D) {
 static void make_rope_tables(const pu_config *c, const float *inv_freq, int64_t p0, int64_t n,
                              float *cs, float *sn) {
     int64_t half = c->head_dim / 2;
-    float lin = c->rope_scaling_type == PU_ROPE_SCALING_LINEAR ? (float)c->rope_scaling_factor
-                                                              : 1.0f;
+    float lin =
+        c->rope_scaling_type == PU_ROPE_SCALING_LINEAR ? (float)c->rope_scaling_factor : 1.0f;
     for (int64_t t = 0; t < n; t++) {
         float pos = (float)(p0 + t);
         if (c->rope_scaling_type == PU_ROPE_SCALING_LINEAR)
@@ -251,8 +251,8 @@ int64_t pu_session_pos(const pu_session *s) {
 
 pu_status pu_session_truncate(pu_session *s, int64_t pos) {
     if (pos < 0 || pos > s->pos)
-        return pu_err_set(PU_ERR_RANGE, "truncate: position %lld outside [0, %lld]",
-                          (long long)pos, (long long)s->pos);
+        return pu_err_set(PU_ERR_RANGE, "truncate: position %lld outside [0, %lld]", (long long)pos,
+                          (long long)s->pos);
     s->pos = pos;
     return PU_OK;
 }
@@ -362,6 +362,19 @@ static void mm(pu_pool *pool, const pu_kernels *k, float *y, const float *x, con
                  w->shape[0], w->shape[1]);
 }
 
+/* products of one input with 2 or 3 matrices (q/k/v, gate/up): quantized
+ * weights share one activation quantization and one pool run */
+static void mm_multi(pu_pool *pool, const pu_kernels *k, const float *x, int64_t T, int n,
+                     float *const *y, const pu_tensor *const *w) {
+    pu_mm_part parts[3];
+    int64_t work = 0;
+    for (int i = 0; i < n; i++) {
+        parts[i] = (pu_mm_part){y[i], w[i]->data, w[i]->dtype, w[i]->shape[0]};
+        work += T * w[i]->shape[0] * w[i]->shape[1];
+    }
+    pu_op_matmul_multi(par(pool, work), k, x, T, w[0]->shape[1], parts, n);
+}
+
 /* Split the fused grouped qkv activation (T, Hkv*(G+2)*D) into q (T, H*D),
  * k (T, Hkv*D), v (T, Hkv*D). Group g holds query heads g*G..g*G+G-1, then
  * key head g, then value head g (spec A.4). */
@@ -383,8 +396,8 @@ static void split_qkv(const float *qkv, float *q, float *k, float *v, int64_t T,
 static void s_lora(pu_session *s, int64_t layer, pu_lora_target t, const float *x, int64_t T,
                    float *y) {
     if (s->n_lora)
-        pu_lora_add_(s->pool, s->k, s->lora, s->n_lora, layer, t, x, T, y, s->lora_u,
-                     s->lora_cap_u, s->lora_z, s->lora_cap_z);
+        pu_lora_add_(s->pool, s->k, s->lora, s->n_lora, layer, t, x, T, y, s->lora_u, s->lora_cap_u,
+                     s->lora_z, s->lora_cap_z);
 }
 
 /* One pass over T <= PU_CHUNK tokens at positions s->pos .. s->pos+T-1.
@@ -419,9 +432,8 @@ static void forward_chunk(pu_session *s, const int32_t *ids, int64_t T) {
             s_lora(s, l, PU_LORA_WQKV, s->xb, T, s->qkv);
             split_qkv(s->qkv, s->q, kdst, vdst, T, H, Hkv, D);
         } else {
-            mm(s->pool, s->k, s->q, s->xb, &lw->wq, T);
-            mm(s->pool, s->k, kdst, s->xb, &lw->wk, T);
-            mm(s->pool, s->k, vdst, s->xb, &lw->wv, T);
+            mm_multi(s->pool, s->k, s->xb, T, 3, (float *const[]){s->q, kdst, vdst},
+                     (const pu_tensor *const[]){&lw->wq, &lw->wk, &lw->wv});
             if (s->n_lora)
                 pu_lora_add_qkv_split_(s->pool, s->k, s->lora, s->n_lora, l, c, s->xb, T, s->q,
                                        kdst, vdst, s->lora_u, s->lora_cap_u, s->lora_z,
@@ -451,9 +463,9 @@ static void forward_chunk(pu_session *s, const int32_t *ids, int64_t T) {
         pu_op_rmsnorm(par(s->pool, T * C * 8), k, s->xb, s->x, lw->ffn_norm.data, T, C, eps);
         if (s->act_hook)
             s->act_hook(s->act_ud, l, PU_ACT_FFN, s->xb, T, C);
-        mm(s->pool, s->k, s->h1, s->xb, &lw->w1, T);
+        mm_multi(s->pool, s->k, s->xb, T, 2, (float *const[]){s->h1, s->h3},
+                 (const pu_tensor *const[]){&lw->w1, &lw->w3});
         s_lora(s, l, PU_LORA_W1, s->xb, T, s->h1);
-        mm(s->pool, s->k, s->h3, s->xb, &lw->w3, T);
         s_lora(s, l, PU_LORA_W3, s->xb, T, s->h3);
         pu_op_swiglu(par(s->pool, T * c->intermediate_size * 8), k, s->h1, s->h1, s->h3,
                      T * c->intermediate_size);
@@ -599,15 +611,15 @@ void pu_kv_pages_deinit(pu_kv_pages *kv) {
 }
 
 struct pu_batch_ws {
-    int64_t cap; /* max rows */
+    int64_t cap;                                       /* max rows */
     float *x, *xb, *qkv, *q, *kk, *vv, *att, *h1, *h3; /* as in pu_session */
-    float *cos, *sin;                                   /* (cap, D/2) per row */
-    int32_t *row_seq;                                   /* (cap) seq index of each row */
-    int64_t *row_pos;                                   /* (cap) position of each row */
-    int32_t *ids;                                       /* (cap) */
-    float *lrows;                                       /* (cap, C) rows needing logits */
-    float *inv_freq;                                    /* (D/2) */
-    float *lora_u, *lora_z; /* LoRA scratch, grown on first use */
+    float *cos, *sin;                                  /* (cap, D/2) per row */
+    int32_t *row_seq;                                  /* (cap) seq index of each row */
+    int64_t *row_pos;                                  /* (cap) position of each row */
+    int32_t *ids;                                      /* (cap) */
+    float *lrows;                                      /* (cap, C) rows needing logits */
+    float *inv_freq;                                   /* (D/2) */
+    float *lora_u, *lora_z;                            /* LoRA scratch, grown on first use */
     int64_t lora_cap_u, lora_cap_z;
     const pu_config *c;
 };
@@ -648,8 +660,8 @@ pu_status pu_batch_ws_create(const pu_model *m, int64_t max_tokens, pu_batch_ws 
 void pu_batch_ws_destroy(pu_batch_ws *w) {
     if (!w)
         return;
-    float *bufs[] = {w->x,  w->xb,  w->qkv, w->q,     w->kk,    w->vv, w->att,
-                     w->h1, w->h3,  w->cos, w->sin,   w->lrows, w->inv_freq};
+    float *bufs[] = {w->x,  w->xb, w->qkv, w->q,   w->kk,    w->vv,      w->att,
+                     w->h1, w->h3, w->cos, w->sin, w->lrows, w->inv_freq};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         pu_free_aligned(bufs[i]);
     pu_free(w->row_seq);
@@ -831,9 +843,8 @@ pu_status pu_model_forward_batch(const pu_model *m, pu_pool *pool, const pu_kern
                 b_lora(pool, k, ws, seqs, n_seqs, l, PU_LORA_WQKV, ws->xb, C, ws->qkv, QKV);
             split_qkv(ws->qkv, ws->q, ws->kk, ws->vv, T, H, Hkv, D);
         } else {
-            mm(pool, k, ws->q, ws->xb, &lw->wq, T);
-            mm(pool, k, ws->kk, ws->xb, &lw->wk, T);
-            mm(pool, k, ws->vv, ws->xb, &lw->wv, T);
+            mm_multi(pool, k, ws->xb, T, 3, (float *const[]){ws->q, ws->kk, ws->vv},
+                     (const pu_tensor *const[]){&lw->wq, &lw->wk, &lw->wv});
             if (lo)
                 b_lora_split(pool, k, ws, seqs, n_seqs, l);
         }
@@ -859,8 +870,8 @@ pu_status pu_model_forward_batch(const pu_model *m, pu_pool *pool, const pu_kern
                                 kv->vsz ? kv->vsz + rg * 2 : NULL, ws->vv + t * kvdim + g * D, D);
             }
         }
-        paged_attn_ctx ac = {k, kv, seqs, ws->row_seq, ws->row_pos, ws->q, ws->att,
-                             T, H, Hkv, D, l};
+        paged_attn_ctx ac = {k,       kv, seqs, ws->row_seq, ws->row_pos, ws->q,
+                             ws->att, T,  H,    Hkv,         D,           l};
         int64_t attn_work = 0;
         for (int64_t t = 0; t < T; t++)
             attn_work += (ws->row_pos[t] + 1) * H * D;
@@ -870,8 +881,8 @@ pu_status pu_model_forward_batch(const pu_model *m, pu_pool *pool, const pu_kern
             b_lora(pool, k, ws, seqs, n_seqs, l, PU_LORA_WO, ws->att, H * D, ws->xb, C);
         k->add(ws->x, ws->x, ws->xb, T * C);
         pu_op_rmsnorm(par(pool, T * C * 8), k, ws->xb, ws->x, lw->ffn_norm.data, T, C, eps);
-        mm(pool, k, ws->h1, ws->xb, &lw->w1, T);
-        mm(pool, k, ws->h3, ws->xb, &lw->w3, T);
+        mm_multi(pool, k, ws->xb, T, 2, (float *const[]){ws->h1, ws->h3},
+                 (const pu_tensor *const[]){&lw->w1, &lw->w3});
         if (lo) {
             b_lora(pool, k, ws, seqs, n_seqs, l, PU_LORA_W1, ws->xb, C, ws->h1, F);
             b_lora(pool, k, ws, seqs, n_seqs, l, PU_LORA_W3, ws->xb, C, ws->h3, F);
