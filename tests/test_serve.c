@@ -1156,7 +1156,13 @@ PT_SUITE(serve_http) {
 
 /* ---------------------------------------------------------------- tools + disconnects */
 
+/* the scripted call's parameters {} follow this schema (city optional) */
 static const char *const k_tools =
+    "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"description\":"
+    "\"Get the weather\",\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":"
+    "{\"type\":\"string\"}}}}}]";
+/* ... and not this one (city required): the call is decoded under it */
+static const char *const k_tools_req =
     "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"description\":"
     "\"Get the weather\",\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":"
     "{\"type\":\"string\"}},\"required\":[\"city\"]}}}]";
@@ -1187,6 +1193,29 @@ PT_SUITE(serve_tools) {
                   "get_weather");
         PT_EQ_STR(json_string_value(json_object_get(json_object_get(tc, "function"), "arguments")),
                   "{}");
+        json_decref(j);
+        hresp_free(&r);
+        pu_free(b);
+    }
+    if (PT_TEST("tools: the call's arguments are decoded under the tool's schema")) {
+        /* the script's parameters {} lack the required city: the constraint
+         * after <|action_start|><|plugin|> makes that call impossible; the
+         * key is forced instead (the scripted model then runs to the limit) */
+        char *b = chat_body("What is the weather in Paris?", 64, false, k_tools_req);
+        PT_EQ_I64(http(port, "POST", "/v1/chat/completions", b, &r), 200);
+        json_t *j = jbody(&r);
+        json_t *c0 = json_array_get(json_object_get(j, "choices"), 0);
+        json_t *m = json_object_get(c0, "message");
+        json_t *tc = json_array_get(json_object_get(m, "tool_calls"), 0);
+        const char *args =
+            json_string_value(json_object_get(json_object_get(tc, "function"), "arguments"));
+        PT_CHECK_MSG(!args || strstr(args, "\"city\""), "a call without the required city: %s",
+                     args ? args : "");
+        const char *content = json_string_value(json_object_get(m, "content"));
+        const char *call = content ? strstr(content, "<|plugin|>{\"name\":\"get_weather\","
+                                                     "\"parameters\":{") : NULL;
+        PT_CHECK_MSG(args || (call && strstr(call, "\"city\"")),
+                     "the call is not a prefix under the schema: %s", r.body.p);
         json_decref(j);
         hresp_free(&r);
         pu_free(b);

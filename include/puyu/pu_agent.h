@@ -121,6 +121,11 @@ pu_status pu_agent_llm_local_constrain_calls(pu_agent_llm *llm);
  * an enum and the arguments any object. */
 pu_status pu_agent_llm_local_constrain_tools(pu_agent_llm *llm, const char *tools_json);
 
+/* That calls schema alone (also used by puyu serve for requests with tools):
+ * *out = NULL when no tool other than python is declared. */
+struct pu_json_schema;
+pu_status pu_agent_tools_call_schema(const char *tools_json, struct pu_json_schema **out);
+
 /* ------------------------------------------------------------------------ */
 /* the agent loop                                                           */
 

@@ -105,6 +105,13 @@ typedef struct pu_engine_request {
      * speculatively (the draft path is skipped, so output stays exact). */
     bool json_object;
     const struct pu_json_schema *json_schema;
+    /* Constrained tool calls: with json_after set (copied), the constraint of
+     * json_schema is off until the generated text ends with json_after
+     * (optionally followed by spaces / newlines), on for the JSON value that
+     * follows, and off again once it is complete — then only json_end_id
+     * (e.g. <|action_end|>) may follow; it can switch on again later. */
+    const char *json_after;
+    int32_t json_end_id;
     pu_engine_cb cb;
     void *ud;
     /* unmerged LoRA adapters for this request (pu_lora.h; borrowed, must

@@ -276,9 +276,8 @@ static json_t *call_schema(const char *name, json_t *params) {
                      "parameters", "additionalProperties", 0);
 }
 
-pu_status pu_agent_llm_local_constrain_tools(pu_agent_llm *llm, const char *tools_json) {
-    PU_TRY(pu_agent_llm_local_constrain_calls(llm));
-    local_llm *l = llm->ud;
+pu_status pu_agent_tools_call_schema(const char *tools_json, pu_json_schema **out) {
+    *out = NULL;
     json_t *tools = tools_json ? json_loads(tools_json, 0, NULL) : NULL;
     json_t *alts = json_array(), *names = json_array();
     size_t i;
@@ -320,6 +319,17 @@ pu_status pu_agent_llm_local_constrain_tools(pu_agent_llm *llm, const char *tool
     json_decref(alts);
     json_decref(names);
     json_decref(tools);
+    if (st)
+        return st;
+    *out = sc;
+    return PU_OK;
+}
+
+pu_status pu_agent_llm_local_constrain_tools(pu_agent_llm *llm, const char *tools_json) {
+    PU_TRY(pu_agent_llm_local_constrain_calls(llm));
+    local_llm *l = llm->ud;
+    pu_json_schema *sc = NULL;
+    pu_status st = pu_agent_tools_call_schema(tools_json, &sc);
     if (st)
         return st;
     int32_t ae = pu_tok_special_id(l->tok, "<|action_end|>");

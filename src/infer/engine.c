@@ -82,6 +82,8 @@ typedef struct req {
     int k_spec;                  /* adaptive draft length (0: not started: draft_k) */
     pu_json_constraint *jc;      /* structured output (NULL = off); tables shared */
     pu_json_schema *schema;      /* owned copy for jc */
+    char *jc_after;              /* lazy constraint: switched on after this text mark */
+    bool jc_on;                  /* lazy constraint currently on */
     struct req *next;
 } req;
 
@@ -301,6 +303,7 @@ static void req_free(req *r) {
     pu_session_destroy(r->dsess);
     pu_json_constraint_destroy(r->jc);
     pu_json_schema_destroy(r->schema);
+    pu_free(r->jc_after);
     pu_str_free(&r->text);
     pu_free(r->lora);
     pu_free(r->lora_scales);
@@ -557,8 +560,25 @@ static int64_t count(const req *r) {
 /* One scheduling step; returns false when there was nothing to do. */
 /* Append a chosen token to r: stop ids, stop strings, length limit, text
  * delivery. Returns true when r finished (it is freed then). */
+static bool text_ends_with_mark(const pu_str *t, const char *mark) {
+    size_t n = t->len, ml = strlen(mark);
+    while (n && (t->p[n - 1] == '\n' || t->p[n - 1] == ' '))
+        n--;
+    return n >= ml && !memcmp(t->p + n - ml, mark, ml);
+}
+
 static bool take_token(pu_engine *e, req *r, int32_t tok, float lp) {
-    if (r->jc) {
+    if (r->jc && r->jc_after) {
+        if (r->jc_on && pu_json_constraint_complete(r->jc)) {
+            r->jc_on = false; /* the value is complete: tok is the end id */
+            r->smp.mask_fn = NULL;
+        } else if (r->jc_on && pu_json_constraint_accept(r->jc, tok) != PU_OK) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "%s", pu_err_msg());
+            finish(e, r, PU_FINISH_ERROR, msg);
+            return true;
+        }
+    } else if (r->jc) {
         /* the value is complete: the mask allowed only end tokens */
         if (pu_json_constraint_complete(r->jc)) {
             finish(e, r, PU_FINISH_STOP, NULL);
@@ -588,6 +608,12 @@ static bool take_token(pu_engine *e, req *r, int32_t tok, float lp) {
     e->st.tokens_generated++;
     if (e->tok)
         pu_tok_stream_feed(&r->ts, tok, &r->text);
+    if (r->jc_after && !r->jc_on && text_ends_with_mark(&r->text, r->jc_after)) {
+        r->jc_on = true;
+        pu_json_constraint_reset(r->jc);
+        r->smp.mask_fn = pu_json_constraint_mask_hook;
+        r->smp.mask_ud = r->jc;
+    }
     /* at the length limit the stream's held-back bytes are final: flush them
      * first (that only appends, so the earliest stop string is the same) */
     bool at_len = r->n_generated >= r->max_tokens || r->n_tokens >= e->p.ctx;
@@ -1125,8 +1151,14 @@ pu_status pu_engine_submit(pu_engine *e, const pu_engine_request *rq, int64_t *i
         }
         r->schema = pu_json_schema_copy(rq->json_schema);
         r->jc = pu_json_constraint_clone(e->jc_proto, true, r->schema);
-        r->smp.mask_fn = pu_json_constraint_mask_hook;
-        r->smp.mask_ud = r->jc;
+        if (rq->json_after && *rq->json_after) {
+            r->jc_after = pu_strdup(rq->json_after);
+            if (rq->json_end_id >= 0)
+                pu_json_constraint_allow_end(r->jc, rq->json_end_id);
+        } else {
+            r->smp.mask_fn = pu_json_constraint_mask_hook;
+            r->smp.mask_ud = r->jc;
+        }
     }
     r->cb = rq->cb;
     r->ud = rq->ud;

@@ -53,6 +53,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 
+#include "puyu/pu_agent.h"
 #include "puyu/pu_chat.h"
 #include "puyu/pu_json_constraint.h"
 #include "puyu/pu_lora.h"
@@ -865,6 +866,23 @@ static bool parse_gen(pu_server *s, const json_t *root, bool chat, gen_req *g, a
         g->stop_id = s->action_end_id;
         g->er.stop_ids = &g->stop_id;
         g->er.n_stop_ids = 1;
+        /* the call after <|action_start|><|plugin|> is decoded under the
+         * declared tools' schema (name + parameters), unless response_format
+         * already constrains the whole reply */
+        if (!g->er.json_object && !g->er.json_schema &&
+            pu_tok_special_id(s->tok, "<|plugin|>") >= 0 &&
+            pu_tok_special_id(s->tok, "<|action_start|>") >= 0) {
+            char *tj = json_dumps(json_object_get(root, "tools"), JSON_COMPACT);
+            pu_status ts = pu_agent_tools_call_schema(tj, &g->schema);
+            free(tj);
+            if (ts != PU_OK)
+                return fail(e, 400, "tools", "invalid_value", "'tools': %s", pu_err_msg());
+            if (g->schema) {
+                g->er.json_schema = g->schema;
+                g->er.json_after = "<|action_start|><|plugin|>";
+                g->er.json_end_id = s->action_end_id;
+            }
+        }
     }
     return true;
 }
