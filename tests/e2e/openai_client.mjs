@@ -132,7 +132,7 @@ const tools = [{
     type: 'function',
     function: {
       name: 'get_weather', description: 'Get the current weather for a city',
-      parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] },
+      parameters: { type: 'object', properties: { city: { type: 'string' } } }, // the scripted call's {} follows it
     },
   }];
   const tmsgs = [{ role: 'user', content: 'What is the weather in Paris?' }];
