@@ -788,36 +788,6 @@ static pu_status load_ckpt(ppo_job *j, const char *name) {
     return s;
 }
 
-/* keep the metrics lines of steps <= upto */
-static pu_status truncate_metrics(const char *path, int64_t upto) {
-    if (!pu_file_exists(path))
-        return PU_OK;
-    char *data = NULL;
-    size_t len = 0;
-    PU_TRY(pu_file_read_all(path, &data, &len));
-    pu_str out = {0};
-    size_t pos = 0;
-    while (pos < len) {
-        size_t e = pos;
-        while (e < len && data[e] != '\n')
-            e++;
-        if (e < len) { /* complete lines only */
-            json_t *jl = json_loadb(data + pos, e - pos, 0, NULL);
-            json_t *st = jl ? json_object_get(jl, "step") : NULL;
-            if (st && json_is_integer(st) && json_integer_value(st) <= upto) {
-                pu_str_append(&out, data + pos, e - pos);
-                pu_str_puts(&out, "\n");
-            }
-            json_decref(jl);
-        }
-        pos = e + 1;
-    }
-    pu_status s = pu_file_write_atomic(path, out.p ? out.p : "", out.len);
-    pu_str_free(&out);
-    pu_free(data);
-    return s;
-}
-
 static pu_status find_resume(const char *out, char *ck, size_t cap) {
     ck[0] = 0;
     char *lp = pu_path_join(out, "latest");
@@ -1273,7 +1243,7 @@ pu_status pu_ppo_train_run(const pu_ppo_train_opts *o, pu_pool *pool) {
     char *mp = to->metrics_path ? pu_strdup(to->metrics_path)
                                 : pu_path_join(to->out_dir, "metrics.jsonl");
     if (s == PU_OK)
-        s = truncate_metrics(mp, j.step);
+        s = pu_train_truncate_metrics(mp, j.step);
     if (s == PU_OK) {
         j.metrics = fopen(mp, "a");
         if (!j.metrics)

@@ -389,8 +389,8 @@ static pu_status load_ckpt(run_state *r, const char *name) {
     return s;
 }
 
-/* keep only complete metrics lines with step <= upto */
-static pu_status truncate_metrics(const char *path, int64_t upto) {
+/* keep only complete metrics lines with step <= upto (train_impl.h) */
+pu_status pu_train_truncate_metrics(const char *path, int64_t upto) {
     if (!pu_file_exists(path))
         return PU_OK;
     char *data = NULL;
@@ -780,7 +780,7 @@ pu_status pu_train_loop(const pu_train_opts *o, const pu_train_job *job, pu_pool
         r.metrics_path = o->metrics_path ? pu_strdup(o->metrics_path)
                                          : pu_path_join(o->out_dir, "metrics.jsonl");
         if (ck[0] && r.rank == 0)
-            s = truncate_metrics(r.metrics_path, r.step);
+            s = pu_train_truncate_metrics(r.metrics_path, r.step);
         if (s == PU_OK && r.rank == 0) {
             r.metrics = fopen(r.metrics_path, ck[0] ? "a" : "w");
             if (!r.metrics)

@@ -283,6 +283,9 @@ int pu_train_list_ckpts(const char *out_dir, char ***names);
 void pu_train_free_ckpt_names(char **names, int n);
 
 /* shared file helpers of the loop */
+/* a resumed run's metrics JSONL: keep only its complete lines with step <= upto
+ * (atomic rewrite; no file: nothing to do) */
+pu_status pu_train_truncate_metrics(const char *path, int64_t upto);
 pu_status pu_train_copy_file(const char *src, const char *dst);
 void pu_train_rm_flat_dir(const char *dir);
 
