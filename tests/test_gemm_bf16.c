@@ -330,7 +330,19 @@ PT_SUITE(gemm_bf16) {
                            pu_bf16_level_name((pu_bf16_level)l));
                     continue;
                 }
-                PT_ALLCLOSE("prefill logits vs ref level", lg[l + 1], ref, T * 80, 1e-4, 1e-3);
+                double d2 = 0;
+                for (int i = 0; i < T * 80; i++)
+                    d2 += (double)(lg[l + 1][i] - ref[i]) * (lg[l + 1][i] - ref[i]);
+                printf("  prefill bf16 level %s vs ref level: relative L2 %.2e\n",
+                       pu_bf16_level_name((pu_bf16_level)l), sqrt(d2 / r2));
+                /* each product equals the reference within the fp32 bound
+                 * (tests above), but its different summation order flips the
+                 * bf16 rounding of a few activations of the next product,
+                 * and those flips spread through the layers: elementwise
+                 * closeness cannot hold; the level's distance from the
+                 * reference must stay well inside the path's own bf16
+                 * rounding error (measured here: 4.5e-4 vs 4.25e-3) */
+                PT_CHECK(sqrt(d2 / r2) < 0.25 * sqrt(e2 / r2));
             }
         }
         for (int l = -1; m && l < PU_BF16_NLEVELS; l++)

@@ -37,7 +37,12 @@ void pu_bf16_amx_begin(void) {
         cfg.colsb[t] = 64; /* 16 fp32 or 32 bf16 */
         cfg.rows[t] = 16;
     }
+    /* GCC 12's _tile_loadconfig is asm whose operand is 8 bytes wide: without
+     * the barrier the stores of colsb/rows are dead to it and dropped, and
+     * ldtilecfg faults (#GP) on the half-written configuration */
+    MEM_BARRIER();
     _tile_loadconfig(&cfg);
+    MEM_BARRIER();
 }
 
 AMX_TARGET
