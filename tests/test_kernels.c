@@ -430,6 +430,39 @@ PT_SUITE(kernels) {
         pu_pool_destroy(p2);
     }
 
+    if (PT_TEST("matmul: a row alone (decode) == the same row within a batch, bitwise")) {
+        /* the serving engine batches the decode rows of many sequences into
+         * one product: a sequence's output must not depend on its batch
+         * (K = 1100: three K blocks of PU_KERN_KC, the last one ragged) */
+        static const int64_t shapes[][3] = {{9, 203, 75}, {5, 37, 1100}, {14, 21, 16}};
+        for (pu_simd s = PU_SIMD_REF; s <= PU_SIMD_AVX512; s++) {
+            const pu_kernels *k = pu_kernels_for(s);
+            if (!k) {
+                printf("  %s: skipped (CPU lacks it)\n", s == PU_SIMD_AVX2 ? "avx2" : "avx512");
+                continue;
+            }
+            for (int d = 0; d < 3; d++)
+                for (int i = 0; i < 3; i++) {
+                    int64_t T = shapes[i][0], N = shapes[i][1], K = shapes[i][2];
+                    pu_rng r;
+                    pu_rng_seed(&r, 40 + (uint64_t)i);
+                    float *x = pu_malloc((size_t)(T * K) * 4), *wf = pu_malloc((size_t)(N * K) * 4);
+                    float *yb = pu_malloc((size_t)(T * N) * 4), *y1 = pu_malloc((size_t)N * 4);
+                    fill(&r, x, T * K, -1, 1);
+                    void *w = make_w(&r, dts[d], N * K, wf);
+                    k->matmul[dts[d]](yb, N, x, K, w, T, 0, N, K);
+                    for (int64_t t = 0; t < T; t++) {
+                        k->matmul[dts[d]](y1, N, x + t * K, K, w, 1, 0, N, K);
+                        PT_CHECK_MSG(memcmp(y1, yb + t * N, (size_t)N * 4) == 0,
+                                     "%s %s T=%lld N=%lld K=%lld: row %lld differs alone", k->name,
+                                     pu_dtype_name(dts[d]), (long long)T, (long long)N,
+                                     (long long)K, (long long)t);
+                    }
+                    pu_free(x), pu_free(wf), pu_free(yb), pu_free(y1), pu_free(w);
+                }
+        }
+    }
+
     if (PT_TEST("op rmsnorm and swiglu 1 vs 2 threads")) {
         pu_pool *p1 = pu_pool_create(1), *p2 = pu_pool_create(2);
         const pu_kernels *k = pu_kernels_get();

@@ -3,7 +3,8 @@
  * only reached through pu_kernels_for(PU_SIMD_AVX2) after a CPU check.
  *
  * Same structure as ops_avx512.c with 8-wide vectors and 16 registers:
- *  - T == 1: one row of W at a time (sequential stream), 4 accumulators;
+ *  - T == 1: 4 rows of W at a time through the tile for one X row (so a
+ *    row decoded alone equals the same row within a batch, bitwise);
  *  - T > 1: register tile MR=2 rows of X x NR=4 rows of W (8 accumulators),
  *    blocked over K (PU_KERN_KC) and T (PU_KERN_TB).
  * Tails (K % 8, n % 8) go through small zero-padded buffers so they use the
@@ -104,30 +105,6 @@ AI void store_n(float *y, __m128 s, int nr, int accum) {
     memcpy(y, b, (size_t)nr * 4);
 }
 
-/* ---------------------------------------------------------------- matvec */
-
-/* dot(x, row) with 4 accumulators; rows one at a time (sequential stream) */
-AI float gemv_row(int dt, const float *x, const void *w0, int64_t K) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    int64_t k = 0;
-    for (; k + 32 <= K; k += 32) {
-        a0 = _mm256_fmadd_ps(loadw(dt, w0, k), _mm256_loadu_ps(x + k), a0);
-        a1 = _mm256_fmadd_ps(loadw(dt, w0, k + 8), _mm256_loadu_ps(x + k + 8), a1);
-        a2 = _mm256_fmadd_ps(loadw(dt, w0, k + 16), _mm256_loadu_ps(x + k + 16), a2);
-        a3 = _mm256_fmadd_ps(loadw(dt, w0, k + 24), _mm256_loadu_ps(x + k + 24), a3);
-    }
-    for (; k + 8 <= K; k += 8)
-        a0 = _mm256_fmadd_ps(loadw(dt, w0, k), _mm256_loadu_ps(x + k), a0);
-    if (k < K)
-        a1 = _mm256_fmadd_ps(loadw_tail(dt, w0, k, K - k), loadf_tail(x + k, K - k), a1);
-    return hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-}
-
-AI void gemv(int dt, float *y, const float *x, const void *w, int64_t n0, int64_t n1, int64_t K) {
-    for (int64_t n = n0; n < n1; n++)
-        y[n] = gemv_row(dt, x, wrow(dt, w, n, K), K);
-}
-
 /* ---------------------------------------------------------------- tiles */
 
 #define MR_MAX 2
@@ -165,6 +142,27 @@ AI void tile(int dt, int MR, float *y, int64_t ldy, const float *x, int64_t ldx,
     }
     for (int i = 0; i < MR; i++)
         store_n(y + i * ldy, reduce4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]), nr, accum);
+}
+
+/* ---------------------------------------------------------------- matvec */
+
+/* Decode: 4 consecutive rows at a time through the tile for one activation
+ * row, one K block of PU_KERN_KC at a time (partial sums added into y per
+ * block, as the T > 1 path does): a row's result is bitwise the same whether
+ * it is decoded alone or within a batch, and for any n0/n1 split. */
+AI void gemv(int dt, float *y, const float *x, const void *w, int64_t n0, int64_t n1, int64_t K) {
+    size_t es = dt_size(dt);
+    for (int64_t n = n0; n < n1; n += 4) {
+        int nr = n1 - n < 4 ? (int)(n1 - n) : 4;
+        for (int64_t k0 = 0; k0 < K; k0 += PU_KERN_KC) {
+            int64_t kc = K - k0 < PU_KERN_KC ? K - k0 : PU_KERN_KC;
+            const void *rows[4];
+            for (int j = 0; j < 4; j++)
+                rows[j] = (const char *)w +
+                          ((size_t)(n + (j < nr ? j : 0)) * (size_t)K + (size_t)k0) * es;
+            tile(dt, 1, y + n, 0, x + k0, 0, rows, nr, kc, k0 > 0);
+        }
+    }
 }
 
 /* MR (<= 4) activation rows x 3 weight rows: 12 accumulators + 3 weights +
@@ -469,12 +467,10 @@ static void softmax(float *x, int64_t n) {
 const pu_kernels pu_kernels_avx2_table = {
     .level = PU_SIMD_AVX2,
     .name = "avx2",
-    .matmul = {matmul_f32, matmul_f16, matmul_bf16,
-                PU_QUANT_ENTRIES(matmul, pu_avx2_mmq)},
+    .matmul = {matmul_f32, matmul_f16, matmul_bf16, PU_QUANT_ENTRIES(matmul, pu_avx2_mmq)},
     .qmatmul = {PU_QUANT_ENTRIES(qmatmul, pu_avx2_qmm)},
     .quantize_act = pu_avx2_quantize_act,
-    .to_f32 = {pu_ref_to_f32_f32, to_f32_f16, to_f32_bf16,
-                PU_QUANT_ENTRIES(to_f32, pu_ref_deq)},
+    .to_f32 = {pu_ref_to_f32_f32, to_f32_f16, to_f32_bf16, PU_QUANT_ENTRIES(to_f32, pu_ref_deq)},
     .rmsnorm = rmsnorm,
     .dot = dot,
     .axpy = axpy,

@@ -6,7 +6,8 @@
  * Matmul works on W (N, K) row-major as stored (mmapped, not packed):
  *  - T == 1 (decode, memory bound): 4 rows at a time share each x load, one
  *    row from each quarter of the thread's range, so 4 sequential streams
- *    are in flight per core; one horizontal reduction per row.
+ *    are in flight per core; per row the tile's arithmetic for one X row, so
+ *    a row decoded alone equals the same row within a batch, bitwise.
  *  - T > 1 (prefill, compute bound): register tile of MR=6 rows of X x NR=4 rows
  *    of W (24 zmm accumulators, dot products along K; 10 loads per 24 FMAs).
  *    X is copied per T block (PU_KERN_TB rows) into contiguous KC-wide panels
@@ -79,69 +80,6 @@ AI float hsum(__m512 v) {
     return _mm_cvtss_f32(s4);
 }
 
-/* ---------------------------------------------------------------- matvec */
-
-/* y[j] = dot(x, row j) for 4 rows (rows j >= nr alias row 0; y gets nr values) */
-AI void gemv4(int dt, float *y, const float *x, const void *w0, const void *w1, const void *w2,
-              const void *w3, int nr, int64_t K) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-    int64_t k = 0;
-    for (; k + 32 <= K; k += 32) {
-        __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
-        a0 = _mm512_fmadd_ps(loadw(dt, w0, k), x0, a0);
-        a1 = _mm512_fmadd_ps(loadw(dt, w1, k), x0, a1);
-        a2 = _mm512_fmadd_ps(loadw(dt, w2, k), x0, a2);
-        a3 = _mm512_fmadd_ps(loadw(dt, w3, k), x0, a3);
-        b0 = _mm512_fmadd_ps(loadw(dt, w0, k + 16), x1, b0);
-        b1 = _mm512_fmadd_ps(loadw(dt, w1, k + 16), x1, b1);
-        b2 = _mm512_fmadd_ps(loadw(dt, w2, k + 16), x1, b2);
-        b3 = _mm512_fmadd_ps(loadw(dt, w3, k + 16), x1, b3);
-    }
-    if (k + 16 <= K) {
-        __m512 x0 = _mm512_loadu_ps(x + k);
-        a0 = _mm512_fmadd_ps(loadw(dt, w0, k), x0, a0);
-        a1 = _mm512_fmadd_ps(loadw(dt, w1, k), x0, a1);
-        a2 = _mm512_fmadd_ps(loadw(dt, w2, k), x0, a2);
-        a3 = _mm512_fmadd_ps(loadw(dt, w3, k), x0, a3);
-        k += 16;
-    }
-    if (k < K) {
-        __mmask16 m = tail_mask(K - k);
-        __m512 x1 = _mm512_maskz_loadu_ps(m, x + k);
-        b0 = _mm512_fmadd_ps(loadw_mask(dt, w0, k, m), x1, b0);
-        b1 = _mm512_fmadd_ps(loadw_mask(dt, w1, k, m), x1, b1);
-        b2 = _mm512_fmadd_ps(loadw_mask(dt, w2, k, m), x1, b2);
-        b3 = _mm512_fmadd_ps(loadw_mask(dt, w3, k, m), x1, b3);
-    }
-    __m128 s = reduce4(_mm512_add_ps(a0, b0), _mm512_add_ps(a1, b1), _mm512_add_ps(a2, b2),
-                       _mm512_add_ps(a3, b3));
-    _mm_mask_storeu_ps(y, (__mmask8)((1u << nr) - 1u), s);
-}
-
-/* Decode reads its rows [n0, n1) as 4 concurrent streams: the range is cut
- * in 4 quarters and gemv4 takes one row from each, so 4 sequential streams
- * are in flight per core (a single stream per core leaves read bandwidth
- * unused here; the bench's 4-stream read shows the headroom). Each row has
- * its own accumulators, so its arithmetic does not depend on which rows share
- * its group: results are the same for any n0/n1 split. */
-AI void gemv(int dt, float *y, const float *x, const void *w, int64_t n0, int64_t n1, int64_t K) {
-    int64_t q = (n1 - n0 + 3) / 4;
-    for (int64_t i = 0; i < q; i++) {
-        int64_t r[4];
-        int nr = 0;
-        for (int j = 0; j < 4; j++)
-            if (n0 + j * q + i < n1)
-                r[nr++] = n0 + j * q + i;
-        float out[4];
-        const void *r0 = wrow(dt, w, r[0], K);
-        gemv4(dt, out, x, r0, nr > 1 ? wrow(dt, w, r[1], K) : r0,
-              nr > 2 ? wrow(dt, w, r[2], K) : r0, nr > 3 ? wrow(dt, w, r[3], K) : r0, nr, K);
-        for (int j = 0; j < nr; j++)
-            y[r[j]] = out[j];
-    }
-}
-
 /* ---------------------------------------------------------------- tiles */
 
 /* y[i*ldy + j] (+)= sum_{k<kc} x[i*ldx + k] * row_j[k], i < MR, j < nr.
@@ -184,6 +122,38 @@ AI void tile(int dt, int MR, float *y, int64_t ldy, const float *x, int64_t ldx,
         if (accum)
             s = _mm_add_ps(s, _mm_maskz_loadu_ps(sm, yr));
         _mm_mask_storeu_ps(yr, sm, s);
+    }
+}
+
+/* ---------------------------------------------------------------- matvec */
+
+/* Decode reads its rows [n0, n1) as 4 concurrent streams: the range is cut
+ * in 4 quarters and each step takes one row from each, so 4 sequential
+ * streams are in flight per core (a single stream per core leaves read
+ * bandwidth unused here; the bench's 4-stream read shows the headroom).
+ * Per row the arithmetic is the tile's for one activation row (tile() below,
+ * MR = 1, one K block of PU_KERN_KC at a time, partial sums added into y per
+ * block): a row's result is bitwise the same whether it is decoded alone or
+ * within a batch of T > 1 rows, and for any n0/n1 split. */
+AI void gemv(int dt, float *y, const float *x, const void *w, int64_t n0, int64_t n1, int64_t K) {
+    int64_t q = (n1 - n0 + 3) / 4;
+    for (int64_t i = 0; i < q; i++) {
+        int64_t r[4];
+        int nr = 0;
+        for (int j = 0; j < 4; j++)
+            if (n0 + j * q + i < n1)
+                r[nr++] = n0 + j * q + i;
+        for (int64_t k0 = 0; k0 < K; k0 += PU_KERN_KC) {
+            int64_t kc = K - k0 < PU_KERN_KC ? K - k0 : PU_KERN_KC;
+            const void *rows[4];
+            for (int j = 0; j < 4; j++)
+                rows[j] =
+                    (const char *)wrow(dt, w, r[j < nr ? j : 0], K) + (size_t)k0 * dt_size(dt);
+            float out[4];
+            tile(dt, 1, out, 0, x + k0, 0, rows, nr, kc, 0);
+            for (int j = 0; j < nr; j++)
+                y[r[j]] = k0 > 0 ? out[j] + y[r[j]] : out[j];
+        }
     }
 }
 
