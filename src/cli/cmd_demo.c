@@ -278,16 +278,30 @@ typedef struct argb {
     char store[96][512];
 } argb;
 
-static void arg(argb *b, const char *fmt, ...) {
+static void varg(argb *b, const char *fmt, va_list ap) {
     if (b->n >= 95)
         return;
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(b->store[b->n], sizeof b->store[b->n], fmt, ap);
-    va_end(ap);
     b->a[b->n] = b->store[b->n];
     b->n++;
     b->a[b->n] = NULL;
+}
+
+__attribute__((format(printf, 2, 3))) static void arg(argb *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    varg(b, fmt, ap);
+    va_end(ap);
+}
+
+/* an option and its value: FLAG, then the formatted value */
+__attribute__((format(printf, 3, 4))) static void opt(argb *b, const char *flag, const char *fmt,
+                                                      ...) {
+    arg(b, "%s", flag);
+    va_list ap;
+    va_start(ap, fmt);
+    varg(b, fmt, ap);
+    va_end(ap);
 }
 
 /* the checkpoint named by DIR/latest, as a path */
@@ -875,17 +889,12 @@ static int st_tok(demo *d) {
     argb b = {0};
     arg(&b, "tokenizer");
     arg(&b, "train");
-    arg(&b, "--type");
-    arg(&b, "spm");
+    opt(&b, "--type", "spm");
     arg(&b, "--jsonl");
-    arg(&b, "--in");
-    arg(&b, "%s/data/kept.jsonl", d->out);
-    arg(&b, "--out");
-    arg(&b, "%s/tokenizer", d->out);
-    arg(&b, "--vocab-size");
-    arg(&b, "%d", d->vocab);
-    arg(&b, "--special");
-    arg(&b, DEMO_SPECIALS);
+    opt(&b, "--in", "%s/data/kept.jsonl", d->out);
+    opt(&b, "--out", "%s/tokenizer", d->out);
+    opt(&b, "--vocab-size", "%d", d->vocab);
+    opt(&b, "--special", DEMO_SPECIALS);
     char *log = pathf(d, "logs/tokenizer.log");
     int rc = run_self(d, "tokenizer train", log, NULL, b.a);
     pu_free(log);
@@ -896,14 +905,10 @@ static int st_pack(demo *d) {
     argb b = {0};
     arg(&b, "data");
     arg(&b, "pack");
-    arg(&b, "-t");
-    arg(&b, "%s/tokenizer/tokenizer.model", d->out);
-    arg(&b, "--in");
-    arg(&b, "%s/data/kept.jsonl", d->out);
-    arg(&b, "--out");
-    arg(&b, "%s/shards", d->out);
-    arg(&b, "--val-fraction");
-    arg(&b, "0.05");
+    opt(&b, "-t", "%s/tokenizer/tokenizer.model", d->out);
+    opt(&b, "--in", "%s/data/kept.jsonl", d->out);
+    opt(&b, "--out", "%s/shards", d->out);
+    opt(&b, "--val-fraction", "0.05");
     arg(&b, "--bos");
     char *log = pathf(d, "logs/pack.log");
     int rc = run_self(d, "data pack", log, NULL, b.a);
@@ -928,34 +933,21 @@ static int st_train(demo *d) {
     pu_file_write_atomic(cp, cfg, strlen(cfg));
     argb b = {0};
     arg(&b, "train");
-    arg(&b, "--config");
-    arg(&b, "%s", cp);
-    arg(&b, "--data");
-    arg(&b, "%s/shards", d->out);
-    arg(&b, "--out");
-    arg(&b, "%s/train", d->out);
-    arg(&b, "--steps");
-    arg(&b, "%d", d->train_steps);
-    arg(&b, "--batch");
-    arg(&b, "%d", d->batch);
-    arg(&b, "--seq");
-    arg(&b, "%d", d->seq);
-    arg(&b, "--seq-schedule"); /* context stages: short first, then the full window */
-    arg(&b, "0:%d,0.6:%d", d->seq / 2, d->seq);
-    arg(&b, "--lr");
-    arg(&b, "3e-3");
-    arg(&b, "--warmup");
-    arg(&b, "%d", d->train_steps / 10 + 1);
-    arg(&b, "--seed");
-    arg(&b, "%lld", (long long)d->seed);
-    arg(&b, "--eval-every");
-    arg(&b, "%d", d->train_steps / 8 + 1);
-    arg(&b, "--eval-batches");
-    arg(&b, "4");
-    arg(&b, "--save-every");
-    arg(&b, "%d", d->train_steps);
-    arg(&b, "--keep");
-    arg(&b, "1");
+    opt(&b, "--config", "%s", cp);
+    opt(&b, "--data", "%s/shards", d->out);
+    opt(&b, "--out", "%s/train", d->out);
+    opt(&b, "--steps", "%d", d->train_steps);
+    opt(&b, "--batch", "%d", d->batch);
+    opt(&b, "--seq", "%d", d->seq);
+    opt(&b, "--seq-schedule", "0:%d,0.6:%d", d->seq / 2,
+        d->seq); /* context stages: short first, then the full window */
+    opt(&b, "--lr", "3e-3");
+    opt(&b, "--warmup", "%d", d->train_steps / 10 + 1);
+    opt(&b, "--seed", "%lld", (long long)d->seed);
+    opt(&b, "--eval-every", "%d", d->train_steps / 8 + 1);
+    opt(&b, "--eval-batches", "4");
+    opt(&b, "--save-every", "%d", d->train_steps);
+    opt(&b, "--keep", "1");
     char *log = pathf(d, "logs/train.log");
     snprintf(d->progress, sizeof d->progress, "%s/train/metrics.jsonl", d->out);
     d->total_steps = d->train_steps;
@@ -969,30 +961,19 @@ static int st_train(demo *d) {
 static int st_sft(demo *d) {
     argb b = {0};
     arg(&b, "sft");
-    arg(&b, "-m");
-    arg(&b, "%s", d->model);
-    arg(&b, "--data");
-    arg(&b, "%s/corpus/sft_train.jsonl", d->out);
-    arg(&b, "--eval-data");
-    arg(&b, "%s/corpus/sft_eval.jsonl", d->out);
-    arg(&b, "--out");
-    arg(&b, "%s/sft", d->out);
-    arg(&b, "--steps");
-    arg(&b, "%d", d->sft_steps);
-    arg(&b, "--batch");
-    arg(&b, "%d", d->batch);
-    arg(&b, "--seq");
-    arg(&b, "%d", d->seq);
+    opt(&b, "-m", "%s", d->model);
+    opt(&b, "--data", "%s/corpus/sft_train.jsonl", d->out);
+    opt(&b, "--eval-data", "%s/corpus/sft_eval.jsonl", d->out);
+    opt(&b, "--out", "%s/sft", d->out);
+    opt(&b, "--steps", "%d", d->sft_steps);
+    opt(&b, "--batch", "%d", d->batch);
+    opt(&b, "--seq", "%d", d->seq);
     arg(&b, "--pack");
     arg(&b, "--skip-bad");
-    arg(&b, "--lr");
-    arg(&b, "1e-3");
-    arg(&b, "--seed");
-    arg(&b, "%lld", (long long)d->seed);
-    arg(&b, "--save-every");
-    arg(&b, "%d", d->sft_steps);
-    arg(&b, "--keep");
-    arg(&b, "1");
+    opt(&b, "--lr", "1e-3");
+    opt(&b, "--seed", "%lld", (long long)d->seed);
+    opt(&b, "--save-every", "%d", d->sft_steps);
+    opt(&b, "--keep", "1");
     char *log = pathf(d, "logs/sft.log");
     snprintf(d->progress, sizeof d->progress, "%s/sft/metrics.jsonl", d->out);
     d->total_steps = d->sft_steps;
@@ -1065,23 +1046,17 @@ static int st_align(demo *d, const char *cmd, const char *sub, const char *outna
     arg(&b, "%s", cmd);
     if (sub)
         arg(&b, "%s", sub);
-    arg(&b, "-m");
-    arg(&b, "%s", d->model);
-    arg(&b, "--data");
-    arg(&b, "%s/corpus/pairs.jsonl", d->out);
-    arg(&b, "--out");
-    arg(&b, "%s/%s", d->out, outname);
+    opt(&b, "-m", "%s", d->model);
+    opt(&b, "--data", "%s/corpus/pairs.jsonl", d->out);
+    opt(&b, "--out", "%s/%s", d->out, outname);
     /* a light touch: at 1e-4 for sft/2 steps DPO drove the pair loss to 0.08 and the English
      * answers ran on past <|im_end|> ("the act of the act of ..."); the aligned model must
      * keep the chat format that SFT taught */
-    arg(&b, "--steps");
-    arg(&b, "%d", d->sft_steps / 4 + 1);
-    arg(&b, "--batch");
-    arg(&b, "%d", d->batch);
-    arg(&b, "--seq"); /* a pair's sides are longer than an SFT row: room for both */
-    arg(&b, "%d", 2 * d->seq);
-    arg(&b, "--lr");
-    arg(&b, "2e-5");
+    opt(&b, "--steps", "%d", d->sft_steps / 4 + 1);
+    opt(&b, "--batch", "%d", d->batch);
+    opt(&b, "--seq", "%d",
+        2 * d->seq); /* a pair's sides are longer than an SFT row: room for both */
+    opt(&b, "--lr", "2e-5");
     arg(&b, "--skip-bad");
     char log[1200];
     snprintf(log, sizeof log, "%s/logs/%s.log", d->out, outname);
@@ -1099,20 +1074,14 @@ static int st_rm(demo *d) {
 static int st_ppo(demo *d) {
     argb b = {0};
     arg(&b, "ppo");
-    arg(&b, "-m");
-    arg(&b, "%s", d->model);
-    arg(&b, "--reward-model");
-    arg(&b, "%s/rm/final", d->out);
-    arg(&b, "--prompts"); /* the held-out SFT chats: their prompts (answers dropped) */
-    arg(&b, "%s/corpus/sft_eval.jsonl", d->out);
-    arg(&b, "--out");
-    arg(&b, "%s/ppo", d->out);
-    arg(&b, "--steps");
-    arg(&b, "%d", d->sft_steps / 4 + 1);
-    arg(&b, "--batch");
-    arg(&b, "%d", d->batch);
-    arg(&b, "--max-new-tokens");
-    arg(&b, "32");
+    opt(&b, "-m", "%s", d->model);
+    opt(&b, "--reward-model", "%s/rm/final", d->out);
+    opt(&b, "--prompts", "%s/corpus/sft_eval.jsonl",
+        d->out); /* the held-out SFT chats: their prompts (answers dropped) */
+    opt(&b, "--out", "%s/ppo", d->out);
+    opt(&b, "--steps", "%d", d->sft_steps / 4 + 1);
+    opt(&b, "--batch", "%d", d->batch);
+    opt(&b, "--max-new-tokens", "32");
     arg(&b, "--skip-bad");
     char *log = pathf(d, "logs/ppo.log");
     int rc = run_self(d, "ppo", log, NULL, b.a);
@@ -1123,17 +1092,14 @@ static int st_ppo(demo *d) {
 static int st_eval(demo *d) {
     argb b = {0};
     arg(&b, "eval");
-    arg(&b, "-m");
-    arg(&b, "%s", d->model);
+    opt(&b, "-m", "%s", d->model);
     arg(&b, "--tasks");
     arg(&b, "%s/eval/mc_gloss_en.json,%s/eval/mc_poem_zh.json,%s/eval/needle_demo.json", d->out,
         d->out, d->out);
-    arg(&b, "--out");
-    arg(&b, "%s/eval/out", d->out);
+    opt(&b, "--out", "%s/eval/out", d->out);
     arg(&b, "--no-resume");
     if (d->smallest) {
-        arg(&b, "--limit");
-        arg(&b, "30");
+        opt(&b, "--limit", "30");
     }
     char *log = pathf(d, "logs/eval.log");
     int rc = run_self(d, "eval", log, NULL, b.a);
@@ -1144,12 +1110,9 @@ static int st_eval(demo *d) {
 static int st_quant(demo *d) {
     argb b = {0};
     arg(&b, "quantize");
-    arg(&b, "-m");
-    arg(&b, "%s", d->model);
-    arg(&b, "--type");
-    arg(&b, "q8_0");
-    arg(&b, "--out");
-    arg(&b, "%s/quant/model.gguf", d->out);
+    opt(&b, "-m", "%s", d->model);
+    opt(&b, "--type", "q8_0");
+    opt(&b, "--out", "%s/quant/model.gguf", d->out);
     char *q = pathf(d, "quant");
     pu_mkdir_p(q);
     pu_free(q);
@@ -1189,12 +1152,9 @@ static int st_chat(demo *d) {
         }
         argb b = {0};
         arg(&b, "chat");
-        arg(&b, "-m");
-        arg(&b, "%s", final_model(d));
-        arg(&b, "--temp");
-        arg(&b, "0");
-        arg(&b, "-n");
-        arg(&b, "48");
+        opt(&b, "-m", "%s", final_model(d));
+        opt(&b, "--temp", "0");
+        opt(&b, "-n", "48");
         unlink(one);
         rc = run_self(d, "chat", one, in, b.a);
         char *r = slurp(one, NULL);
@@ -1280,14 +1240,10 @@ static int st_serve(demo *d) {
     unlink(log);
     argb b = {0};
     arg(&b, "serve");
-    arg(&b, "-m");
-    arg(&b, "%s", final_model(d));
-    arg(&b, "--host");
-    arg(&b, "127.0.0.1");
-    arg(&b, "--port");
-    arg(&b, "0");
-    arg(&b, "--max-batch");
-    arg(&b, "1");
+    opt(&b, "-m", "%s", final_model(d));
+    opt(&b, "--host", "127.0.0.1");
+    opt(&b, "--port", "0");
+    opt(&b, "--max-batch", "1");
     FILE *lf = fopen(log, "wb");
     if (!lf) {
         pu_free(dir);
@@ -1356,11 +1312,13 @@ static int st_serve(demo *d) {
                 char *pr = pathf(d, "serve/response.json"), *pt = pathf(d, "serve/reply.txt");
                 pu_file_write_atomic(pr, js + 4, strlen(js + 4));
                 char txt[8192];
-                int n = snprintf(txt, sizeof txt,
-                                 "$ curl http://127.0.0.1:%d/v1/chat/completions -d '%s'\n> %s\n%s\n"
-                                 "(finish_reason: %s)\n",
-                                 port, body, g_serve_prompt, content, fin ? fin : "?");
-                pu_file_write_atomic(pt, txt, (size_t)(n < (int)sizeof txt ? n : (int)sizeof txt - 1));
+                int n =
+                    snprintf(txt, sizeof txt,
+                             "$ curl http://127.0.0.1:%d/v1/chat/completions -d '%s'\n> %s\n%s\n"
+                             "(finish_reason: %s)\n",
+                             port, body, g_serve_prompt, content, fin ? fin : "?");
+                pu_file_write_atomic(pt, txt,
+                                     (size_t)(n < (int)sizeof txt ? n : (int)sizeof txt - 1));
                 fprintf(stderr, "  serve: port %d, \"%s\" -> \"%s\" (%s)\n", port, g_serve_prompt,
                         content, fin ? fin : "?");
                 pu_free(pr);
@@ -1429,10 +1387,8 @@ static int plot(demo *d, const char *metrics, const char *svg, const char *title
     argb b = {0};
     arg(&b, "plot");
     arg(&b, "%s", metrics);
-    arg(&b, "-o");
-    arg(&b, "%s", svg);
-    arg(&b, "--title");
-    arg(&b, "%s", title);
+    opt(&b, "-o", "%s", svg);
+    opt(&b, "--title", "%s", title);
     char *log = pathf(d, "logs/report.log");
     int rc = run_self(d, "report", log, NULL, b.a);
     pu_free(log);
