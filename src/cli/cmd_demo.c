@@ -304,6 +304,14 @@ __attribute__((format(printf, 3, 4))) static void opt(argb *b, const char *flag,
     va_end(ap);
 }
 
+/* run the argv of b as a stage labelled what, its output to DIR/logs/NAME.log */
+static int run_logged(demo *d, const char *what, const char *name, argb *b) {
+    char *log = pathf(d, "logs/%s.log", name);
+    int rc = run_self(d, what, log, NULL, b->a);
+    pu_free(log);
+    return rc;
+}
+
 /* the checkpoint named by DIR/latest, as a path */
 static int latest_ckpt(const char *dir, char *out, size_t cap) {
     char *lp = pu_path_join(dir, "latest");
@@ -895,10 +903,7 @@ static int st_tok(demo *d) {
     opt(&b, "--out", "%s/tokenizer", d->out);
     opt(&b, "--vocab-size", "%d", d->vocab);
     opt(&b, "--special", DEMO_SPECIALS);
-    char *log = pathf(d, "logs/tokenizer.log");
-    int rc = run_self(d, "tokenizer train", log, NULL, b.a);
-    pu_free(log);
-    return rc;
+    return run_logged(d, "tokenizer train", "tokenizer", &b);
 }
 
 static int st_pack(demo *d) {
@@ -910,10 +915,7 @@ static int st_pack(demo *d) {
     opt(&b, "--out", "%s/shards", d->out);
     opt(&b, "--val-fraction", "0.05");
     arg(&b, "--bos");
-    char *log = pathf(d, "logs/pack.log");
-    int rc = run_self(d, "data pack", log, NULL, b.a);
-    pu_free(log);
-    return rc;
+    return run_logged(d, "data pack", "pack", &b);
 }
 
 static int st_train(demo *d) {
@@ -1083,10 +1085,7 @@ static int st_ppo(demo *d) {
     opt(&b, "--batch", "%d", d->batch);
     opt(&b, "--max-new-tokens", "32");
     arg(&b, "--skip-bad");
-    char *log = pathf(d, "logs/ppo.log");
-    int rc = run_self(d, "ppo", log, NULL, b.a);
-    pu_free(log);
-    return rc;
+    return run_logged(d, "ppo", "ppo", &b);
 }
 
 static int st_eval(demo *d) {
@@ -1101,10 +1100,7 @@ static int st_eval(demo *d) {
     if (d->smallest) {
         opt(&b, "--limit", "30");
     }
-    char *log = pathf(d, "logs/eval.log");
-    int rc = run_self(d, "eval", log, NULL, b.a);
-    pu_free(log);
-    return rc;
+    return run_logged(d, "eval", "eval", &b);
 }
 
 static int st_quant(demo *d) {
@@ -1116,10 +1112,7 @@ static int st_quant(demo *d) {
     char *q = pathf(d, "quant");
     pu_mkdir_p(q);
     pu_free(q);
-    char *log = pathf(d, "logs/quantize.log");
-    int rc = run_self(d, "quantize", log, NULL, b.a);
-    pu_free(log);
-    return rc;
+    return run_logged(d, "quantize", "quantize", &b);
 }
 
 /* the model chat and serve talk to: the quantized GGUF when the quantize stage made it */
@@ -1389,10 +1382,7 @@ static int plot(demo *d, const char *metrics, const char *svg, const char *title
     arg(&b, "%s", metrics);
     opt(&b, "-o", "%s", svg);
     opt(&b, "--title", "%s", title);
-    char *log = pathf(d, "logs/report.log");
-    int rc = run_self(d, "report", log, NULL, b.a);
-    pu_free(log);
-    return rc;
+    return run_logged(d, "report", "report", &b);
 }
 
 /* last val_loss of a metrics JSONL (first one with FIRST) */
